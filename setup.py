@@ -1,0 +1,31 @@
+"""Packaging for the collective-communication engine.
+
+Extras:
+  mpi       mpi4py 4.x and the `mpich` wheel, so a fresh machine needs no system MPI
+            (skip it if you already have an MPI and an mpi4py built against it)
+  test      pytest and what the test-suite uses
+  examples  scikit-learn (the bundled digits data set) and matplotlib (plots)
+  gpu       CuPy for CUDA 12 (GPU buffers and the custom kernels)
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="collectives-engine",
+    version="0.1.0",
+    description="A from-scratch collective-communication engine (ring, tree, recursive doubling, "
+                "Rabenseifner) over MPI point-to-point, with a small autograd library for "
+                "data- and tensor-parallel training.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["collectives", "collectives.*", "kernels", "kernels.*",
+                                    "nn", "nn.*", "bench", "bench.*"]),
+    package_data={"kernels": ["*.cu", "*.cuh"]},
+    python_requires=">=3.9",
+    install_requires=["numpy>=1.24"],
+    extras_require={
+        "mpi": ["mpi4py>=4,<5", "mpich"],
+        "test": ["pytest>=7", "pytest-timeout", "hypothesis", "scikit-learn", "matplotlib"],
+        "examples": ["scikit-learn", "matplotlib"],
+        "gpu": ["cupy-cuda12x"],
+    },
+)
