@@ -1,0 +1,48 @@
+"""collectives: a from-scratch collective-communication engine.
+
+    import collectives as cc
+    comm = cc.init()                      # over MPI.COMM_WORLD (or cc.init(mpi4py_comm))
+    comm.allreduce(x, "sum", algorithm="ring")
+    comm.reduce_scatter(x), comm.allgather(x), comm.broadcast(x, root), comm.reduce(x, op, root)
+    comm.barrier(); comm.split(color, key); comm.algorithms("allreduce")
+    cc.partition(count, size)             # block offsets, numpy.array_split convention
+    cc.run_threads(n, fn)                 # run fn(comm) on n in-process ranks (tests, teaching)
+
+Algorithms are ours (ring, tree, recursive doubling, Rabenseifner, ...); MPI only moves
+bytes, except for algorithm "mpi", MPI's own collective, kept as the baseline.
+"""
+from .communicator import CollectiveMismatch, Communicator, debug_from_env
+from .ops import AVG, MAX, MIN, OPS, PROD, SUM
+from .partition import partition
+from .transport.local import TransportError
+from .work import Work
+
+__all__ = ["init", "run_threads", "partition", "Communicator", "Work", "CollectiveMismatch",
+           "TransportError", "SUM", "PROD", "MAX", "MIN", "AVG", "OPS"]
+
+
+def init(comm=None, *, debug=None):
+    """A Communicator over an mpi4py communicator (default MPI.COMM_WORLD).
+
+    The communicator is duplicated, so the engine's messages never mix with the caller's.
+    debug=True (or COLLECTIVES_DEBUG=1) checks before every collective that all ranks
+    called it alike, and raises the same error on every rank if not.
+    """
+    from mpi4py import MPI
+
+    from .transport.mpi import MPITransport
+    comm = MPI.COMM_WORLD if comm is None else comm
+    if not isinstance(comm, MPI.Comm):
+        raise TypeError(f"cc.init takes an mpi4py communicator, got {type(comm).__name__}")
+    return Communicator(MPITransport(comm.Dup()), debug=debug_from_env() if debug is None else debug)
+
+
+def run_threads(size, fn, *args, debug=False, timeout=60.0, **kwargs):
+    """Run fn(comm, *args, **kwargs) on `size` ranks in this process, one thread each.
+
+    Returns the results in rank order and re-raises the first rank's exception. A rank
+    stuck waiting longer than `timeout` seconds raises instead of hanging.
+    """
+    from .transport.local import run_threads as spawn
+    return spawn(size, fn, *args, timeout=timeout,
+                 wrap=lambda t: Communicator(t, debug=debug), **kwargs)

@@ -1,0 +1,89 @@
+"""Pieces several algorithms share: the workspace, binary/k-ary trees, pipeline chunks,
+and folding a non-power-of-two world onto a power of two."""
+import kernels
+
+
+def reduce_into(dst, src, op, reverse=False):
+    """dst = dst <op> src (or src <op> dst with reverse=True), through kernels.reduce_into.
+
+    `reverse` lets a pair of ranks combine in one canonical order (lower rank's data on
+    the left), which is what makes max/min of signed zeros and NaN payloads agree bitwise.
+    """
+    return kernels.reduce_into(dst, src, op, reverse=reverse)
+
+
+class Workspace:
+    """Scratch buffers reused across calls: the steady state allocates nothing.
+
+    `get(slot, n, like)` returns a 1-D array of n elements with like's dtype (and array
+    module), reusing the slot's buffer whenever it is large enough.
+    """
+
+    def __init__(self):
+        self._buffers = {}
+
+    def get(self, slot, n, like):
+        key = (slot, like.dtype, type(like))
+        buf = self._buffers.get(key)
+        if buf is None or buf.size < n:
+            buf = _empty_like(like, max(n, 1))
+            self._buffers[key] = buf
+        return buf[:n]
+
+
+def _empty_like(like, n):
+    # np.empty_like / cupy.empty_like keep the array module (NumPy or CuPy) of `like`.
+    import numpy as np
+    return np.empty_like(like, shape=(n,))
+
+
+def chunk_bounds(count, chunks):
+    """Offsets cutting `count` elements into `chunks` nearly equal pipeline chunks (>= 1)."""
+    chunks = max(1, min(chunks, count)) if count else 1
+    base, extra = divmod(count, chunks)
+    bounds = [0]
+    for i in range(chunks):
+        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
+    return bounds
+
+
+def tree_links(rank, size, root, arity):
+    """(parent, children) of `rank` in the k-ary tree rooted at `root` (arity 1: a chain).
+
+    Ranks are renumbered v = (rank - root) mod size; v's parent is (v-1)//arity and its
+    children are arity*v+1 ... arity*v+arity. Depth is about log_arity(size).
+    """
+    v = (rank - root) % size
+    parent = None if v == 0 else ((v - 1) // arity + root) % size
+    first = arity * v + 1
+    children = [(c + root) % size for c in range(first, min(first + arity, size))]
+    return parent, children
+
+
+class Fold:
+    """Folding n ranks onto the largest power of two p <= n, for the doubling/halving families.
+
+    The first 2*(n-p) ranks pair up: each even one hands its data to the odd one after it
+    and sits out; the odd one stands for both. The remaining ranks stand for themselves.
+    `new` is this rank's number among the p active ranks (None when it sits out), and
+    `real(i)` is the real rank of active rank i.
+    """
+
+    def __init__(self, rank, size):
+        p = 1
+        while p * 2 <= size:
+            p *= 2
+        self.p, self.extra = p, size - p
+        if rank < 2 * self.extra:
+            self.partner = rank + 1 if rank % 2 == 0 else rank - 1
+            self.new = None if rank % 2 == 0 else rank // 2
+        else:
+            self.partner = None
+            self.new = rank - self.extra
+
+    def real(self, i):
+        return 2 * i + 1 if i < self.extra else i + self.extra
+
+    def first_block(self, i):
+        """The first of the original rank blocks active rank i stands for."""
+        return 2 * i if i < self.extra else i + self.extra

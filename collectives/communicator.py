@@ -1,0 +1,228 @@
+"""The Communicator: the public face of the engine.
+
+It checks arguments on the calling rank before any communication, optionally checks that
+all ranks called alike (debug mode), picks the algorithm, and runs it synchronously or on
+the communicator's ordered background thread.
+"""
+import os
+
+from . import algorithms as registry
+from . import buffers, tuning
+from .algorithms.common import Workspace
+from .ops import check_op, combine_op, finish_avg
+from .partition import partition
+from .work import OrderedExecutor
+
+
+class CollectiveMismatch(ValueError):
+    """Ranks called one collective with different arguments (raised on every rank)."""
+
+
+def debug_from_env():
+    return os.environ.get("COLLECTIVES_DEBUG", "").lower() in ("1", "true", "yes", "on")
+
+
+class Communicator:
+    """A group of ranks that run collectives together (see collectives/__init__.py).
+
+    Create one with `cc.init()` (over MPI) or `cc.run_threads()` (in-process); `split`
+    makes sub-communicators.
+    """
+
+    def __init__(self, transport, debug=False):
+        self.transport = transport
+        self.rank = transport.rank
+        self.size = transport.size
+        self.debug = debug
+        self._workspace = Workspace()
+        self._executor = OrderedExecutor(f"collectives-rank{self.rank}")
+        self._sequence = 0
+
+    def __repr__(self):
+        return (f"<Communicator rank {self.rank} of {self.size} over "
+                f"{type(self.transport).__name__}{' debug' if self.debug else ''}>")
+
+    # -- choosing algorithms -----------------------------------------------------------
+    def algorithms(self, collective):
+        """Algorithm names valid for `collective` on this communicator (no "auto")."""
+        if collective not in registry.ALGORITHMS:
+            raise ValueError(f"unknown collective {collective!r}: valid are "
+                             f"{', '.join(map(repr, registry.ALGORITHMS))}")
+        return registry.names(collective, self.transport)
+
+    def _resolve(self, collective, algorithm, nbytes):
+        valid = self.algorithms(collective)
+        if algorithm == "auto":
+            ours = [name for name in valid if name != registry.NATIVE]
+            return tuning.choose(collective, ours, nbytes, self.size)
+        if algorithm not in valid:
+            raise ValueError(f"unknown {collective} algorithm {algorithm!r}: valid are 'auto', "
+                             f"{', '.join(map(repr, valid))}")
+        return algorithm
+
+    def _check_root(self, root):
+        if not isinstance(root, int) or isinstance(root, bool) or not 0 <= root < self.size:
+            raise ValueError(f"root must be an int in [0, {self.size}), got {root!r}")
+
+    # -- running ----------------------------------------------------------------------------
+    def _run(self, signature, job, async_op):
+        """Run `job` in call order: on this thread, or queued when asynchronous."""
+        self._sequence += 1
+        sequence = self._sequence
+        if self.debug:
+            inner = job
+
+            def job():
+                self._check_alike(sequence, signature)
+                return inner()
+        description = f"{signature[0]} #{sequence}"
+        if async_op:
+            return self._executor.submit(job, description)
+        if self._executor.busy():
+            return self._executor.submit(job, description).wait()
+        return job()
+
+    def _check_alike(self, sequence, signature):
+        """Debug mode: exchange call signatures and raise the same error on every rank if
+        they differ, naming which ranks called what."""
+        signatures = self.transport.allgather_object(signature)
+        if all(s == signatures[0] for s in signatures):
+            return
+        groups = {}
+        for rank, s in enumerate(signatures):
+            groups.setdefault(s, []).append(rank)
+        lines = [f"  ranks {ranks}: {_describe(s)}" for s, ranks in groups.items()]
+        raise CollectiveMismatch(f"collective #{sequence} was called differently across "
+                                 f"ranks:\n" + "\n".join(lines))
+
+    # -- the collectives ----------------------------------------------------------------------
+    def allreduce(self, x, op="sum", *, algorithm="auto", out=None, async_op=False):
+        """Reduce x element-wise over all ranks; every rank gets the result.
+
+        Writes into `out` if given, else into x in place; returns that array (or a Work
+        handle whose wait() returns it). Cost depends on the algorithm: see
+        `collectives.algorithms` (ring: 2(n-1) steps, 2(n-1)/n of the buffer each way).
+        """
+        buffers.check_array(x, writeable=out is None)
+        op = check_op(op, x.dtype)
+        if out is not None:
+            buffers.check_out(out, x, x.shape)
+        name = self._resolve("allreduce", algorithm, x.nbytes)
+        run = registry.ALGORITHMS["allreduce"][name]
+        target = x if out is None else out
+
+        def job():
+            buf = buffers.flat(target)
+            if target is not x:
+                buf[...] = buffers.flat(x)
+            run(self.transport, buf, combine_op(op), self._workspace)
+            finish_avg(buf, op, self.size)
+            return target
+        return self._run(("allreduce", x.size, str(x.dtype), op, name), job, async_op)
+
+    def reduce_scatter(self, x, op="sum", *, algorithm="auto", out=None, async_op=False):
+        """Reduce x over all ranks and return this rank's block of the result (1-D).
+
+        Blocks follow `cc.partition(x.size, size)`. x is not modified. Cost (ring): n-1
+        steps, (n-1)/n of the buffer sent, received and reduced per rank.
+        """
+        buffers.check_array(x)
+        op = check_op(op, x.dtype)
+        offsets = partition(x.size, self.size)
+        shape = (offsets[self.rank + 1] - offsets[self.rank],)
+        if out is not None:
+            buffers.check_out(out, x, shape)
+        name = self._resolve("reduce_scatter", algorithm, x.nbytes)
+        run = registry.ALGORITHMS["reduce_scatter"][name]
+
+        def job():
+            result = buffers.empty(shape, x) if out is None else out
+            run(self.transport, buffers.flat(x), result, combine_op(op), offsets, self._workspace)
+            finish_avg(result, op, self.size)
+            return result
+        return self._run(("reduce_scatter", x.size, str(x.dtype), op, name), job, async_op)
+
+    def allgather(self, x, *, algorithm="auto", out=None, async_op=False):
+        """Concatenate every rank's x along axis 0 (a 0-d x counts as shape (1,)).
+
+        All ranks must pass the same shape. Returns `out` or a new array. Cost (ring):
+        n-1 steps, (n-1)/n of the output received per rank.
+        """
+        buffers.check_array(x)
+        shape = (self.size * x.shape[0],) + tuple(x.shape[1:]) if x.ndim else (self.size,)
+        if out is not None:
+            buffers.check_out(out, x, shape)
+        count = x.size
+        offsets = [i * count for i in range(self.size + 1)]
+        name = self._resolve("allgather", algorithm, x.nbytes * self.size)
+        run = registry.ALGORITHMS["allgather"][name]
+
+        def job():
+            result = buffers.empty(shape, x) if out is None else out
+            buf = buffers.flat(result)
+            buf[offsets[self.rank]:offsets[self.rank + 1]] = buffers.flat(x)
+            run(self.transport, buf, offsets, self._workspace)
+            return result
+        return self._run(("allgather", tuple(x.shape), str(x.dtype), name), job, async_op)
+
+    def broadcast(self, x, root=0, *, algorithm="auto", async_op=False):
+        """Copy root's x into every rank's x, in place; returns x. Cost (tree): about
+        log2(n) + chunks - 1 steps, each non-leaf sending the buffer to its children."""
+        buffers.check_array(x, writeable=True)
+        self._check_root(root)
+        name = self._resolve("broadcast", algorithm, x.nbytes)
+        run = registry.ALGORITHMS["broadcast"][name]
+
+        def job():
+            run(self.transport, buffers.flat(x), root, self._workspace)
+            return x
+        return self._run(("broadcast", x.size, str(x.dtype), root, name), job, async_op)
+
+    def reduce(self, x, op="sum", root=0, *, algorithm="auto", out=None, async_op=False):
+        """Reduce x over all ranks into root only: into `out` there if given, else into
+        root's x in place. Returns the result on root and None elsewhere; other ranks' x
+        is not modified. Cost (tree): about log2(n) + chunks - 1 steps."""
+        self._check_root(root)
+        is_root = self.rank == root
+        buffers.check_array(x, writeable=is_root and out is None)
+        op = check_op(op, x.dtype)
+        if out is not None and is_root:
+            buffers.check_out(out, x, x.shape)
+        name = self._resolve("reduce", algorithm, x.nbytes)
+        run = registry.ALGORITHMS["reduce"][name]
+
+        def job():
+            if is_root:
+                target = x if out is None else out
+                work = buffers.flat(target)
+            else:
+                target, work = None, self._workspace.get("reduce", x.size, x)
+            if work is not x.reshape(-1) and not (is_root and out is None):
+                work[...] = buffers.flat(x)
+            run(self.transport, work, combine_op(op), root, self._workspace)
+            if is_root:
+                finish_avg(work, op, self.size)
+            return target
+        return self._run(("reduce", x.size, str(x.dtype), op, root, name), job, async_op)
+
+    def barrier(self):
+        """Return once every rank has entered the barrier (after this rank's queued work)."""
+        self._run(("barrier",), self.transport.barrier, async_op=False)
+
+    def split(self, color, key=0):
+        """A new Communicator over the ranks that passed the same `color`, ranked by
+        (key, old rank); color None leaves this rank out (returns None). Collective."""
+        self._executor.drain()
+        sub = self.transport.split(color, key)
+        return None if sub is None else Communicator(sub, debug=self.debug)
+
+
+def _describe(signature):
+    name, *args = signature
+    labels = {"allreduce": ("count", "dtype", "op", "algorithm"),
+              "reduce_scatter": ("count", "dtype", "op", "algorithm"),
+              "allgather": ("shape", "dtype", "algorithm"),
+              "broadcast": ("count", "dtype", "root", "algorithm"),
+              "reduce": ("count", "dtype", "op", "root", "algorithm"),
+              "barrier": ()}[name]
+    return f"{name}(" + ", ".join(f"{k}={v}" for k, v in zip(labels, args)) + ")"

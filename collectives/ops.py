@@ -1,0 +1,42 @@
+"""Reduction operators and the data types the engine moves.
+
+An op is named by a string ("sum", "prod", "max", "min", "avg") or by the constants
+`SUM`, `PROD`, `MAX`, `MIN`, `AVG` (which are those strings). "avg" is carried out as
+"sum" followed by one division by the world size, done by whoever holds the final sum,
+so every rank still gets bitwise-identical results.
+"""
+import numpy as np
+
+SUM, PROD, MAX, MIN, AVG = "sum", "prod", "max", "min", "avg"
+OPS = (SUM, PROD, MAX, MIN, AVG)
+
+DTYPES = tuple(np.dtype(name) for name in
+               ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8"))
+
+
+def check_op(op, dtype):
+    """Return the validated op name for `dtype`, or raise ValueError/TypeError saying why not."""
+    if not isinstance(op, str) or op not in OPS:
+        raise ValueError(f"unknown op {op!r}: valid ops are {', '.join(map(repr, OPS))}")
+    if op == AVG and dtype.kind != "f":
+        raise TypeError(f"op 'avg' needs a floating-point dtype, got {dtype}: "
+                        "use 'sum' and divide yourself for integers")
+    return op
+
+
+def check_dtype(dtype):
+    """Raise TypeError unless `dtype` is one the engine moves."""
+    if dtype not in DTYPES:
+        raise TypeError(f"unsupported dtype {dtype}: supported dtypes are "
+                        f"{', '.join(str(d) for d in DTYPES)}")
+
+
+def combine_op(op):
+    """The element-wise op that reduction steps apply (the "sum" behind "avg")."""
+    return SUM if op == AVG else op
+
+
+def finish_avg(block, op, world_size):
+    """Divide `block` by the world size in place if op is "avg" (one pass, on the final sum)."""
+    if op == AVG and world_size > 1 and block.size:
+        np.true_divide(block, world_size, out=block, casting="unsafe")

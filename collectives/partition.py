@@ -1,0 +1,24 @@
+"""How a buffer of `count` elements is cut into blocks, one per rank."""
+
+
+def partition(count, size):
+    """Offsets of `size` blocks covering `count` elements: a list of size+1 ints.
+
+    Block i is [offsets[i], offsets[i+1]). The first count % size blocks are one element
+    longer than the rest, exactly as numpy.array_split cuts. Blocks may be empty when
+    count < size.
+    """
+    if not isinstance(count, int) or count < 0:
+        raise ValueError(f"count must be a non-negative int, got {count!r}")
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    base, extra = divmod(count, size)
+    offsets = [0] * (size + 1)
+    for i in range(size):
+        offsets[i + 1] = offsets[i] + base + (1 if i < extra else 0)
+    return offsets
+
+
+def block(buf, offsets, i):
+    """View of block i of `buf` under `offsets` (no copy)."""
+    return buf[offsets[i]:offsets[i + 1]]

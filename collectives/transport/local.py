@@ -1,0 +1,235 @@
+"""The in-process transport: one thread per rank, messages handed over in memory.
+
+Used by the tests to run every algorithm at any world size without mpirun, and by the
+teaching tools. Sends have rendezvous semantics (a send completes only when the receiver
+has taken the data, like MPI_Ssend), so a schedule that would deadlock over MPI deadlocks
+here too, and the receive timeout turns that into an error instead of a hang.
+"""
+import threading
+from collections import defaultdict
+
+import numpy as np
+
+DEFAULT_TIMEOUT = 60.0
+
+
+class TransportError(RuntimeError):
+    """A point-to-point operation failed (timeout or mismatched message)."""
+
+
+class _Message:
+    __slots__ = ("payload", "done", "error")
+
+    def __init__(self, payload):
+        self.payload = payload
+        self.done = threading.Event()
+        self.error = None
+
+
+class _Channel:
+    """Messages from one rank to another in one group, matched in posting order."""
+    __slots__ = ("sent", "posted", "messages")
+
+    def __init__(self):
+        self.sent = 0       # messages enqueued so far
+        self.posted = 0     # receives posted so far
+        self.messages = {}  # sequence number -> _Message
+
+
+class Fabric:
+    """Shared state of one in-process world: every channel of every group."""
+
+    def __init__(self, timeout=DEFAULT_TIMEOUT):
+        self.timeout = timeout
+        self.cond = threading.Condition()
+        self.channels = defaultdict(_Channel)
+        self.aborted = None  # set to a reason when a rank failed: the others stop waiting
+
+    def abort(self, reason):
+        with self.cond:
+            self.aborted = reason
+            self.cond.notify_all()
+
+    def _check_aborted(self, describe):
+        if self.aborted:
+            raise TransportError(f"{describe()}: gave up because {self.aborted}")
+
+    def post_send(self, key, payload):
+        message = _Message(payload)
+        with self.cond:
+            channel = self.channels[key]
+            channel.messages[channel.sent] = message
+            channel.sent += 1
+            self.cond.notify_all()
+        return message
+
+    def post_recv(self, key):
+        with self.cond:
+            channel = self.channels[key]
+            ticket = channel.posted
+            channel.posted += 1
+        return ticket
+
+    def take(self, key, ticket, describe):
+        with self.cond:
+            channel = self.channels[key]
+            if not self.cond.wait_for(lambda: ticket in channel.messages or self.aborted,
+                                      self.timeout):
+                raise TransportError(f"{describe()}: no message after {self.timeout:g} s "
+                                     "(the peer never sent it: a deadlock or a skipped call)")
+            if ticket not in channel.messages:
+                self._check_aborted(describe)
+            return channel.messages.pop(ticket)
+
+    def wait_delivered(self, message, describe):
+        """Block until `message` was received (polling for an abort every 50 ms)."""
+        waited = 0.0
+        while not message.done.wait(0.05):
+            waited += 0.05
+            self._check_aborted(describe)
+            if waited >= self.timeout:
+                raise TransportError(f"{describe()}: not received after {self.timeout:g} s")
+        if message.error:
+            raise TransportError(message.error)
+
+
+class _SendRequest:
+    __slots__ = ("fabric", "message", "describe")
+
+    def __init__(self, fabric, message, describe):
+        self.fabric, self.message, self.describe = fabric, message, describe
+
+    def wait(self):
+        self.fabric.wait_delivered(self.message, self.describe)
+
+    def test(self):
+        return self.message.done.is_set()
+
+
+class _RecvRequest:
+    __slots__ = ("transport", "buf", "source", "ticket", "done")
+
+    def __init__(self, transport, buf, source, ticket):
+        self.transport, self.buf, self.source, self.ticket = transport, buf, source, ticket
+        self.done = False
+
+    def wait(self):
+        """Complete the receive; returns the object for an object message."""
+        if not self.done:
+            self.done = True
+            return self.transport._complete_recv(self.buf, self.source, self.ticket)
+
+    def test(self):
+        return self.done
+
+
+class LocalTransport:
+    """One rank's endpoint in an in-process world (see module docstring)."""
+
+    def __init__(self, fabric, group, rank, size):
+        self.fabric, self.group, self.rank, self.size = fabric, group, rank, size
+        self._splits = 0
+
+    # -- point to point ----------------------------------------------------------------
+    def isend(self, buf, dest, payload=None):
+        """Start sending `buf` to `dest`; the request completes once `dest` has received it."""
+        message = self.fabric.post_send((self.group, self.rank, dest),
+                                        buf if payload is None else payload)
+        return _SendRequest(self.fabric, message,
+                            lambda: f"rank {self.rank} sending to rank {dest}")
+
+    def irecv(self, buf, source):
+        """Post a receive of `buf` from `source`; matched in posting order."""
+        return _RecvRequest(self, buf, source, self.fabric.post_recv((self.group, source, self.rank)))
+
+    def _complete_recv(self, buf, source, ticket):
+        message = self.fabric.take((self.group, source, self.rank), ticket,
+                                   lambda: f"rank {self.rank} receiving from rank {source}")
+        data = message.payload
+        if buf is None:                      # an object message (control plane)
+            message.done.set()
+            return data
+        if data.nbytes != buf.nbytes:
+            message.error = (f"rank {source} sent {data.nbytes} bytes to rank {self.rank}, "
+                             f"which expected {buf.nbytes}")
+            message.done.set()
+            raise TransportError(message.error)
+        else:
+            np.copyto(buf, data.view(buf.dtype).reshape(buf.shape), casting="no")
+        message.done.set()
+
+    def sendrecv(self, sendbuf, dest, recvbuf, source):
+        """Send `sendbuf` to `dest` and receive `recvbuf` from `source` (either may be None)."""
+        send = self.isend(sendbuf, dest) if sendbuf is not None else None
+        if recvbuf is not None:
+            self.irecv(recvbuf, source).wait()
+        if send is not None:
+            send.wait()
+
+    @staticmethod
+    def waitall(requests):
+        """Wait for every request in `requests`."""
+        for request in requests:
+            request.wait()
+
+    # -- control plane -------------------------------------------------------------------
+    def allgather_object(self, obj):
+        """Every rank's `obj`, in rank order (n-1 messages each way per rank)."""
+        sends = [self.isend(None, peer, payload=obj) for peer in range(self.size) if peer != self.rank]
+        result = []
+        for peer in range(self.size):
+            if peer == self.rank:
+                result.append(obj)
+            else:
+                result.append(self.irecv(None, peer).wait())
+        self.waitall(sends)
+        return result
+
+    def barrier(self):
+        """Return once every rank of the group has entered the barrier."""
+        self.allgather_object(None)
+
+    def split(self, color, key=0):
+        """A transport over the ranks that passed the same `color` (None: this rank joins none)."""
+        entries = self.allgather_object((color, key, self.rank))
+        self._splits += 1
+        if color is None:
+            return None
+        members = sorted((k, r) for c, k, r in entries if c == color)
+        new_rank = members.index((key, self.rank))
+        group = (self.group, self._splits, color)
+        return LocalTransport(self.fabric, group, new_rank, len(members))
+
+
+def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, **kwargs):
+    """Run fn(endpoint, *args, **kwargs) on `size` in-process ranks, one thread each.
+
+    `wrap(transport)` turns each rank's transport into what fn receives (the Communicator
+    does this); by default fn gets the bare transport. Returns the list of results in rank
+    order; the first exception raised by any rank is re-raised here, after all threads end.
+    """
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    fabric = Fabric(timeout)
+    results, errors = [None] * size, [None] * size
+
+    def body(rank):
+        try:
+            endpoint = LocalTransport(fabric, "world", rank, size)
+            results[rank] = fn(wrap(endpoint) if wrap else endpoint, *args, **kwargs)
+        except BaseException as exc:  # reported to the caller below
+            errors[rank] = exc
+            fabric.abort(f"rank {rank} failed with {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=body, args=(r,), name=f"rank-{r}", daemon=True)
+               for r in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Prefer the root cause over the "gave up because rank r failed" errors it caused.
+    first = [exc for exc in errors if exc is not None and not isinstance(exc, TransportError)]
+    first = first or [exc for exc in errors if exc is not None]
+    if first:
+        raise first[0]
+    return results
