@@ -1,0 +1,20 @@
+"""Launching real MPI jobs from tests."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def mpirun(n, *args, timeout=240):
+    """Run `mpirun -n n python *args` from the repository root; returns CompletedProcess."""
+    pytest.importorskip("mpi4py")
+    launcher = shutil.which("mpirun") or shutil.which("mpiexec")
+    if launcher is None:
+        pytest.skip("no mpirun on PATH (pip install '.[mpi]')")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([launcher, "-n", str(n), sys.executable, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
