@@ -1,0 +1,262 @@
+"""The benchmark harness in the manner of nccl-tests: size sweep, interleaved timing,
+result checking, the table, the footer and JSON. A benchmark file only describes its
+collective (a `Collective`) and calls `main`.
+
+Timing: at each size every algorithm runs `iters` timed iterations (after `warmup`), split
+into rounds that alternate between algorithms, so machine noise hits all of them alike.
+A rank's time is its wall time per iteration between barriers; the reported time is the
+slowest rank's. algbw = size / time and busbw = algbw * the collective's bus factor, as
+nccl-tests defines them (GB = 1e9 bytes).
+"""
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text):
+    """'8', '64K', '16M', '1G' -> bytes."""
+    text = str(text).strip().upper().rstrip("B")
+    unit = text[-1] if text and text[-1] in UNITS else ""
+    try:
+        return int(float(text[:len(text) - len(unit)]) * UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 8, 64K, 16M)")
+
+
+@dataclass
+class Collective:
+    """What a benchmark says about its collective.
+
+    name: e.g. "allreduce" (also the Communicator method and algorithm-registry key)
+    bus_factor(n): busbw / algbw (all-reduce 2(n-1)/n, reduce-scatter and all-gather
+        (n-1)/n, broadcast and reduce 1)
+    count_for(size, n, itemsize): elements per rank's input for a `size`-byte row
+    run(comm, x, out, op, root, algorithm, inplace): one call of the collective
+    expected(inputs, op, root, rank): the float64 result this rank should end with
+        (None where the rank's result is unspecified)
+    buffers(x, n, rank, inplace): the (x, out) pair a call gets; default: (x, None) in
+        place, (x, a new array like x) out of place
+    modes: which of out-of-place (False) and in-place (True) the collective has
+    rooted: whether the `root` column applies
+    The checked result is what the call returns.
+    """
+    name: str
+    bus_factor: Callable
+    count_for: Callable
+    run: Callable
+    expected: Callable
+    buffers: Callable = None
+    modes: tuple = (False, True)
+    rooted: bool = False
+
+    def arguments(self, x, n, rank, inplace):
+        if self.buffers is not None:
+            return self.buffers(x, n, rank, inplace)
+        return (x, None) if inplace else (x, np.empty_like(x))
+
+
+def fill(rank, count, dtype, op):
+    """Rank `rank`'s input: small integers, so sums and products are exact in every dtype."""
+    i = np.arange(count)
+    if op == "prod":
+        values = 1 + (i + rank) % 2
+    else:
+        values = (i * 7 + rank * 3) % 11 - 5
+    if np.dtype(dtype).kind == "u":
+        values = values + 5
+    return values.astype(dtype)
+
+
+def count_wrong(got, expected):
+    """Elements of `got` off the float64 `expected` by more than a rounding of the dtype."""
+    if expected is None:
+        return 0
+    got64 = np.asarray(got, dtype=np.float64).reshape(-1)
+    expected = np.asarray(expected, dtype=np.float64).reshape(-1)
+    if got64.shape != expected.shape:
+        return max(got64.size, expected.size)
+    eps = np.finfo(got.dtype).eps if got.dtype.kind == "f" else 0.0
+    return int(np.count_nonzero(np.abs(got64 - expected) > 2 * eps * np.abs(expected)))
+
+
+def build_parser(collective):
+    parser = argparse.ArgumentParser(
+        prog=f"python -m bench.{collective.name}",
+        description=f"nccl-tests-style {collective.name} benchmark of every algorithm "
+                    f"(run under mpirun, e.g. mpirun -n 4 python -m bench.{collective.name})")
+    parser.add_argument("-b", "--minbytes", type=parse_size, default=parse_size("8"))
+    parser.add_argument("-e", "--maxbytes", type=parse_size, default=parse_size("16M"))
+    parser.add_argument("-f", "--stepfactor", type=int, default=2, help="multiply size by this")
+    parser.add_argument("-n", "--iters", type=int, default=20, help="timed iterations per size")
+    parser.add_argument("-w", "--warmup_iters", type=int, default=5)
+    parser.add_argument("-d", "--datatype", default="float32",
+                        help="float16, float32, float64, int8, int16, int32, int64, uint8")
+    parser.add_argument("-o", "--op", default="sum", help="sum, prod, max, min, avg")
+    parser.add_argument("-r", "--root", type=int, default=0, help="root rank (broadcast, reduce)")
+    parser.add_argument("-c", "--check", type=int, default=1, help="check results (1) or not (0)")
+    parser.add_argument("-a", "--algorithms", default="all",
+                        help="comma-separated algorithm names, or 'all' (ours and mpi)")
+    parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    return parser
+
+
+def sizes(args, itemsize):
+    if args.stepfactor < 2:
+        raise SystemExit("-f must be at least 2")
+    size, out = max(args.minbytes, itemsize), []
+    while size <= args.maxbytes:
+        out.append(size)
+        size *= args.stepfactor
+    return out
+
+
+def time_rounds(comm, collective, algorithms, calls, args):
+    """Interleaved timing: returns {(algorithm, inplace): seconds per iteration (slowest rank)}."""
+    total = {(a, inplace): 0.0 for a in algorithms for inplace in calls}
+    rounds = max(1, min(args.iters, 4))
+    per_round = [args.iters // rounds + (1 if i < args.iters % rounds else 0) for i in range(rounds)]
+    for (algorithm, inplace) in total:
+        for _ in range(args.warmup_iters):
+            collective.run(comm, *calls[inplace], args.op, args.root, algorithm, inplace)
+    for iters in per_round:
+        for (algorithm, inplace) in total:
+            comm.barrier()
+            start = time.perf_counter()
+            for _ in range(iters):
+                collective.run(comm, *calls[inplace], args.op, args.root, algorithm, inplace)
+            total[(algorithm, inplace)] += time.perf_counter() - start
+    slowest = comm.transport.allgather_object(total)
+    return {key: max(t[key] for t in slowest) / max(args.iters, 1) for key in total}
+
+
+def check(comm, collective, algorithm, count, args, inplace):
+    """Run once on fresh inputs and count wrong elements on this rank (summed over ranks)."""
+    inputs = [fill(r, count, args.datatype, args.op) for r in range(comm.size)]
+    x, out = collective.arguments(inputs[comm.rank].copy(), comm.size, comm.rank, inplace)
+    got = collective.run(comm, x, out, args.op, args.root, algorithm, inplace)
+    expected = collective.expected(inputs, args.op, args.root, comm.rank)
+    wrong = count_wrong(got, expected)
+    return sum(comm.transport.allgather_object(wrong))
+
+
+HEADER = ("#\n# {title:>66}{inplace:>31}\n"
+          "# {:>10} {:>12} {:>8} {:>6} {:>6}   {:>9} {:>7} {:>7} {:>6}   {:>9} {:>7} {:>7} {:>6}\n"
+          "# {:>10} {:>12} {:>8} {:>6} {:>6}   {:>9} {:>7} {:>7} {:>6}   {:>9} {:>7} {:>7} {:>6}")
+
+
+def format_header():
+    return HEADER.format("size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong",
+                         "time", "algbw", "busbw", "#wrong",
+                         "(B)", "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "",
+                         "(us)", "(GB/s)", "(GB/s)", "", title="out-of-place", inplace="in-place")
+
+
+def format_row(row):
+    def part(prefix):
+        if row.get(prefix + "time_us") is None:
+            return f"{'N/A':>9} {'N/A':>7} {'N/A':>7} {'N/A':>6}"
+        return (f"{row[prefix + 'time_us']:>9.1f} {row[prefix + 'algbw']:>7.3f} "
+                f"{row[prefix + 'busbw']:>7.3f} {row[prefix + 'wrong']:>6}")
+    return (f"  {row['size']:>10} {row['count']:>12} {row['dtype']:>8} {row['op']:>6} "
+            f"{row['root']:>6}   {part('')}   {part('inplace_')}")
+
+
+def main(collective, argv=None, out=sys.stdout):
+    """Run the sweep for `collective` on cc.init() and print the nccl-tests table."""
+    import collectives as cc
+    args = build_parser(collective).parse_args(argv)
+    comm = cc.init()
+    dtype = np.dtype(args.datatype)
+    valid = comm.algorithms(collective.name)
+    algorithms = valid if args.algorithms == "all" else args.algorithms.split(",")
+    unknown = [a for a in algorithms if a not in valid]
+    if unknown:
+        raise SystemExit(f"unknown {collective.name} algorithm(s) {unknown}: valid are {valid}")
+    say = (lambda *a, **k: print(*a, **k, file=out, flush=True)) if comm.rank == 0 else (lambda *a, **k: None)
+    progress = (lambda text: print(text, file=sys.stderr, flush=True)) if comm.rank == 0 else (lambda text: None)
+    say(f"# collectives bench.{collective.name}: {comm.size} ranks, dtype {dtype}, op {args.op}, "
+        f"iters {args.iters}, warmup {args.warmup_iters}, check {args.check}")
+    say(f"# algorithms: {', '.join(algorithms)}")
+    rows = []
+    size_list = sizes(args, dtype.itemsize)
+    np.seterr(over="ignore", invalid="ignore", under="ignore")   # in-place reruns grow values
+    for index, size in enumerate(size_list, 1):
+        count = collective.count_for(size, comm.size, dtype.itemsize)
+        calls = {inplace: collective.arguments(fill(comm.rank, count, dtype, args.op),
+                                                comm.size, comm.rank, inplace)
+                 for inplace in collective.modes}
+        times = time_rounds(comm, collective, algorithms, calls, args)
+        for algorithm in algorithms:
+            row = {"size": size, "count": count, "dtype": str(dtype), "op": args.op,
+                   "root": args.root if collective.rooted else -1, "algorithm": algorithm}
+            for inplace in (False, True):
+                prefix = "inplace_" if inplace else ""
+                if inplace not in collective.modes:
+                    row.update({prefix + key: None for key in ("time_us", "algbw", "busbw", "wrong")})
+                    continue
+                seconds = times[(algorithm, inplace)]
+                algbw = size / seconds / 1e9 if seconds > 0 else 0.0
+                row[prefix + "time_us"] = seconds * 1e6
+                row[prefix + "algbw"] = algbw
+                row[prefix + "busbw"] = algbw * collective.bus_factor(comm.size)
+                row[prefix + "wrong"] = (check(comm, collective, algorithm, count, args, inplace)
+                                         if args.check else 0)
+            rows.append(row)
+        progress(f"# [{index}/{len(size_list)}] {size} B done")
+    for algorithm in algorithms:
+        say(f"#\n# algorithm: {algorithm}")
+        say(format_header())
+        for row in rows:
+            if row["algorithm"] == algorithm:
+                say(format_row(row))
+    say(format_footer(rows, algorithms))
+    if args.json and comm.rank == 0:
+        with open(args.json, "w") as handle:
+            json.dump({"world_size": comm.size, "collective": collective.name, "results": rows},
+                      handle, indent=1)
+    return 1 if total_wrong(rows) else 0
+
+
+def total_wrong(rows):
+    return sum(row[key] or 0 for row in rows for key in ("wrong", "inplace_wrong"))
+
+
+def format_footer(rows, algorithms):
+    """nccl-tests' footer per algorithm, its ratio to "mpi", and the best of ours per size."""
+    lines = ["#"]
+    wrong = total_wrong(rows)
+    lines.append(f"# Out of bounds values : {wrong} {'OK' if wrong == 0 else 'FAILED'}")
+    mode = "" if rows and rows[0]["busbw"] is not None else "inplace_"
+    average = {a: np.mean([r[mode + "busbw"] for r in rows if r["algorithm"] == a]) for a in algorithms}
+    for algorithm in algorithms:
+        ratio = (f"   ({average[algorithm] / average['mpi']:.2f}x mpi)"
+                 if "mpi" in average and average["mpi"] > 0 else "")
+        lines.append(f"# Avg bus bandwidth    : {average[algorithm]:.4f}  {algorithm}{ratio}")
+    ours = [a for a in algorithms if a != "mpi"]
+    if ours and "mpi" in algorithms:
+        label = "in-place" if mode else "out-of-place"
+        lines.append(f"#\n# best of ours vs mpi, {label}, per size (same run):")
+        by_size = {}
+        for row in rows:
+            by_size.setdefault(row["size"], {})[row["algorithm"]] = row
+        for size, entries in by_size.items():
+            best = min(ours, key=lambda a: entries[a][mode + "time_us"])
+            best_time, mpi_time = entries[best][mode + "time_us"], entries["mpi"][mode + "time_us"]
+            lines.append(f"#   {size:>10} B  {best:>18}  {best_time:>9.1f} us  "
+                         f"mpi {mpi_time:>9.1f} us  busbw ratio {mpi_time / best_time:.2f}")
+    return "\n".join(lines)
+
+
+def reduce_float64(inputs, op):
+    """The float64 reduction of the ranks' inputs under `op` (the benchmarks' expectation)."""
+    stack = np.stack([x.astype(np.float64) for x in inputs])
+    reduced = {"sum": stack.sum, "avg": stack.sum, "prod": stack.prod,
+               "max": stack.max, "min": stack.min}[op](axis=0)
+    return reduced / len(inputs) if op == "avg" else reduced

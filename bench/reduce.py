@@ -1,0 +1,20 @@
+"""mpirun -n 4 python -m bench.reduce [-r root, same flags as bench.allreduce]
+
+Reduce to root of every algorithm; busbw = algbw. Only root's result is checked.
+"""
+import sys
+
+from bench.harness import Collective, main, reduce_float64
+
+REDUCE = Collective(
+    name="reduce",
+    bus_factor=lambda n: 1.0,
+    count_for=lambda size, n, itemsize: size // itemsize,
+    run=lambda comm, x, out, op, root, algorithm, inplace:
+        comm.reduce(x, op, root, algorithm=algorithm, out=out),
+    expected=lambda inputs, op, root, rank: reduce_float64(inputs, op) if rank == root else None,
+    rooted=True,
+)
+
+if __name__ == "__main__":
+    sys.exit(main(REDUCE))
