@@ -113,9 +113,8 @@ class Communicator:
 
         def job():
             buf = buffers.flat(target)
-            if target is not x:
-                buf[...] = buffers.flat(x)
-            run(self.transport, buf, combine_op(op), self._workspace)
+            source = buf if target is x else buffers.flat(x)
+            run(self.transport, source, buf, combine_op(op), self._workspace)
             finish_avg(buf, op, self.size)
             return target
         return self._run(("allreduce", x.size, str(x.dtype), op, name), job, async_op)

@@ -73,18 +73,20 @@ def test_allreduce_combines_signed_zeros_in_one_order_on_every_rank(algorithm):
     assert_bitwise_equal(results, algorithm)
 
 
-def test_allreduce_out_of_place_keeps_input_and_keeps_shape():
-    inputs = [make_input(r, 24, "float32", "sum").reshape(2, 3, 4) for r in range(3)]
+@pytest.mark.parametrize("algorithm", algorithms("allreduce"))
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8])
+def test_allreduce_out_of_place_keeps_input_and_keeps_shape(algorithm, size):
+    inputs = [make_input(r, 24, "float32", "sum").reshape(2, 3, 4) for r in range(size)]
 
     def body(comm):
         x = inputs[comm.rank].copy()
-        out = np.empty_like(x)
-        result = comm.allreduce(x, out=out, algorithm="ring")
+        out = np.full_like(x, np.nan)
+        result = comm.allreduce(x, out=out, algorithm=algorithm)
         assert result is out and np.array_equal(x, inputs[comm.rank])
-        in_place = comm.allreduce(x)
-        assert in_place is x
+        in_place = comm.allreduce(x, algorithm=algorithm)
+        assert in_place is x and np.array_equal(in_place, out)
         return out
-    for result in run(3, body):
+    for result in run(size, body):
         assert result.shape == (2, 3, 4)
         assert_matches(result.ravel(), [x.ravel() for x in inputs], "sum")
 

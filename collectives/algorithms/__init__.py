@@ -1,7 +1,7 @@
 """The algorithm registry: for each collective, its algorithms by name.
 
 Every algorithm of one collective has the same signature:
-    allreduce(t, buf, op, ws)                     in place on the 1-D buffer
+    allreduce(t, x, out, op, ws)                  x into out (1-D; x is out: in place)
     reduce_scatter(t, x, out, op, offsets, ws)    out = this rank's block of the reduction
     allgather(t, buf, offsets, ws)                in place, block r filled by the caller
     broadcast(t, buf, root, ws)                   in place
@@ -14,11 +14,11 @@ from . import native, recursive, ring, tree
 NATIVE = "mpi"
 
 
-def _tree_allreduce(t, buf, op, ws):
+def _tree_allreduce(t, x, out, op, ws):
     depth = tuning.tree_depth(t.size, 2)
     m = tuning.DEFAULT
-    chunks = tuning.pipeline_chunks(buf.nbytes, depth, 2 * (m.beta + m.gamma))
-    tree.allreduce(t, buf, op, ws, chunks=chunks)
+    chunks = tuning.pipeline_chunks(x.nbytes, depth, 2 * (m.beta + m.gamma))
+    tree.allreduce(t, x, out, op, ws, chunks=chunks)
 
 
 def _rooted(function, arity, reduces):

@@ -5,9 +5,9 @@ do not.
 """
 
 
-def allreduce(t, buf, op, ws):
-    """MPI_Allreduce in place."""
-    t.native_allreduce(buf, op)
+def allreduce(t, x, out, op, ws):
+    """MPI_Allreduce (in place when x is out)."""
+    t.native_allreduce(x, out, op)
 
 
 def reduce_scatter(t, x, out, op, offsets, ws):

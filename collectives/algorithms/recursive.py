@@ -9,16 +9,20 @@ from ..partition import partition
 from .common import Fold, reduce_into
 
 
-def _fold_in(t, fold, buf, op, ws):
-    """Even ranks of the folded pairs send `buf` to their odd partner, which reduces it in."""
+def _fold_in(t, fold, x, out, op, ws):
+    """Even ranks of the folded pairs send x to their odd partner, which reduces it into
+    out. Returns where this rank's data now is: out if it was written, else x."""
     if fold.partner is None:
-        return
+        return x
     if fold.new is None:
-        t.sendrecv(buf, fold.partner, None, None)
-    else:
-        incoming = ws.get("fold", buf.size, buf)
-        t.sendrecv(None, None, incoming, fold.partner)
-        reduce_into(buf, incoming, op, reverse=True)   # canonical order: even rank's data first
+        t.sendrecv(x, fold.partner, None, None)
+        return x
+    incoming = ws.get("fold", x.size, x)
+    t.sendrecv(None, None, incoming, fold.partner)
+    if out is not x:
+        out[...] = x
+    reduce_into(out, incoming, op, reverse=True)   # canonical order: even rank's data first
+    return out
 
 
 def _fold_out(t, fold, buf):
@@ -31,8 +35,9 @@ def _fold_out(t, fold, buf):
         t.sendrecv(buf, fold.partner, None, None)
 
 
-def allreduce(t, buf, op, ws):
-    """Recursive-doubling all-reduce in place: every step exchanges the whole buffer.
+def allreduce(t, x, out, op, ws):
+    """Recursive-doubling all-reduce of x into out (x may be out): every step exchanges
+    the whole buffer.
 
     After step k, active rank i holds the reduction over the 2^(k+1) active ranks that
     share i's bits above k. The pair combines in a canonical order (lower rank's data
@@ -41,8 +46,11 @@ def allreduce(t, buf, op, ws):
     reducing the whole buffer: latency-optimal, for small messages.
     """
     fold = Fold(t.rank, t.size)
-    _fold_in(t, fold, buf, op, ws)
+    src = _fold_in(t, fold, x, out, op, ws)
+    buf = out
     if fold.new is not None:
+        if src is not buf:
+            buf[...] = src
         incoming = ws.get("doubling", buf.size, buf)
         distance = 1
         while distance < fold.p:
@@ -59,8 +67,10 @@ def _group_bounds(fold, offsets):
     return [offsets[fold.first_block(i)] for i in range(fold.p)] + [offsets[-1]]
 
 
-def _halving(t, fold, buf, op, bounds, ws):
-    """Recursive-halving reduce-scatter among the active ranks, in place.
+def _halving(t, fold, src, buf, op, bounds, ws):
+    """Recursive-halving reduce-scatter among the active ranks, from src into buf (src
+    may be buf). Only the first step reads src: it sends half of src and copies the kept
+    half into buf before reducing, so out of place costs a copy of half the buffer.
 
     The active ranks' range of blocks halves every step: a rank keeps the half that holds
     its own block, sends the other half to its partner and reduces the partner's copy of
@@ -78,10 +88,15 @@ def _halving(t, fold, buf, op, bounds, ws):
             keep, give, lo = (mid, hi), (lo, mid), mid
         kept = buf[bounds[keep[0]]:bounds[keep[1]]]
         incoming = ws.get("halving", kept.size, buf)
-        t.sendrecv(buf[bounds[give[0]]:bounds[give[1]]], fold.real(partner_new),
+        t.sendrecv(src[bounds[give[0]]:bounds[give[1]]], fold.real(partner_new),
                    incoming, fold.real(partner_new))
+        if src is not buf:
+            kept[...] = src[bounds[keep[0]]:bounds[keep[1]]]
+            src = buf
         reduce_into(kept, incoming, op)
         distance //= 2
+    if src is not buf:                      # a world of one: nothing was exchanged
+        buf[...] = src
 
 
 def _doubling_gather(t, fold, buf, bounds):
@@ -97,9 +112,10 @@ def _doubling_gather(t, fold, buf, bounds):
         distance *= 2
 
 
-def rabenseifner(t, buf, op, ws):
-    """Rabenseifner's all-reduce in place: recursive-halving reduce-scatter, then
-    recursive-doubling all-gather, over p blocks (`cc.partition(count, p)`).
+def rabenseifner(t, x, out, op, ws):
+    """Rabenseifner's all-reduce of x into out (x may be out): recursive-halving
+    reduce-scatter, then recursive-doubling all-gather, over p blocks
+    (`cc.partition(count, p)`).
 
     Each block is reduced at exactly one rank and then copied everywhere, so all ranks
     end bitwise equal.
@@ -107,30 +123,29 @@ def rabenseifner(t, buf, op, ws):
     received per rank and (p-1)/p reduced: bandwidth-optimal with logarithmic latency.
     """
     fold = Fold(t.rank, t.size)
-    _fold_in(t, fold, buf, op, ws)
+    src = _fold_in(t, fold, x, out, op, ws)
     if fold.new is not None:
-        bounds = partition(buf.size, fold.p)
-        _halving(t, fold, buf, op, bounds, ws)
-        _doubling_gather(t, fold, buf, bounds)
-    _fold_out(t, fold, buf)
+        bounds = partition(x.size, fold.p)
+        _halving(t, fold, src, out, op, bounds, ws)
+        _doubling_gather(t, fold, out, bounds)
+    _fold_out(t, fold, out)
 
 
 def reduce_scatter(t, x, out, op, offsets, ws):
     """Recursive-halving reduce-scatter: `out` gets block r of the reduction.
 
-    Works on a scratch copy of x. After folding, active rank i owns the blocks of the
+    Works in a scratch buffer (x is only read). After folding, active rank i owns the blocks of the
     rank(s) it stands for; after the halving, an odd folded rank sends its even partner
     that partner's block.
     Cost: log2 p steps (+2 with folding, the first of them the whole buffer); (p-1)/p of
     the buffer sent, received and reduced per active rank.
     """
     work = ws.get("rs_work", x.size, x)
-    work[...] = x
     fold = Fold(t.rank, t.size)
-    _fold_in(t, fold, work, op, ws)
+    src = _fold_in(t, fold, x, work, op, ws)
     r = t.rank
     if fold.new is not None:
-        _halving(t, fold, work, op, _group_bounds(fold, offsets), ws)
+        _halving(t, fold, src, work, op, _group_bounds(fold, offsets), ws)
         if fold.partner is not None:
             p = fold.partner
             t.sendrecv(work[offsets[p]:offsets[p + 1]], p, None, None)

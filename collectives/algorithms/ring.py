@@ -56,16 +56,18 @@ def allgather(t, buf, offsets, ws=None):
                    block(buf, offsets, (r - s - 1) % n), left)
 
 
-def allreduce(t, buf, op, ws):
-    """Ring all-reduce in place = ring reduce-scatter, then ring all-gather.
+def allreduce(t, x, out, op, ws):
+    """Ring all-reduce = ring reduce-scatter of x into out's block r, then ring all-gather
+    of out (x may be out: in place).
 
     After the reduce-scatter rank r holds the full reduction of block r; the all-gather
-    hands every block around the ring.
+    hands every block around the ring. Out of place, x is only read: no copy of x into
+    out is needed.
     Cost: 2(n-1) steps; 2(n-1)/n of the buffer sent and received per rank; (n-1)/n reduced.
     """
-    offsets = partition(buf.size, t.size)
-    reduce_scatter(t, buf, block(buf, offsets, t.rank), op, offsets, ws)
-    allgather(t, buf, offsets)
+    offsets = partition(x.size, t.size)
+    reduce_scatter(t, x, block(out, offsets, t.rank), op, offsets, ws)
+    allgather(t, out, offsets)
 
 
 def reduce(t, work, op, root, ws):

@@ -64,13 +64,16 @@ def broadcast(t, buf, root, ws=None, arity=2, chunks=1):
     t.waitall(sends)
 
 
-def allreduce(t, buf, op, ws, chunks=1):
-    """Tree all-reduce in place: pipelined binary-tree reduce to rank 0, then broadcast.
+def allreduce(t, x, out, op, ws, chunks=1):
+    """Tree all-reduce of x into out (x may be out): pipelined binary-tree reduce to
+    rank 0, then broadcast.
 
     Every element is reduced once, at the node where the subtrees meet, and rank 0's
     final buffer is broadcast, so all ranks get bitwise the same result.
     Cost: about 2(log2 n + chunks - 1) steps; each rank sends and receives the buffer
     about twice (up and down), the root's links the most.
     """
-    reduce(t, buf, op, 0, ws, arity=2, chunks=chunks)
-    broadcast(t, buf, 0, ws, arity=2, chunks=chunks)
+    if out is not x:
+        out[...] = x
+    reduce(t, out, op, 0, ws, arity=2, chunks=chunks)
+    broadcast(t, out, 0, ws, arity=2, chunks=chunks)

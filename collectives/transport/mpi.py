@@ -55,8 +55,8 @@ class MPITransport:
         return None if sub == MPI.COMM_NULL else MPITransport(sub)
 
     # -- MPI's own collectives (algorithm "mpi") -----------------------------------------
-    def native_allreduce(self, buf, op):
-        self.comm.Allreduce(MPI.IN_PLACE, buf, _MPI_OPS[op])
+    def native_allreduce(self, x, out, op):
+        self.comm.Allreduce(MPI.IN_PLACE if x is out else x, out, _MPI_OPS[op])
 
     def native_reduce_scatter(self, buf, op, counts, out):
         self.comm.Reduce_scatter(buf, out, counts, _MPI_OPS[op])
