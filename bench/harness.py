@@ -104,6 +104,9 @@ def build_parser(collective):
     parser.add_argument("-a", "--algorithms", default="all",
                         help="comma-separated algorithm names, or 'all' (ours and mpi)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    parser.add_argument("--timeout", type=float, default=0,
+                        help="collective timeout in seconds (default 0: none, so that algorithm "
+                             "'mpi' is MPI's plain blocking call)")
     return parser
 
 
@@ -172,7 +175,7 @@ def main(collective, argv=None, out=sys.stdout):
     """Run the sweep for `collective` on cc.init() and print the nccl-tests table."""
     import collectives as cc
     args = build_parser(collective).parse_args(argv)
-    comm = cc.init()
+    comm = cc.init(timeout=args.timeout)
     dtype = np.dtype(args.datatype)
     valid = comm.algorithms(collective.name)
     algorithms = valid if args.algorithms == "all" else args.algorithms.split(",")

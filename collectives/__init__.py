@@ -11,38 +11,52 @@
 Algorithms are ours (ring, tree, recursive doubling, Rabenseifner, ...); MPI only moves
 bytes, except for algorithm "mpi", MPI's own collective, kept as the baseline.
 """
-from .communicator import CollectiveMismatch, Communicator, debug_from_env
+from .communicator import Communicator, check_timeout, debug_from_env, timeout_from_env
+from .errors import CollectiveMismatch, CollectiveTimeout, TransportError, TransportTimeout
 from .ops import AVG, MAX, MIN, OPS, PROD, SUM
 from .partition import partition
-from .transport.local import TransportError
 from .work import Work
 
 __all__ = ["init", "run_threads", "partition", "Communicator", "Work", "CollectiveMismatch",
-           "TransportError", "SUM", "PROD", "MAX", "MIN", "AVG", "OPS"]
+           "CollectiveTimeout", "TransportError", "TransportTimeout",
+           "SUM", "PROD", "MAX", "MIN", "AVG", "OPS"]
+
+_UNSET = object()
 
 
-def init(comm=None, *, debug=None):
+def init(comm=None, *, debug=None, timeout=_UNSET, flight_dir=None):
     """A Communicator over an mpi4py communicator (default MPI.COMM_WORLD).
 
     The communicator is duplicated, so the engine's messages never mix with the caller's.
     debug=True (or COLLECTIVES_DEBUG=1) checks before every collective that all ranks
     called it alike, and raises the same error on every rank if not.
+    timeout: seconds a collective may wait on a peer before raising CollectiveTimeout on
+    every rank still alive (default COLLECTIVES_TIMEOUT, else 300; 0 or None: forever).
+    flight_dir: where flight records go on a timeout (default: a per-job temp folder).
+    An uncaught exception on any rank of a multi-rank job ends that rank with exit code 1
+    right after its traceback, rather than leaving it waiting in MPI_Finalize.
     """
     from mpi4py import MPI
 
-    from .transport.mpi import MPITransport
+    from .transport.mpi import MPITransport, install_abort_on_fault
     comm = MPI.COMM_WORLD if comm is None else comm
     if not isinstance(comm, MPI.Comm):
         raise TypeError(f"cc.init takes an mpi4py communicator, got {type(comm).__name__}")
-    return Communicator(MPITransport(comm.Dup()), debug=debug_from_env() if debug is None else debug)
+    timeout = timeout_from_env() if timeout is _UNSET else check_timeout(timeout)
+    install_abort_on_fault()
+    return Communicator(MPITransport(comm.Dup()), debug=debug_from_env() if debug is None else debug,
+                        timeout=timeout, flight_dir=flight_dir)
 
 
-def run_threads(size, fn, *args, debug=False, timeout=60.0, **kwargs):
+def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, **kwargs):
     """Run fn(comm, *args, **kwargs) on `size` ranks in this process, one thread each.
 
-    Returns the results in rank order and re-raises the first rank's exception. A rank
-    stuck waiting longer than `timeout` seconds raises instead of hanging.
+    Returns the results in rank order and re-raises the first rank's exception (a rank's
+    own error rather than the errors it caused on others). A collective stuck longer
+    than `timeout` seconds raises CollectiveTimeout instead of hanging.
     """
     from .transport.local import run_threads as spawn
+    timeout = check_timeout(timeout)
     return spawn(size, fn, *args, timeout=timeout,
-                 wrap=lambda t: Communicator(t, debug=debug), **kwargs)
+                 wrap=lambda t: Communicator(t, debug=debug, timeout=timeout, flight_dir=flight_dir),
+                 **kwargs)

@@ -5,21 +5,46 @@ all ranks called alike (debug mode), picks the algorithm, and runs it synchronou
 the communicator's ordered background thread.
 """
 import os
+import time
+import uuid
 
 from . import algorithms as registry
 from . import buffers, tuning
 from .algorithms.common import Workspace
+from .errors import CollectiveMismatch, CollectiveTimeout, TransportError, TransportTimeout
+from .flight import FlightRecorder, default_directory, describe, read_records, summarize
 from .ops import check_op, combine_op, finish_avg
 from .partition import partition
 from .work import OrderedExecutor
 
-
-class CollectiveMismatch(ValueError):
-    """Ranks called one collective with different arguments (raised on every rank)."""
+DEFAULT_TIMEOUT = 300.0
 
 
 def debug_from_env():
+    """True when COLLECTIVES_DEBUG is set to 1/true/yes/on."""
     return os.environ.get("COLLECTIVES_DEBUG", "").lower() in ("1", "true", "yes", "on")
+
+
+def timeout_from_env(default=DEFAULT_TIMEOUT):
+    """Seconds from COLLECTIVES_TIMEOUT (0 or 'none': wait forever), else `default`."""
+    text = os.environ.get("COLLECTIVES_TIMEOUT", "").strip().lower()
+    if not text:
+        return default
+    if text in ("0", "none", "inf"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"COLLECTIVES_TIMEOUT must be a number of seconds, got {text!r}") from None
+
+
+def check_timeout(timeout):
+    """None for 'wait forever' (None or 0), else a positive float; ValueError otherwise."""
+    if timeout is None or timeout == 0:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds or None, got {timeout!r}")
+    return float(timeout)
 
 
 class Communicator:
@@ -29,14 +54,34 @@ class Communicator:
     makes sub-communicators.
     """
 
-    def __init__(self, transport, debug=False):
+    def __init__(self, transport, debug=False, timeout=DEFAULT_TIMEOUT, flight_dir=None):
         self.transport = transport
         self.rank = transport.rank
         self.size = transport.size
         self.debug = debug
+        self._endpoint = transport          # the transport that counts steps and times out
+        self._endpoint.timeout = check_timeout(timeout)
         self._workspace = Workspace()
         self._executor = OrderedExecutor(f"collectives-rank{self.rank}")
         self._sequence = 0
+        self._flight = FlightRecorder(self.rank, self.size)
+        if flight_dir is None:               # every rank must agree on the folder: rank 0 names it
+            job = transport.allgather_object(uuid.uuid4().hex[:12] if self.rank == 0 else None)[0]
+            flight_dir = default_directory(job)
+        self.flight_dir = flight_dir
+
+    @property
+    def timeout(self):
+        """Seconds a collective may wait on a peer before CollectiveTimeout (None: forever)."""
+        return self._endpoint.timeout
+
+    def flight_record(self):
+        """The last collectives this rank entered: dicts with seq, call, algorithm, state, times."""
+        return list(self._flight.entries)
+
+    def dump_flight_record(self, directory=None):
+        """Write this rank's flight record to DIRECTORY/rank<r>.json (default: flight_dir)."""
+        return self._flight.dump(directory or self.flight_dir)
 
     def __repr__(self):
         return (f"<Communicator rank {self.rank} of {self.size} over "
@@ -66,21 +111,66 @@ class Communicator:
 
     # -- running ----------------------------------------------------------------------------
     def _run(self, signature, job, async_op):
-        """Run `job` in call order: on this thread, or queued when asynchronous."""
+        """Run `job` in call order: on this thread, or queued when asynchronous; record it
+        in the flight recorder and turn a stuck wait into CollectiveTimeout."""
         self._sequence += 1
         sequence = self._sequence
-        if self.debug:
-            inner = job
-
-            def job():
-                self._check_alike(sequence, signature)
-                return inner()
         description = f"{signature[0]} #{sequence}"
+
+        def recorded():
+            entry = self._flight.enter(sequence, signature, signature[-1] if len(signature) > 1 else None)
+            self._endpoint.step = 0
+            try:
+                if self.debug:
+                    self._check_alike(sequence, signature)
+                result = job()
+            except TransportTimeout as exc:
+                self._flight.leave(entry, "timed out", step=exc.step, peer=exc.peer)
+                raise self._timeout_error(entry, exc) from exc
+            except BaseException as exc:
+                self._flight.leave(entry, "failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                if type(exc).__module__.startswith("mpi4py"):   # MPI reported a broken message
+                    raise self._transport_error(entry, exc) from exc
+                raise
+            self._flight.leave(entry)
+            return result
         if async_op:
-            return self._executor.submit(job, description)
+            return self._executor.submit(recorded, description)
         if self._executor.busy():
-            return self._executor.submit(job, description).wait()
-        return job()
+            return self._executor.submit(recorded, description).wait()
+        return recorded()
+
+    def _fault_summary(self, entry, peer):
+        """Dump this rank's flight record and summarise every record that appears within
+        a short grace period: (summary, where the records are)."""
+        try:
+            self._flight.dump(self.flight_dir)
+            grace = min(5.0, max(0.5, (self.timeout or 0) / 2))
+            records = read_records(self.flight_dir, self.size, wait=grace)
+            summary = summarize(records, self.size, {"rank": self.rank, "seq": entry["seq"], "peer": peer})
+            return summary, f"\nflight records: {self.flight_dir} (python -m collectives.flight DIR)"
+        except OSError as error:
+            return f"(flight records could not be written: {error})", ""
+
+    def _timeout_error(self, entry, exc):
+        """The CollectiveTimeout that names the stuck call, the step, the peer and, from
+        the flight records, the ranks that never entered the call."""
+        summary, where = self._fault_summary(entry, exc.peer)
+        peer = "" if exc.peer is None else f" waiting to {exc.what} rank {exc.peer}"
+        message = (f"rank {self.rank}: {entry['call']} #{entry['seq']} did not complete within "
+                   f"{self.timeout:g} s; at step {exc.step} it was{peer or ' waiting'}.{where}\n{summary}")
+        return CollectiveTimeout(message, collective=dict(entry), peer=exc.peer,
+                                 step=exc.step, summary=summary)
+
+    def _transport_error(self, entry, exc):
+        """A TransportError for an MPI failure inside a collective (e.g. a message longer
+        than expected: the ranks disagree on the count), with the flight summary."""
+        summary, where = self._fault_summary(entry, None)
+        message = (f"rank {self.rank}: {entry['call']} #{entry['seq']} failed at step "
+                   f"{self._endpoint.step}: MPI error: {exc} (typically a message longer than this rank "
+                   f"expected: ranks passing different counts or calling collectives in a "
+                   f"different order cause this, and debug mode names them){where}\n{summary}")
+        return TransportError(message)
 
     def _check_alike(self, sequence, signature):
         """Debug mode: exchange call signatures and raise the same error on every rank if
@@ -91,7 +181,7 @@ class Communicator:
         groups = {}
         for rank, s in enumerate(signatures):
             groups.setdefault(s, []).append(rank)
-        lines = [f"  ranks {ranks}: {_describe(s)}" for s, ranks in groups.items()]
+        lines = [f"  ranks {ranks}: {describe(s)}" for s, ranks in groups.items()]
         raise CollectiveMismatch(f"collective #{sequence} was called differently across "
                                  f"ranks:\n" + "\n".join(lines))
 
@@ -213,15 +303,7 @@ class Communicator:
         (key, old rank); color None leaves this rank out (returns None). Collective."""
         self._executor.drain()
         sub = self.transport.split(color, key)
-        return None if sub is None else Communicator(sub, debug=self.debug)
-
-
-def _describe(signature):
-    name, *args = signature
-    labels = {"allreduce": ("count", "dtype", "op", "algorithm"),
-              "reduce_scatter": ("count", "dtype", "op", "algorithm"),
-              "allgather": ("shape", "dtype", "algorithm"),
-              "broadcast": ("count", "dtype", "root", "algorithm"),
-              "reduce": ("count", "dtype", "op", "root", "algorithm"),
-              "barrier": ()}[name]
-    return f"{name}(" + ", ".join(f"{k}={v}" for k, v in zip(labels, args)) + ")"
+        if sub is None:
+            return None
+        return Communicator(sub, debug=self.debug, timeout=self.timeout,
+                            flight_dir=os.path.join(self.flight_dir, f"split{self._sequence}-{color}"))

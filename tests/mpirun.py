@@ -9,12 +9,14 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def mpirun(n, *args, timeout=240):
-    """Run `mpirun -n n python *args` from the repository root; returns CompletedProcess."""
+def mpirun(n, *args, timeout=240, launcher_args=(), env=None):
+    """Run `mpirun [launcher_args] -n n python *args` from the repository root, with extra
+    environment variables `env`; returns the CompletedProcess."""
     pytest.importorskip("mpi4py")
     launcher = shutil.which("mpirun") or shutil.which("mpiexec")
     if launcher is None:
         pytest.skip("no mpirun on PATH (pip install '.[mpi]')")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([launcher, "-n", str(n), sys.executable, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = dict(os.environ, **(env or {}),
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([launcher, *launcher_args, "-n", str(n), sys.executable, *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)

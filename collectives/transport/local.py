@@ -10,11 +10,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..errors import CollectiveTimeout, TransportError, TransportTimeout
+
 DEFAULT_TIMEOUT = 60.0
-
-
-class TransportError(RuntimeError):
-    """A point-to-point operation failed (timeout or mismatched message)."""
 
 
 class _Message:
@@ -54,6 +52,11 @@ class Fabric:
         if self.aborted:
             raise TransportError(f"{describe()}: gave up because {self.aborted}")
 
+    @staticmethod
+    def _timed_out(text, endpoint, peer, what, timeout):
+        return TransportTimeout(f"{text} after {timeout:g} s", peer=peer, what=what,
+                                waited=timeout, step=endpoint.step)
+
     def post_send(self, key, payload):
         message = _Message(payload)
         with self.cond:
@@ -70,37 +73,43 @@ class Fabric:
             channel.posted += 1
         return ticket
 
-    def take(self, key, ticket, describe):
+    def take(self, key, ticket, describe, endpoint, peer):
+        timeout = endpoint.timeout
         with self.cond:
             channel = self.channels[key]
             if not self.cond.wait_for(lambda: ticket in channel.messages or self.aborted,
-                                      self.timeout):
-                raise TransportError(f"{describe()}: no message after {self.timeout:g} s "
-                                     "(the peer never sent it: a deadlock or a skipped call)")
+                                      timeout or None):
+                raise self._timed_out(f"{describe()}: no message (the peer never sent it: a "
+                                      "deadlock or a skipped call)", endpoint, peer,
+                                      "receive from", timeout)
             if ticket not in channel.messages:
                 self._check_aborted(describe)
             return channel.messages.pop(ticket)
 
-    def wait_delivered(self, message, describe):
+    def wait_delivered(self, message, describe, endpoint, peer):
         """Block until `message` was received (polling for an abort every 50 ms)."""
-        waited = 0.0
+        waited, timeout = 0.0, endpoint.timeout
         while not message.done.wait(0.05):
             waited += 0.05
             self._check_aborted(describe)
-            if waited >= self.timeout:
-                raise TransportError(f"{describe()}: not received after {self.timeout:g} s")
+            if timeout and waited >= timeout:
+                raise self._timed_out(f"{describe()}: not received", endpoint, peer, "send to", timeout)
         if message.error:
             raise TransportError(message.error)
 
 
 class _SendRequest:
-    __slots__ = ("fabric", "message", "describe")
+    __slots__ = ("endpoint", "message", "dest")
 
-    def __init__(self, fabric, message, describe):
-        self.fabric, self.message, self.describe = fabric, message, describe
+    def __init__(self, endpoint, message, dest):
+        self.endpoint, self.message, self.dest = endpoint, message, dest
 
     def wait(self):
-        self.fabric.wait_delivered(self.message, self.describe)
+        endpoint = self.endpoint
+        endpoint.step += 1
+        endpoint.fabric.wait_delivered(
+            self.message, lambda: f"rank {endpoint.rank} sending to rank {self.dest}",
+            endpoint, self.dest)
 
     def test(self):
         return self.message.done.is_set()
@@ -128,6 +137,8 @@ class LocalTransport:
 
     def __init__(self, fabric, group, rank, size):
         self.fabric, self.group, self.rank, self.size = fabric, group, rank, size
+        self.timeout = fabric.timeout   # seconds a wait may take (None or 0: forever)
+        self.step = 0                   # waits in the current collective (for error messages)
         self._splits = 0
 
     # -- point to point ----------------------------------------------------------------
@@ -135,16 +146,17 @@ class LocalTransport:
         """Start sending `buf` to `dest`; the request completes once `dest` has received it."""
         message = self.fabric.post_send((self.group, self.rank, dest),
                                         buf if payload is None else payload)
-        return _SendRequest(self.fabric, message,
-                            lambda: f"rank {self.rank} sending to rank {dest}")
+        return _SendRequest(self, message, dest)
 
     def irecv(self, buf, source):
         """Post a receive of `buf` from `source`; matched in posting order."""
         return _RecvRequest(self, buf, source, self.fabric.post_recv((self.group, source, self.rank)))
 
     def _complete_recv(self, buf, source, ticket):
+        self.step += 1
         message = self.fabric.take((self.group, source, self.rank), ticket,
-                                   lambda: f"rank {self.rank} receiving from rank {source}")
+                                   lambda: f"rank {self.rank} receiving from rank {source}",
+                                   self, source)
         data = message.payload
         if buf is None:                      # an object message (control plane)
             message.done.set()
@@ -198,7 +210,9 @@ class LocalTransport:
         members = sorted((k, r) for c, k, r in entries if c == color)
         new_rank = members.index((key, self.rank))
         group = (self.group, self._splits, color)
-        return LocalTransport(self.fabric, group, new_rank, len(members))
+        sub = LocalTransport(self.fabric, group, new_rank, len(members))
+        sub.timeout = self.timeout
+        return sub
 
 
 def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, **kwargs):
@@ -227,9 +241,10 @@ def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, **kwargs):
         thread.start()
     for thread in threads:
         thread.join()
-    # Prefer the root cause over the "gave up because rank r failed" errors it caused.
-    first = [exc for exc in errors if exc is not None and not isinstance(exc, TransportError)]
-    first = first or [exc for exc in errors if exc is not None]
-    if first:
-        raise first[0]
+    # Prefer a root cause over the timeouts and "gave up because rank r failed" it caused.
+    def consequence(exc):
+        return 2 if isinstance(exc, TransportError) else 1 if isinstance(exc, CollectiveTimeout) else 0
+    failed = sorted((consequence(exc), rank) for rank, exc in enumerate(errors) if exc is not None)
+    if failed:
+        raise errors[failed[0][1]]
     return results

@@ -3,72 +3,157 @@
 Buffers are passed to MPI as raw bytes (`[array, MPI.BYTE]`), so every dtype, float16
 included, travels the same way; the reductions are ours. The `native_*` methods are MPI's
 own collectives, the baseline behind algorithm "mpi".
+
+Every call is nonblocking underneath and completed by `waiting.poll_until`, so a wait on
+a peer that never answers ends in TransportTimeout after `timeout` seconds (None: never)
+instead of a hang, and an idle rank sleeps rather than spins. MPI errors are returned,
+not fatal, so a broken peer becomes a Python exception.
 """
+import pickle
+
+import numpy as np
 from mpi4py import MPI
 
+from .waiting import poll_until
+
 _MPI_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
+
+
+class _Request:
+    """An MPI request that completes through the transport's bounded wait."""
+    __slots__ = ("transport", "request", "peer", "what")
+
+    def __init__(self, transport, request, peer, what):
+        self.transport, self.request, self.peer, self.what = transport, request, peer, what
+
+    def wait(self):
+        self.transport.waitall([self])
+
+    def test(self):
+        return self.request.Test()
 
 
 class MPITransport:
     """One rank's endpoint over an mpi4py communicator (see collectives.transport)."""
 
-    def __init__(self, comm):
+    def __init__(self, comm, timeout=None):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
+        self.timeout = timeout
+        self.step = 0          # waits completed in the current collective (for error messages)
+        comm.Set_errhandler(MPI.ERRORS_RETURN)
+
+    def _complete(self, requests, peer, what):
+        """Wait for raw MPI requests with the timeout; counts one step."""
+        self.step += 1
+        poll_until(lambda: MPI.Request.Testall(requests), self.timeout,
+                   lambda: f"rank {self.rank} waiting to {what} rank {peer} (step {self.step})",
+                   peer=peer, what=what, step=self.step)
 
     # -- point to point ----------------------------------------------------------------
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         """Send `sendbuf` to `dest` and receive `recvbuf` from `source` (either may be None)."""
-        if sendbuf is None:
-            self.comm.Recv([recvbuf, MPI.BYTE], source)
-        elif recvbuf is None:
-            self.comm.Send([sendbuf, MPI.BYTE], dest)
-        else:
-            self.comm.Sendrecv([sendbuf, MPI.BYTE], dest, 0, [recvbuf, MPI.BYTE], source, 0)
+        requests = []
+        if recvbuf is not None:
+            requests.append(self.comm.Irecv([recvbuf, MPI.BYTE], source))
+        if sendbuf is not None:
+            requests.append(self.comm.Isend([sendbuf, MPI.BYTE], dest))
+        peer, what = (source, "receive from") if recvbuf is not None else (dest, "send to")
+        self._complete(requests, peer, what)
 
     def isend(self, buf, dest):
-        """Start sending `buf` to `dest`; returns an MPI request (wait() completes it)."""
-        return self.comm.Isend([buf, MPI.BYTE], dest)
+        """Start sending `buf` to `dest`; returns a request (wait() completes it)."""
+        return _Request(self, self.comm.Isend([buf, MPI.BYTE], dest), dest, "send to")
 
     def irecv(self, buf, source):
-        """Post a receive of `buf` from `source`; returns an MPI request."""
-        return self.comm.Irecv([buf, MPI.BYTE], source)
+        """Post a receive of `buf` from `source`; returns a request."""
+        return _Request(self, self.comm.Irecv([buf, MPI.BYTE], source), source, "receive from")
 
-    @staticmethod
-    def waitall(requests):
-        """Wait for every request in `requests`."""
-        MPI.Request.Waitall(requests)
+    def waitall(self, requests):
+        """Wait for every request (bounded by the timeout); names the first pending peer."""
+        if not requests:
+            return
+        pending = [r for r in requests if not r.test()]
+        if pending:
+            first = pending[0]
+            self._complete([r.request for r in pending], first.peer, first.what)
 
     # -- control plane -------------------------------------------------------------------
     def allgather_object(self, obj):
-        """Every rank's `obj` (pickled), in rank order."""
-        return self.comm.allgather(obj)
+        """Every rank's `obj` (pickled), in rank order; bounded by the timeout."""
+        data = np.frombuffer(pickle.dumps(obj), dtype=np.uint8)
+        sizes = np.zeros(self.size, np.int64)
+        self._collective(self.comm.Iallgather(np.array([data.size], np.int64), sizes), "allgather sizes")
+        gathered = np.empty(int(sizes.sum()), np.uint8)
+        self._collective(self.comm.Iallgatherv(data, [gathered, sizes]), "allgather objects")
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        return [pickle.loads(gathered[bounds[i]:bounds[i + 1]].tobytes()) for i in range(self.size)]
+
+    def _collective(self, request, what):
+        self.step += 1
+        poll_until(request.Test, self.timeout,
+                   lambda: f"rank {self.rank} in MPI {what} (step {self.step}), some rank has not joined",
+                   what=what, step=self.step)
 
     def barrier(self):
-        """MPI_Barrier."""
-        self.comm.Barrier()
+        """MPI_Ibarrier, waited with the timeout."""
+        self._collective(self.comm.Ibarrier(), "barrier")
 
     def split(self, color, key=0):
         """A transport over the ranks with the same `color` (None: this rank joins none)."""
         sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
-        return None if sub == MPI.COMM_NULL else MPITransport(sub)
+        return None if sub == MPI.COMM_NULL else MPITransport(sub, self.timeout)
 
-    # -- MPI's own collectives (algorithm "mpi") -----------------------------------------
+    # -- MPI's own collectives (algorithm "mpi") -------------------------------------------
+    # With a timeout they run nonblocking and are waited like everything else; without one
+    # they are MPI's plain blocking calls, the exact baseline the benchmarks compare with.
+    def _native(self, name, *args):
+        if self.timeout:
+            nonblocking = getattr(self.comm, "I" + name[0].lower() + name[1:])   # Allreduce -> Iallreduce
+            self._collective(nonblocking(*args), name.lower())
+        else:
+            getattr(self.comm, name)(*args)
+
     def native_allreduce(self, x, out, op):
-        self.comm.Allreduce(MPI.IN_PLACE if x is out else x, out, _MPI_OPS[op])
+        self._native("Allreduce", MPI.IN_PLACE if x is out else x, out, _MPI_OPS[op])
 
     def native_reduce_scatter(self, buf, op, counts, out):
-        self.comm.Reduce_scatter(buf, out, counts, _MPI_OPS[op])
+        self._native("Reduce_scatter", buf, out, counts, _MPI_OPS[op])
 
     def native_allgather(self, buf):
-        self.comm.Allgather(MPI.IN_PLACE, buf)
+        self._native("Allgather", MPI.IN_PLACE, buf)
 
     def native_broadcast(self, buf, root):
-        self.comm.Bcast(buf, root)
+        self._native("Bcast", buf, root)
 
     def native_reduce(self, buf, op, root):
         if self.rank == root:
-            self.comm.Reduce(MPI.IN_PLACE, buf, _MPI_OPS[op], root)
+            self._native("Reduce", MPI.IN_PLACE, buf, _MPI_OPS[op], root)
         else:
-            self.comm.Reduce(buf, None, _MPI_OPS[op], root)
+            self._native("Reduce", buf, None, _MPI_OPS[op], root)
+
+
+def install_abort_on_fault():
+    """Make an uncaught exception end this rank at once instead of in MPI_Finalize.
+
+    Without this, a rank that raises would run MPI_Finalize at exit and wait there for
+    peers that wait for it: the silent hang we promise not to have. The hook prints the
+    error as usual, flushes, and leaves with exit code 1 without finalizing; the launcher
+    then ends the job non-zero (plain mpirun kills the other ranks; with
+    -disable-auto-cleanup they reach their own timeout and name this rank). Only for jobs
+    of more than one rank.
+    """
+    import os
+    import sys
+    previous = sys.excepthook
+    if getattr(previous, "_collectives_exit", False) or MPI.COMM_WORLD.Get_size() == 1:
+        return
+
+    def hook(exc_type, exc, tb):
+        previous(exc_type, exc, tb)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    hook._collectives_exit = True
+    sys.excepthook = hook

@@ -1,0 +1,36 @@
+"""The errors the engine raises beyond plain TypeError/ValueError for bad arguments."""
+
+
+class CollectiveMismatch(ValueError):
+    """Ranks called one collective with different arguments (debug mode; raised on every rank)."""
+
+
+class TransportError(RuntimeError):
+    """A point-to-point operation failed (a mismatched message, a broken peer)."""
+
+
+class TransportTimeout(TransportError):
+    """A point-to-point wait ran past the timeout.
+
+    Attributes: `peer` (the rank waited for), `what` ("receive from" or "send to"),
+    `waited` (seconds), `step` (the transport's wait count inside the current collective).
+    """
+
+    def __init__(self, message, peer=None, what=None, waited=None, step=None):
+        super().__init__(message)
+        self.peer, self.what, self.waited, self.step = peer, what, waited, step
+
+
+class CollectiveTimeout(RuntimeError):
+    """A collective did not complete within the communicator's timeout.
+
+    Raised on every rank still alive that was inside the stuck collective. The message
+    names the collective (name, sequence number, algorithm, count, dtype), the step, the
+    peer it was waiting for, and, where other ranks' flight records could be read, which
+    ranks never entered the call. Attributes: `collective` (the flight-record entry),
+    `peer`, `step`, `summary`. The communicator is not usable after this error.
+    """
+
+    def __init__(self, message, collective=None, peer=None, step=None, summary=None):
+        super().__init__(message)
+        self.collective, self.peer, self.step, self.summary = collective, peer, step, summary

@@ -1,0 +1,146 @@
+"""The flight recorder: each rank remembers the last collectives it entered and left.
+
+When a collective times out, every rank that notices writes its record to the job's
+flight directory, reads the records of the other ranks that appear within a short grace
+period, and puts a one-screen summary into its error: which ranks never entered which
+call, or called collectives in a different order. `python -m collectives.flight DIR`
+prints the same summary from the files.
+"""
+import glob
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections import deque
+
+DEFAULT_CAPACITY = 128
+
+
+class FlightRecorder:
+    """A ring of the last `capacity` collectives this rank entered, with their fate."""
+
+    def __init__(self, rank, size, capacity=DEFAULT_CAPACITY):
+        self.rank, self.size = rank, size
+        self.entries = deque(maxlen=capacity)
+
+    def enter(self, sequence, signature, algorithm):
+        """Record entry into collective number `sequence`; returns the entry to update."""
+        entry = {"seq": sequence, "call": describe(signature), "algorithm": algorithm,
+                 "state": "entered", "entered": time.time(), "left": None}
+        self.entries.append(entry)
+        return entry
+
+    @staticmethod
+    def leave(entry, state="completed", **details):
+        entry.update(state=state, left=time.time(), **details)
+
+    def snapshot(self):
+        return {"rank": self.rank, "size": self.size, "host": socket.gethostname(),
+                "pid": os.getpid(), "written": time.time(), "entries": list(self.entries)}
+
+    def dump(self, directory):
+        """Write this rank's record atomically to DIRECTORY/rank<r>.json; returns the path."""
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, f"rank{self.rank}.json")
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "w") as handle:
+            json.dump(self.snapshot(), handle, indent=1)
+        os.replace(temporary, path)
+        return path
+
+
+def default_directory(job_id):
+    """Where a job's records go: $COLLECTIVES_FLIGHT_DIR, else a folder in the temp dir."""
+    base = os.environ.get("COLLECTIVES_FLIGHT_DIR") or tempfile.gettempdir()
+    return os.path.join(base, f"collectives-flight-{job_id}")
+
+
+def read_records(directory, size=None, wait=0.0):
+    """The records in `directory` by rank, waiting up to `wait` seconds for all `size`."""
+    deadline = time.monotonic() + wait
+    while True:
+        records = {}
+        for path in glob.glob(os.path.join(directory, "rank*.json")):
+            try:
+                with open(path) as handle:
+                    record = json.load(handle)
+                records[record["rank"]] = record
+            except (OSError, ValueError, KeyError):
+                continue
+        if size is None or len(records) >= size or time.monotonic() >= deadline:
+            return records
+        time.sleep(0.05)
+
+
+def summarize(records, size, waiting=None):
+    """A few lines saying which ranks never entered which call, or disagreed on order.
+
+    `waiting` optionally maps this rank's view: {"rank": r, "seq": s, "peer": p}.
+    """
+    lines = []
+    calls = {rank: {e["seq"]: e for e in record["entries"]} for rank, record in records.items()}
+    stuck = sorted({e["seq"] for c in calls.values() for e in c.values()
+                    if e["state"] not in ("completed",)})
+    for seq in stuck[:3]:
+        entered = {rank: c[seq] for rank, c in calls.items() if seq in c}
+        variants = {}
+        for rank, entry in entered.items():
+            variants.setdefault(entry["call"], []).append(rank)
+        if len(variants) > 1:
+            lines.append(f"collective #{seq} was called differently (different order of calls?):")
+            lines += [f"  ranks {sorted(ranks)}: {call}" for call, ranks in sorted(variants.items())]
+        call = max(variants, key=lambda c: len(variants[c])) if variants else "?"
+        missing = [r for r in range(size) if r not in entered]
+        for rank in missing:
+            if rank in calls:
+                last = max(calls[rank]) if calls[rank] else None
+                where = f"its last call was #{last} {calls[rank][last]['call']}" if last else "it made no call"
+                lines.append(f"rank {rank} never entered #{seq} {call}: {where}")
+            else:
+                lines.append(f"rank {rank} sent no flight record (still waiting elsewhere, exited or "
+                             f"crashed): it did not report entering #{seq} {call}")
+        unfinished = sorted(r for r, e in entered.items() if e["state"] != "completed")
+        if unfinished:
+            states = sorted({entered[r]["state"] for r in unfinished})
+            lines.append(f"ranks {unfinished} did not complete #{seq} ({', '.join(states)})")
+    if waiting and not lines:
+        lines.append(f"rank {waiting['rank']} waited for rank {waiting['peer']} in #{waiting['seq']}")
+    return "\n".join(lines) if lines else "no collective was left unfinished"
+
+
+def describe(signature):
+    """'allreduce(count=10, dtype=float32, op=sum)' from a Communicator call signature."""
+    name, *args = signature
+    labels = {"allreduce": ("count", "dtype", "op", "algorithm"),
+              "reduce_scatter": ("count", "dtype", "op", "algorithm"),
+              "allgather": ("shape", "dtype", "algorithm"),
+              "broadcast": ("count", "dtype", "root", "algorithm"),
+              "reduce": ("count", "dtype", "op", "root", "algorithm"),
+              "barrier": ()}.get(name, ())
+    return f"{name}(" + ", ".join(f"{k}={v}" for k, v in zip(labels, args)) + ")"
+
+
+def main(argv=None):
+    """python -m collectives.flight DIR: summarise the flight records in DIR."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m collectives.flight DIR", file=sys.stderr)
+        return 2
+    records = read_records(argv[0])
+    if not records:
+        print(f"no flight records in {argv[0]}", file=sys.stderr)
+        return 1
+    size = max(r["size"] for r in records.values())
+    for rank in sorted(records):
+        entries = records[rank]["entries"]
+        last = entries[-1] if entries else None
+        print(f"rank {rank}: {len(entries)} calls recorded; last "
+              + (f"#{last['seq']} {last['call']} [{last['state']}]" if last else "none"))
+    print(summarize(records, size))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

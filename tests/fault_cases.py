@@ -1,0 +1,60 @@
+"""Faults under a real mpirun: `mpirun -n 4 python -m tests.fault_cases CASE`.
+
+Cases: skip (rank 1 skips a collective), order (ranks 2, 3 call two collectives in the
+other order), count (rank 3 passes another count; `count-debug` the same in debug mode),
+sleep (rank 0 sleeps past the timeout), raise (rank 1 raises and exits), kill (rank 1 is
+SIGKILLed mid-collective). Run with a short COLLECTIVES_TIMEOUT; every surviving rank
+prints one line starting with "FAULT rank R:" and exits non-zero.
+"""
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+
+import collectives as cc
+
+
+def main(case):
+    comm = cc.init(debug=case.endswith("-debug"))
+    r = comm.rank
+    x = np.ones(1000)
+    comm.allreduce(x, algorithm="ring")                      # #1: everyone, fine
+    if case == "skip":
+        if r != 1:
+            comm.allreduce(x, algorithm="ring")              # rank 1 skips #2
+    elif case == "order":
+        first, second = (comm.allreduce, comm.broadcast) if r < 2 else (comm.broadcast, comm.allreduce)
+        first(np.ones(1000))
+        second(np.ones(1000))
+    elif case.startswith("count"):
+        comm.allreduce(np.ones(999 if r == 3 else 1000), algorithm="ring")
+    elif case == "sleep":
+        if r == 0:
+            time.sleep(3 * comm.timeout)
+        comm.allreduce(x, algorithm="ring")
+    elif case == "raise":
+        if r == 1:
+            raise RuntimeError("rank 1 gives up")
+        comm.allreduce(x, algorithm="ring")
+    elif case == "kill":
+        if r == 1:     # die while the collective is running: rank 1's messages never go out
+            print(f"rank 1 is pid {os.getpid()}", flush=True)
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        comm.allreduce(np.ones(1 << 22), algorithm="ring")
+    else:
+        raise SystemExit(f"unknown case {case}")
+    comm.barrier()
+    print(f"rank {r}: no fault", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1])
+    except (cc.CollectiveTimeout, cc.CollectiveMismatch, cc.TransportError) as exc:  # report, then end
+        # one write per report, so that the ranks' reports do not interleave mid-line
+        sys.stdout.write(f"FAULT rank {os.environ.get('PMI_RANK', '?')}: {type(exc).__name__}: {exc}\n")
+        sys.stdout.flush()
+        os._exit(3)

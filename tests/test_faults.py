@@ -1,0 +1,74 @@
+"""No silent hangs: real MPI jobs with a 2-second timeout, each ending in seconds with a
+message on every surviving rank that names the stuck rank and call."""
+import re
+import time
+
+import pytest
+
+from tests.mpirun import mpirun
+
+pytestmark = pytest.mark.mpi
+
+
+def run_case(case, tmp_path, cleanup=False, n=4):
+    env_args = ("-m", "tests.fault_cases", case)
+    start = time.monotonic()
+    result = mpirun(n, *env_args, timeout=90, launcher_args=() if cleanup else ("-disable-auto-cleanup",),
+                    env={"COLLECTIVES_TIMEOUT": "2", "COLLECTIVES_FLIGHT_DIR": str(tmp_path)})
+    elapsed = time.monotonic() - start
+    faults = {int(m.group(1)): m.group(0) for m in re.finditer(r"^FAULT rank (\d+): .*$", result.stdout, re.M)}
+    return result, faults, elapsed
+
+
+def test_a_rank_that_skips_a_collective_is_named_on_every_rank(tmp_path):
+    result, faults, elapsed = run_case("skip", tmp_path)
+    assert result.returncode != 0 and elapsed < 30
+    assert sorted(faults) == [0, 1, 2, 3], result.stdout + result.stderr
+    assert "ranks [1]: barrier()" in result.stdout          # rank 1 moved on to the next call
+    assert "#2" in faults[0] and "CollectiveTimeout" in faults[0]
+
+
+def test_collectives_called_in_another_order_are_reported(tmp_path):
+    result, faults, elapsed = run_case("order", tmp_path)
+    assert result.returncode != 0 and elapsed < 30
+    assert sorted(faults) == [0, 1, 2, 3]
+    assert "different order" in result.stdout
+    assert re.search(r"ranks \[2, 3\]: broadcast", result.stdout)
+
+
+def test_another_count_is_caught_before_data_moves_in_debug_mode(tmp_path):
+    result, faults, elapsed = run_case("count-debug", tmp_path)
+    assert sorted(faults) == [0, 1, 2, 3] and elapsed < 30
+    assert all("CollectiveMismatch" in line for line in faults.values())
+    assert "ranks [3]: allreduce(count=999" in result.stdout
+
+
+def test_another_count_is_caught_without_debug_mode(tmp_path):
+    result, faults, elapsed = run_case("count", tmp_path)
+    assert result.returncode != 0 and elapsed < 30
+    assert sorted(faults) == [0, 1, 2, 3]
+    assert "ranks [3]: allreduce(count=999" in result.stdout
+
+
+def test_a_rank_sleeping_past_the_timeout_is_named(tmp_path):
+    result, faults, elapsed = run_case("sleep", tmp_path)
+    assert result.returncode != 0 and elapsed < 30
+    assert {1, 2, 3} <= set(faults)
+    assert "rank 0 sent no flight record" in faults.get(1, "") + result.stdout
+
+
+def test_a_rank_that_raises_and_exits_is_named(tmp_path):
+    result, faults, elapsed = run_case("raise", tmp_path)
+    assert result.returncode != 0 and elapsed < 30
+    assert {0, 2, 3} <= set(faults)
+    assert "rank 1 sent no flight record" in result.stdout
+
+
+def test_a_killed_rank_ends_the_job_with_a_nonzero_exit(tmp_path):
+    # MPICH's launcher tears the whole job down when a rank is SIGKILLed (and its
+    # -disable-auto-cleanup mode crashes in that case), so survivors cannot print: what
+    # we check is that nothing hangs, the exit code is non-zero, and the dead pid is named.
+    result, faults, elapsed = run_case("kill", tmp_path, cleanup=True)
+    assert result.returncode != 0 and elapsed < 30
+    pid = re.search(r"rank 1 is pid (\d+)", result.stdout).group(1)
+    assert f"PID {pid} " in result.stdout + result.stderr and "BAD TERMINATION" in result.stdout + result.stderr
