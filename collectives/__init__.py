@@ -11,6 +11,7 @@
 Algorithms are ours (ring, tree, recursive doubling, Rabenseifner, ...); MPI only moves
 bytes, except for algorithm "mpi", MPI's own collective, kept as the baseline.
 """
+from .buffers import select_device
 from .communicator import Communicator, check_timeout, debug_from_env, timeout_from_env
 from .errors import CollectiveMismatch, CollectiveTimeout, TransportError, TransportTimeout
 from .ops import AVG, MAX, MIN, OPS, PROD, SUM
@@ -33,6 +34,8 @@ def init(comm=None, *, debug=None, timeout=_UNSET, flight_dir=None):
     timeout: seconds a collective may wait on a peer before raising CollectiveTimeout on
     every rank still alive (default COLLECTIVES_TIMEOUT, else 300; 0 or None: forever).
     flight_dir: where flight records go on a timeout (default: a per-job temp folder).
+    With CuPy and a GPU present, each rank makes GPU (node-local rank mod GPU count)
+    current (`comm.device`); CuPy arrays then work in every collective.
     An uncaught exception on any rank of a multi-rank job ends that rank with exit code 1
     right after its traceback, rather than leaving it waiting in MPI_Finalize.
     """
@@ -44,8 +47,13 @@ def init(comm=None, *, debug=None, timeout=_UNSET, flight_dir=None):
         raise TypeError(f"cc.init takes an mpi4py communicator, got {type(comm).__name__}")
     timeout = timeout_from_env() if timeout is _UNSET else check_timeout(timeout)
     install_abort_on_fault()
-    return Communicator(MPITransport(comm.Dup()), debug=debug_from_env() if debug is None else debug,
-                        timeout=timeout, flight_dir=flight_dir)
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)          # ranks on this node pick GPUs in turn
+    device = select_device(node.Get_rank())
+    node.Free()
+    communicator = Communicator(MPITransport(comm.Dup()), timeout=timeout, flight_dir=flight_dir,
+                                debug=debug_from_env() if debug is None else debug)
+    communicator.device = device
+    return communicator
 
 
 def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, **kwargs):

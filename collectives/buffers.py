@@ -1,8 +1,14 @@
-"""Everything about user buffers in one place: what is accepted, how it is viewed flat,
-and where results go. NumPy arrays today; CuPy arrays extend the checks here."""
+"""Everything about user buffers in one place: what is accepted (NumPy arrays on the
+host, CuPy arrays on this rank's GPU), how it is viewed flat, where results go, and how a
+rank picks its GPU."""
+import os
+
 import numpy as np
 
 from .ops import check_dtype
+
+# dtypes the CUDA reduction kernel is instantiated for; data movement takes any dtype
+DEVICE_REDUCE_DTYPES = tuple(np.dtype(n) for n in ("float16", "float32", "float64", "int32", "int64"))
 
 
 def array_module(x):
@@ -16,20 +22,28 @@ def array_module(x):
     return None
 
 
-def check_array(x, name="x", writeable=False):
+def is_device(x):
+    """True for a CuPy (GPU) array."""
+    return array_module(x) is not np and array_module(x) is not None
+
+
+def check_array(x, name="x", writeable=False, reduces=False):
     """Raise TypeError/ValueError unless `x` is a buffer the engine can use.
 
-    A buffer is a C-contiguous ndarray of a supported dtype; `writeable` also requires
-    that it may be written in place.
+    A buffer is a C-contiguous ndarray (NumPy, or CuPy on this rank's current GPU) of a
+    supported dtype; `writeable` also requires that it may be written in place, and
+    `reduces` that the device reduction kernel handles its dtype.
     """
     if array_module(x) is None:
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}: "
-                        f"wrap it with numpy.asarray({name})")
+        raise TypeError(f"{name} must be a numpy.ndarray (or cupy.ndarray), got "
+                        f"{type(x).__name__}: wrap it with numpy.asarray({name})")
     check_dtype(x.dtype)
+    if is_device(x):
+        _check_device(x, name, reduces)
     if not x.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (got strides {x.strides} for shape "
                          f"{x.shape}): pass numpy.ascontiguousarray({name})")
-    if writeable and not x.flags.writeable:
+    if writeable and not getattr(x.flags, "writeable", True):
         raise ValueError(f"{name} is read-only but is written in place: pass a writeable "
                          f"copy, or give out=")
 
@@ -44,6 +58,46 @@ def check_out(out, x, shape, name="out"):
         raise TypeError(f"{name} has dtype {out.dtype} but x has dtype {x.dtype}: they must match")
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(out.shape)}, expected {tuple(shape)}")
+
+
+def _check_device(x, name, reduces):
+    import cupy
+    current = cupy.cuda.runtime.getDevice()
+    if x.device.id != current:
+        raise ValueError(f"{name} lives on GPU {x.device.id} but this rank uses GPU {current}: "
+                         f"move it with cupy.asarray({name}) under cupy.cuda.Device({current})")
+    if reduces and x.dtype not in DEVICE_REDUCE_DTYPES:
+        raise TypeError(f"reductions of {x.dtype} on the GPU are not supported: use one of "
+                        f"{', '.join(str(d) for d in DEVICE_REDUCE_DTYPES)}")
+
+
+def select_device(local_rank):
+    """Make GPU (local_rank mod device count) current, if CuPy and a GPU are present.
+
+    Several ranks on one node share GPUs round-robin. Returns the device id, or None.
+    """
+    try:
+        import cupy
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception:            # no CuPy, no driver or no device: host buffers only
+        return None
+    if count == 0:
+        return None
+    device = local_rank % count
+    cupy.cuda.Device(device).use()
+    return device
+
+
+def cuda_aware_mpi(query=None):
+    """Whether MPI takes device pointers: COLLECTIVES_CUDA_AWARE=1/0 forces the answer,
+    else `query()` (the MPI library's own report) decides, else False."""
+    forced = os.environ.get("COLLECTIVES_CUDA_AWARE", "").strip().lower()
+    if forced:
+        return forced in ("1", "true", "yes", "on")
+    try:
+        return bool(query()) if query is not None else False
+    except Exception:
+        return False
 
 
 def flat(x):

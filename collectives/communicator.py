@@ -15,6 +15,7 @@ from .errors import CollectiveMismatch, CollectiveTimeout, TransportError, Trans
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
 from .ops import check_op, combine_op, finish_avg
 from .partition import partition
+from .transport.staged import DirectDeviceTransport, StagedTransport
 from .work import OrderedExecutor
 
 DEFAULT_TIMEOUT = 300.0
@@ -69,6 +70,22 @@ class Communicator:
             job = transport.allgather_object(uuid.uuid4().hex[:12] if self.rank == 0 else None)[0]
             flight_dir = default_directory(job)
         self.flight_dir = flight_dir
+        self.cuda_aware = buffers.cuda_aware_mpi(getattr(transport, "query_cuda_support", None))
+        self._device_transport = None
+        self.device = None                    # the GPU this rank uses (set by cc.init), if any
+
+    def _route(self, x):
+        """The transport for a collective on x, called when it starts: the host transport,
+        or for GPU arrays a wrapper that stages through pinned host memory (or, with a
+        CUDA-aware MPI, hands device pointers over directly)."""
+        if not buffers.is_device(x):
+            return self.transport
+        wrapper = self._device_transport
+        if wrapper is None or wrapper.inner is not self.transport:
+            wrapper = (DirectDeviceTransport if self.cuda_aware else StagedTransport)(self.transport)
+            self._device_transport = wrapper
+        wrapper.begin()
+        return wrapper
 
     @property
     def timeout(self):
@@ -193,7 +210,7 @@ class Communicator:
         handle whose wait() returns it). Cost depends on the algorithm: see
         `collectives.algorithms` (ring: 2(n-1) steps, 2(n-1)/n of the buffer each way).
         """
-        buffers.check_array(x, writeable=out is None)
+        buffers.check_array(x, writeable=out is None, reduces=True)
         op = check_op(op, x.dtype)
         if out is not None:
             buffers.check_out(out, x, x.shape)
@@ -204,7 +221,7 @@ class Communicator:
         def job():
             buf = buffers.flat(target)
             source = buf if target is x else buffers.flat(x)
-            run(self.transport, source, buf, combine_op(op), self._workspace)
+            run(self._route(x), source, buf, combine_op(op), self._workspace)
             finish_avg(buf, op, self.size)
             return target
         return self._run(("allreduce", x.size, str(x.dtype), op, name), job, async_op)
@@ -215,7 +232,7 @@ class Communicator:
         Blocks follow `cc.partition(x.size, size)`. x is not modified. Cost (ring): n-1
         steps, (n-1)/n of the buffer sent, received and reduced per rank.
         """
-        buffers.check_array(x)
+        buffers.check_array(x, reduces=True)
         op = check_op(op, x.dtype)
         offsets = partition(x.size, self.size)
         shape = (offsets[self.rank + 1] - offsets[self.rank],)
@@ -226,7 +243,7 @@ class Communicator:
 
         def job():
             result = buffers.empty(shape, x) if out is None else out
-            run(self.transport, buffers.flat(x), result, combine_op(op), offsets, self._workspace)
+            run(self._route(x), buffers.flat(x), result, combine_op(op), offsets, self._workspace)
             finish_avg(result, op, self.size)
             return result
         return self._run(("reduce_scatter", x.size, str(x.dtype), op, name), job, async_op)
@@ -250,7 +267,7 @@ class Communicator:
             result = buffers.empty(shape, x) if out is None else out
             buf = buffers.flat(result)
             buf[offsets[self.rank]:offsets[self.rank + 1]] = buffers.flat(x)
-            run(self.transport, buf, offsets, self._workspace)
+            run(self._route(x), buf, offsets, self._workspace)
             return result
         return self._run(("allgather", tuple(x.shape), str(x.dtype), name), job, async_op)
 
@@ -263,7 +280,7 @@ class Communicator:
         run = registry.ALGORITHMS["broadcast"][name]
 
         def job():
-            run(self.transport, buffers.flat(x), root, self._workspace)
+            run(self._route(x), buffers.flat(x), root, self._workspace)
             return x
         return self._run(("broadcast", x.size, str(x.dtype), root, name), job, async_op)
 
@@ -273,7 +290,7 @@ class Communicator:
         is not modified. Cost (tree): about log2(n) + chunks - 1 steps."""
         self._check_root(root)
         is_root = self.rank == root
-        buffers.check_array(x, writeable=is_root and out is None)
+        buffers.check_array(x, writeable=is_root and out is None, reduces=True)
         op = check_op(op, x.dtype)
         if out is not None and is_root:
             buffers.check_out(out, x, x.shape)
@@ -286,9 +303,9 @@ class Communicator:
                 work = buffers.flat(target)
             else:
                 target, work = None, self._workspace.get("reduce", x.size, x)
-            if work is not x.reshape(-1) and not (is_root and out is None):
+            if not (is_root and out is None):
                 work[...] = buffers.flat(x)
-            run(self.transport, work, combine_op(op), root, self._workspace)
+            run(self._route(x), work, combine_op(op), root, self._workspace)
             if is_root:
                 finish_avg(work, op, self.size)
             return target

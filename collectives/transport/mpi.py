@@ -79,6 +79,12 @@ class MPITransport:
             first = pending[0]
             self._complete([r.request for r in pending], first.peer, first.what)
 
+    @staticmethod
+    def query_cuda_support():
+        """Whether this MPI library says it takes CUDA device buffers."""
+        query = getattr(MPI, "Query_cuda_support", None)
+        return bool(query()) if query is not None else False
+
     # -- control plane -------------------------------------------------------------------
     def allgather_object(self, obj):
         """Every rank's `obj` (pickled), in rank order; bounded by the timeout."""

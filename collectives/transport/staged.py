@@ -1,0 +1,228 @@
+"""Staging device buffers through host memory, for an MPI that is not CUDA-aware.
+
+`StagedTransport` wraps a host transport. Algorithms hand it views of device (CuPy)
+buffers exactly as they would hand host buffers to the MPI transport: each send copies
+the device bytes into a reused pinned host buffer, then sends from there; each receive
+lands in pinned memory and is copied to the device when it is waited for. Reductions
+stay on the device (the algorithms call kernels.reduce_into on the device views).
+
+The pinned memory is an arena reset at the start of every collective: a collective takes
+as many host bytes as its outstanding messages need, and the steady state allocates
+nothing. How bytes move between device and host, and how host memory is allocated, are
+injected (`DeviceCopies`), so the same logic runs on the CPU in the tests.
+"""
+import numpy as np
+
+ARENA_BLOCK = 4 << 20
+
+
+class DeviceCopies:
+    """The device operations staging needs; the defaults are CuPy's.
+
+    to_host(device_view, host_view): blocking copy, returns when host_view is filled
+    to_device(host_view, device_view): copy ordered on the current stream
+    synchronize(): wait for the current stream (before host buffers are reused)
+    empty_pinned(nbytes): page-locked host memory as a uint8 NumPy array
+    """
+
+    def to_host(self, device_view, host_view):
+        device_view.get(out=host_view)
+
+    def to_device(self, host_view, device_view):
+        device_view.set(host_view)
+
+    def synchronize(self):
+        import cupy
+        cupy.cuda.get_current_stream().synchronize()
+
+    def empty_pinned(self, nbytes):
+        import cupyx
+        return cupyx.empty_pinned((nbytes,), dtype=np.uint8)
+
+
+class _PinnedArena:
+    """Bump allocation out of reused pinned blocks; reset() makes them all free again."""
+
+    def __init__(self, copies):
+        self.copies = copies
+        self.blocks = []
+        self.block, self.offset = 0, 0
+
+    def reset(self):
+        self.block, self.offset = 0, 0
+
+    def take(self, nbytes, dtype):
+        """A host array of nbytes with `dtype` (1-D), valid until the next reset()."""
+        itemsize = np.dtype(dtype).itemsize
+        aligned = -(-nbytes // 64) * 64
+        while True:
+            if self.block == len(self.blocks):
+                self.blocks.append(self.copies.empty_pinned(max(ARENA_BLOCK, aligned)))
+            block = self.blocks[self.block]
+            if self.offset + aligned <= block.size:
+                view = block[self.offset:self.offset + nbytes]
+                self.offset += aligned
+                return view.view(dtype) if nbytes % itemsize == 0 else view
+            if self.offset == 0:                      # too small even when empty: replace it
+                self.blocks[self.block] = self.copies.empty_pinned(aligned)
+                continue
+            self.block, self.offset = self.block + 1, 0
+
+
+class _StagedRecv:
+    __slots__ = ("staged", "inner", "host", "device")
+
+    def __init__(self, staged, inner, host, device):
+        self.staged, self.inner, self.host, self.device = staged, inner, host, device
+
+    def wait(self):
+        if self.inner is not None:
+            self.staged.inner.waitall([self.inner])
+            self.finish()
+
+    def finish(self):
+        if self.inner is not None:
+            self.inner = None
+            self.staged.copies.to_device(self.host, self.device)
+
+    def test(self):
+        return self.inner is None or self.inner.test()
+
+
+class _StagedSend:
+    __slots__ = ("staged", "inner")
+
+    def __init__(self, staged, inner):
+        self.staged, self.inner = staged, inner
+
+    def wait(self):
+        self.staged.inner.waitall([self.inner])
+
+    def finish(self):
+        pass
+
+    def test(self):
+        return self.inner.test()
+
+
+class StagedTransport:
+    """A transport for device buffers over a host-only transport (see module docstring)."""
+
+    def __init__(self, inner, copies=None):
+        self.inner = inner
+        self.copies = copies or DeviceCopies()
+        self.rank, self.size = inner.rank, inner.size
+        self._arena = _PinnedArena(self.copies)
+
+    def begin(self):
+        """Start of a collective: the previous one's host copies are done, reuse the arena."""
+        self.copies.synchronize()
+        self._arena.reset()
+
+    def _to_host(self, device_view):
+        host = self._arena.take(device_view.nbytes, device_view.dtype)
+        self.copies.to_host(device_view, host)
+        return host
+
+    def sendrecv(self, sendbuf, dest, recvbuf, source):
+        """Stage `sendbuf` out, receive into pinned memory, copy into `recvbuf`."""
+        host_send = None if sendbuf is None else self._to_host(sendbuf)
+        host_recv = None if recvbuf is None else self._arena.take(recvbuf.nbytes, recvbuf.dtype)
+        self.inner.sendrecv(host_send, dest, host_recv, source)
+        if recvbuf is not None:
+            self.copies.to_device(host_recv, recvbuf)
+
+    def isend(self, buf, dest):
+        return _StagedSend(self, self.inner.isend(self._to_host(buf), dest))
+
+    def irecv(self, buf, source):
+        host = self._arena.take(buf.nbytes, buf.dtype)
+        return _StagedRecv(self, self.inner.irecv(host, source), host, buf)
+
+    def waitall(self, requests):
+        pending = [r for r in requests if r.inner is not None]
+        self.inner.waitall([r.inner for r in pending])
+        for request in pending:
+            request.finish()
+
+    # control plane and MPI's own collectives: delegated, with whole-buffer staging
+    def allgather_object(self, obj):
+        return self.inner.allgather_object(obj)
+
+    def barrier(self):
+        self.inner.barrier()
+
+    def split(self, color, key=0):
+        sub = self.inner.split(color, key)
+        return None if sub is None else StagedTransport(sub, self.copies)
+
+    def __getattr__(self, name):
+        if name.startswith("native_") and hasattr(self.inner, name):
+            return _staged_native(self, getattr(self.inner, name))
+        raise AttributeError(name)
+
+
+def _staged_native(staged, native):
+    """MPI's own collective on host copies of the device arguments. The result (always
+    the last array argument: out, or the buffer worked in place) is copied back."""
+    def run(*args):
+        hosts = {}
+        host_args = []
+        for arg in args:
+            if hasattr(arg, "__cuda_array_interface__"):
+                if id(arg) not in hosts:             # x is out (in place) stays one buffer
+                    hosts[id(arg)] = staged._to_host(arg)
+                host_args.append(hosts[id(arg)])
+            else:
+                host_args.append(arg)
+        native(*host_args)
+        result = [arg for arg in args if hasattr(arg, "__cuda_array_interface__")][-1]
+        staged.copies.to_device(hosts[id(result)], result)
+    return run
+
+
+class DirectDeviceTransport:
+    """Device buffers handed straight to a CUDA-aware MPI. The stream is synchronised
+    before MPI reads a device buffer, since MPI knows nothing of CUDA streams."""
+
+    def __init__(self, inner, copies=None):
+        self.inner = inner
+        self.copies = copies or DeviceCopies()
+        self.rank, self.size = inner.rank, inner.size
+
+    def begin(self):
+        pass
+
+    def sendrecv(self, sendbuf, dest, recvbuf, source):
+        self.copies.synchronize()
+        self.inner.sendrecv(sendbuf, dest, recvbuf, source)
+
+    def isend(self, buf, dest):
+        self.copies.synchronize()
+        return self.inner.isend(buf, dest)
+
+    def irecv(self, buf, source):
+        return self.inner.irecv(buf, source)
+
+    def waitall(self, requests):
+        self.inner.waitall(requests)
+
+    def allgather_object(self, obj):
+        return self.inner.allgather_object(obj)
+
+    def barrier(self):
+        self.inner.barrier()
+
+    def split(self, color, key=0):
+        sub = self.inner.split(color, key)
+        return None if sub is None else DirectDeviceTransport(sub, self.copies)
+
+    def __getattr__(self, name):
+        if name.startswith("native_") and hasattr(self.inner, name):
+            native = getattr(self.inner, name)
+
+            def run(*args):
+                self.copies.synchronize()
+                native(*args)
+            return run
+        raise AttributeError(name)
