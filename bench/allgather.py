@@ -11,7 +11,7 @@ from bench.harness import Collective, main
 
 
 def _buffers(x, n, rank, inplace):
-    out = np.empty(n * x.size, x.dtype)
+    out = np.empty_like(x, shape=(n * x.size,))
     if inplace:
         own = out[rank * x.size:(rank + 1) * x.size]
         own[...] = x

@@ -1,4 +1,5 @@
 """mpirun -n 4 python -m bench.allreduce [-b 8 -e 16M -f 2 -n 20 -w 5 -d float32 -o sum -a all]
+mpirun -n 4 python -m bench.allreduce --device gpu     (CuPy buffers; plus NCCL's own rows)
 
 All-reduce of every algorithm (ours and MPI's own), nccl-tests style: out-of-place and
 in-place time, algbw and busbw = algbw * 2(n-1)/n, and the number of wrong elements.
@@ -16,12 +17,52 @@ def _expected(inputs, op, root, rank):
     return reduce_float64(inputs, op)
 
 
+def nccl_baseline(comm, args, say):
+    """On GPUs, NCCL's own all-reduce on the same buffers, as one more row set ("nccl").
+
+    The NCCL unique id travels over MPI from rank 0. NCCL refuses several ranks on one GPU;
+    then, or without cupy.cuda.nccl, this says so in one line and returns no rows.
+    """
+    if args.device != "gpu":
+        return {}
+    try:
+        import cupy
+        from cupy.cuda import nccl
+    except Exception as error:
+        say(f"# nccl: not available ({error}); no nccl rows")
+        return {}
+    if args.op == "avg" or args.datatype not in _NCCL_TYPES:
+        say(f"# nccl: op {args.op} / dtype {args.datatype} not mapped; no nccl rows")
+        return {}
+    devices = comm.transport.allgather_object(cupy.cuda.runtime.getDevice())
+    if len(set(devices)) < comm.size:
+        say(f"# nccl: {comm.size} ranks share {len(set(devices))} GPU(s) and NCCL refuses several "
+            "ranks on one GPU; no nccl rows (run one rank per GPU to compare with NCCL)")
+        return {}
+    uid = comm.transport.allgather_object(nccl.get_unique_id() if comm.rank == 0 else None)[0]
+    nccl_comm = nccl.NcclCommunicator(comm.size, uid, comm.rank)
+    dtype = getattr(nccl, _NCCL_TYPES[args.datatype])
+    op = getattr(nccl, "NCCL_" + args.op.upper())
+
+    def run(comm, x, out, op_name, root, inplace):
+        target = x if out is None else out
+        nccl_comm.allReduce(x.data.ptr, target.data.ptr, x.size, dtype, op,
+                            cupy.cuda.get_current_stream().ptr)
+        return target
+    return {"nccl": run}
+
+
+_NCCL_TYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64",
+               "int8": "NCCL_INT8", "uint8": "NCCL_UINT8", "int32": "NCCL_INT32", "int64": "NCCL_INT64"}
+
+
 ALLREDUCE = Collective(
     name="allreduce",
     bus_factor=lambda n: 2 * (n - 1) / n,
     count_for=lambda size, n, itemsize: size // itemsize,
     run=_run,
     expected=_expected,
+    baselines=nccl_baseline,
 )
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ class Collective:
         place, (x, a new array like x) out of place
     modes: which of out-of-place (False) and in-place (True) the collective has
     rooted: whether the `root` column applies
+    baselines(comm, args, say): extra rows beyond the communicator's algorithms, e.g. NCCL on
+        GPUs: {name: run(comm, x, out, op, root, inplace)}; may print why there are none
     The checked result is what the call returns.
     """
     name: str
@@ -55,6 +57,7 @@ class Collective:
     buffers: Callable = None
     modes: tuple = (False, True)
     rooted: bool = False
+    baselines: Callable = None
 
     def arguments(self, x, n, rank, inplace):
         if self.buffers is not None:
@@ -74,10 +77,16 @@ def fill(rank, count, dtype, op):
     return values.astype(dtype)
 
 
+def to_host(array):
+    """A NumPy copy of a NumPy or CuPy array."""
+    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else array
+
+
 def count_wrong(got, expected):
     """Elements of `got` off the float64 `expected` by more than a rounding of the dtype."""
     if expected is None:
         return 0
+    got = to_host(got)
     got64 = np.asarray(got, dtype=np.float64).reshape(-1)
     expected = np.asarray(expected, dtype=np.float64).reshape(-1)
     if got64.shape != expected.shape:
@@ -104,6 +113,8 @@ def build_parser(collective):
     parser.add_argument("-a", "--algorithms", default="all",
                         help="comma-separated algorithm names, or 'all' (ours and mpi)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="NumPy buffers (cpu) or CuPy buffers on this rank's GPU (gpu)")
     parser.add_argument("--timeout", type=float, default=0,
                         help="collective timeout in seconds (default 0: none, so that algorithm "
                              "'mpi' is MPI's plain blocking call)")
@@ -120,30 +131,60 @@ def sizes(args, itemsize):
     return out
 
 
-def time_rounds(comm, collective, algorithms, calls, args):
+class Runner:
+    """Calls one algorithm of the collective (or a baseline row such as NCCL), and waits
+    for the device to finish where buffers live on a GPU."""
+
+    def __init__(self, comm, collective, args, baselines):
+        self.comm, self.collective, self.args, self.baselines = comm, collective, args, baselines
+        self.synchronize = lambda: None
+        if args.device == "gpu":
+            import cupy
+            self.synchronize = cupy.cuda.get_current_stream().synchronize
+
+    def __call__(self, algorithm, x, out, inplace):
+        args = self.args
+        if algorithm in self.baselines:
+            return self.baselines[algorithm](self.comm, x, out, args.op, args.root, inplace)
+        return self.collective.run(self.comm, x, out, args.op, args.root, algorithm, inplace)
+
+
+def time_rounds(comm, run, algorithms, calls, args):
     """Interleaved timing: returns {(algorithm, inplace): seconds per iteration (slowest rank)}."""
     total = {(a, inplace): 0.0 for a in algorithms for inplace in calls}
     rounds = max(1, min(args.iters, 4))
     per_round = [args.iters // rounds + (1 if i < args.iters % rounds else 0) for i in range(rounds)]
     for (algorithm, inplace) in total:
         for _ in range(args.warmup_iters):
-            collective.run(comm, *calls[inplace], args.op, args.root, algorithm, inplace)
+            run(algorithm, *calls[inplace], inplace)
     for iters in per_round:
         for (algorithm, inplace) in total:
+            run.synchronize()
             comm.barrier()
             start = time.perf_counter()
             for _ in range(iters):
-                collective.run(comm, *calls[inplace], args.op, args.root, algorithm, inplace)
+                run(algorithm, *calls[inplace], inplace)
+            run.synchronize()
             total[(algorithm, inplace)] += time.perf_counter() - start
     slowest = comm.transport.allgather_object(total)
     return {key: max(t[key] for t in slowest) / max(args.iters, 1) for key in total}
 
 
-def check(comm, collective, algorithm, count, args, inplace):
+def make_input(rank, count, args):
+    """This rank's benchmark input, on the device the run uses."""
+    x = fill(rank, count, args.datatype, args.op)
+    if args.device == "gpu":
+        import cupy
+        return cupy.asarray(x)
+    return x
+
+
+def check(comm, run, collective, algorithm, count, args, inplace):
     """Run once on fresh inputs and count wrong elements on this rank (summed over ranks)."""
     inputs = [fill(r, count, args.datatype, args.op) for r in range(comm.size)]
-    x, out = collective.arguments(inputs[comm.rank].copy(), comm.size, comm.rank, inplace)
-    got = collective.run(comm, x, out, args.op, args.root, algorithm, inplace)
+    x, out = collective.arguments(make_input(comm.rank, count, args), comm.size, comm.rank, inplace)
+    got = run(algorithm, x, out, inplace)
+    run.synchronize()
     expected = collective.expected(inputs, args.op, args.root, comm.rank)
     wrong = count_wrong(got, expected)
     return sum(comm.transport.allgather_object(wrong))
@@ -177,25 +218,33 @@ def main(collective, argv=None, out=sys.stdout):
     args = build_parser(collective).parse_args(argv)
     comm = cc.init(timeout=args.timeout)
     dtype = np.dtype(args.datatype)
-    valid = comm.algorithms(collective.name)
+    if args.device == "gpu":
+        try:
+            import cupy
+            cupy.cuda.runtime.getDeviceCount()
+        except Exception as error:
+            raise SystemExit(f"--device gpu needs CuPy and a CUDA device: {error}")
+    say = (lambda *a, **k: print(*a, **k, file=out, flush=True)) if comm.rank == 0 else (lambda *a, **k: None)
+    baselines = collective.baselines(comm, args, say) if collective.baselines else {}
+    valid = comm.algorithms(collective.name) + list(baselines)
     algorithms = valid if args.algorithms == "all" else args.algorithms.split(",")
     unknown = [a for a in algorithms if a not in valid]
     if unknown:
         raise SystemExit(f"unknown {collective.name} algorithm(s) {unknown}: valid are {valid}")
-    say = (lambda *a, **k: print(*a, **k, file=out, flush=True)) if comm.rank == 0 else (lambda *a, **k: None)
     progress = (lambda text: print(text, file=sys.stderr, flush=True)) if comm.rank == 0 else (lambda text: None)
     say(f"# collectives bench.{collective.name}: {comm.size} ranks, dtype {dtype}, op {args.op}, "
-        f"iters {args.iters}, warmup {args.warmup_iters}, check {args.check}")
+        f"iters {args.iters}, warmup {args.warmup_iters}, check {args.check}, device {args.device}")
+    run = Runner(comm, collective, args, baselines)
     say(f"# algorithms: {', '.join(algorithms)}")
     rows = []
     size_list = sizes(args, dtype.itemsize)
     np.seterr(over="ignore", invalid="ignore", under="ignore")   # in-place reruns grow values
     for index, size in enumerate(size_list, 1):
         count = collective.count_for(size, comm.size, dtype.itemsize)
-        calls = {inplace: collective.arguments(fill(comm.rank, count, dtype, args.op),
+        calls = {inplace: collective.arguments(make_input(comm.rank, count, args),
                                                 comm.size, comm.rank, inplace)
                  for inplace in collective.modes}
-        times = time_rounds(comm, collective, algorithms, calls, args)
+        times = time_rounds(comm, run, algorithms, calls, args)
         for algorithm in algorithms:
             row = {"size": size, "count": count, "dtype": str(dtype), "op": args.op,
                    "root": args.root if collective.rooted else -1, "algorithm": algorithm}
@@ -209,7 +258,7 @@ def main(collective, argv=None, out=sys.stdout):
                 row[prefix + "time_us"] = seconds * 1e6
                 row[prefix + "algbw"] = algbw
                 row[prefix + "busbw"] = algbw * collective.bus_factor(comm.size)
-                row[prefix + "wrong"] = (check(comm, collective, algorithm, count, args, inplace)
+                row[prefix + "wrong"] = (check(comm, run, collective, algorithm, count, args, inplace)
                                          if args.check else 0)
             rows.append(row)
         progress(f"# [{index}/{len(size_list)}] {size} B done")
@@ -222,8 +271,8 @@ def main(collective, argv=None, out=sys.stdout):
     say(format_footer(rows, algorithms))
     if args.json and comm.rank == 0:
         with open(args.json, "w") as handle:
-            json.dump({"world_size": comm.size, "collective": collective.name, "results": rows},
-                      handle, indent=1)
+            json.dump({"world_size": comm.size, "collective": collective.name,
+                       "device": args.device, "results": rows}, handle, indent=1)
     return 1 if total_wrong(rows) else 0
 
 

@@ -24,7 +24,7 @@ REDUCE_SCATTER = Collective(
         comm.reduce_scatter(x, op, algorithm=algorithm, out=out),
     expected=lambda inputs, op, root, rank:
         reduce_float64(inputs, op)[slice(*_block(len(inputs), rank, inputs[0].size))],
-    buffers=lambda x, n, rank, inplace: (x, np.empty(np.subtract(*_block(n, rank, x.size)[::-1]), x.dtype)),
+    buffers=lambda x, n, rank, inplace: (x, np.empty_like(x, shape=(np.subtract(*_block(n, rank, x.size)[::-1]),))),
     modes=(False,),
 )
 
