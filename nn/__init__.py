@@ -1,0 +1,19 @@
+"""nn: a small autograd library with PyTorch's names.
+
+    import nn
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    loss = nn.functional.cross_entropy(model(nn.Tensor(x)), y)
+    loss.backward()
+    nn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9).step()
+
+Data may be NumPy or CuPy arrays. `nn.parallel` holds data- and tensor-parallel training.
+"""
+from . import autograd, functional, optim
+from .autograd import Function, no_grad, queue_callback
+from .modules import GELU, Dropout, LayerNorm, Linear, Module, Parameter, ReLU, Sequential, Sigmoid, Tanh
+from .random import manual_seed
+from .tensor import Tensor, concatenate, split, stack
+
+__all__ = ["Tensor", "Parameter", "Module", "Linear", "Sequential", "ReLU", "Tanh", "Sigmoid", "GELU",
+           "LayerNorm", "Dropout", "no_grad", "Function", "queue_callback", "manual_seed",
+           "concatenate", "split", "stack", "functional", "optim", "autograd"]

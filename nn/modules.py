@@ -1,0 +1,237 @@
+"""Modules: containers of parameters and sub-modules, with PyTorch's names and keys."""
+import math
+from collections import OrderedDict
+
+import numpy as np
+
+from . import functional as F
+from .random import generator
+from .tensor import Tensor, array_module
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module registers as one of its weights (requires_grad by default)."""
+
+    def __init__(self, data, requires_grad=True):
+        super().__init__(data, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return f"Parameter({self.data!r})"
+
+
+class Module:
+    """Base class: assigning a Parameter or Module attribute registers it, in order.
+
+    Names follow PyTorch ("0.weight", "encoder.layers.1.bias"), so state_dict keys match.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() "
+                               f"before assigning {name!r}")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # -- traversal -------------------------------------------------------------------------
+    def named_parameters(self, prefix=""):
+        """(name, parameter) pairs: this module's own first, then each child's, in order."""
+        seen = set()
+        for name, module in self.named_modules(prefix):
+            for key, param in module._parameters.items():
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    yield (f"{name}.{key}" if name else key), param
+
+    def parameters(self):
+        """The parameters, in registration order (each once)."""
+        return [p for _, p in self.named_parameters()]
+
+    def named_modules(self, prefix=""):
+        """(name, module) for this module and all below it, depth first."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def children(self):
+        return list(self._modules.values())
+
+    def modules(self):
+        return [m for _, m in self.named_modules()]
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self):
+        """name -> parameter data (the arrays themselves, not copies), PyTorch's keys."""
+        return OrderedDict((name, p.data) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays from `state_dict` into the parameters, in place.
+
+        Every key and shape is checked before anything is written: missing or unexpected
+        keys (with strict=True) and shape mismatches raise a KeyError/ValueError naming them.
+        """
+        own = dict(self.named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        wrong = [f"{k}: checkpoint {tuple(np.shape(state_dict[k]))} vs model {own[k].shape}"
+                 for k in own if k in state_dict and tuple(np.shape(state_dict[k])) != own[k].shape]
+        if wrong:
+            raise ValueError("load_state_dict: shape mismatch for " + "; ".join(wrong))
+        for key, param in own.items():
+            if key in state_dict:
+                value = state_dict[key]
+                module = array_module(param.data)
+                if module is not np and isinstance(value, np.ndarray):
+                    value = module.asarray(value)
+                elif module is np and not isinstance(value, np.ndarray):
+                    value = value.get() if hasattr(value, "get") else np.asarray(value)
+                param.data[...] = value
+        return {"missing_keys": missing, "unexpected_keys": unexpected}
+
+    def train(self, mode=True):
+        """Training mode (dropout active) for this module and all below it."""
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode: train(False)."""
+        return self.train(False)
+
+    def zero_grad(self, set_to_none=True):
+        """Reset every parameter's gradient (to None, or to zeros in place)."""
+        for p in self.parameters():
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad[...] = 0
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"({name}): {module!r}".replace("\n", "\n  ") for name, module in self._modules.items()]
+        inner = "\n  " + "\n  ".join(lines) + "\n" if lines else ""
+        return f"{type(self).__name__}({self.extra_repr()}{inner})"
+
+
+def uniform(shape, bound, dtype):
+    """U(-bound, bound) samples of `shape` from the nn generator (drawn in float64)."""
+    return generator().uniform(-bound, bound, size=shape).astype(dtype)
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias, weight of shape (out_features, in_features).
+
+    Initialised as PyTorch does: weight and bias uniform in +-1/sqrt(in_features).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1 / math.sqrt(in_features) if in_features else 0.0
+        self.weight = Parameter(uniform((out_features, in_features), bound, dtype))
+        self.bias = Parameter(uniform((out_features,), bound, dtype)) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Sequential(Module):
+    """Modules applied in order; named "0", "1", ... and indexable like a list."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        for i, module in enumerate(modules):
+            setattr(self, str(i), module)
+
+    def __getitem__(self, index):
+        items = list(self._modules.values())
+        return Sequential(*items[index]) if isinstance(index, slice) else items[index]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def forward(self, x):
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return F.tanh(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return F.sigmoid(x)
+
+
+class GELU(Module):
+    """GELU activation; approximate="none" (erf) or "tanh"."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(x, self.approximate)
+
+
+class LayerNorm(Module):
+    """Normalise the last axes to zero mean and unit variance, then scale (weight=1) and
+    shift (bias=0)."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, dtype=np.float32):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape, self.eps = shape, eps
+        self.weight = Parameter(np.ones(shape, dtype)) if elementwise_affine else None
+        self.bias = Parameter(np.zeros(shape, dtype)) if elementwise_affine else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class Dropout(Module):
+    """Zero elements with probability p in training mode (scaled by 1/(1-p)); identity in eval."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
