@@ -157,6 +157,8 @@ def backward(root, grad):
                     previous = grads.get(id(parent))
                     grads[id(parent)] = parent_grad if previous is None else previous + parent_grad
                 release(parent)
+            # drop our references, so that a leaf may keep its gradient array without a copy
+            parent_grads = parent_grad = previous = None
         if outer is None:
             callbacks = _state.callbacks
             _state.callbacks = None

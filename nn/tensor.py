@@ -294,8 +294,8 @@ class Tensor:
         return make(out, (self,), lambda g: (g * out * (1 - out),))
 
     def relu(self):
-        mask = self.data > 0
-        return make(self.data * mask, (self,), lambda g: (g * mask,))
+        data = self.data
+        return make(np.maximum(data, 0), (self,), lambda g: (g * (data > 0),))
 
     def gelu(self, approximate="none"):
         from .functional import gelu
