@@ -1,13 +1,32 @@
-"""The alpha-beta-gamma cost model behind algorithm="auto".
+"""The alpha-beta-gamma cost model behind algorithm="auto", and the tuning file.
 
 A message of m bytes costs alpha + m*beta to move, and reducing m bytes costs m*gamma
-(Hockney's model as used by Thakur, Rabenseifner and Gropp 2005). Each algorithm's time is
-predicted from its textbook formula; "auto" picks the algorithm with the smallest
-prediction. Alpha here includes our per-step Python overhead, which is why it is larger
+(Hockney's model as used by Thakur, Rabenseifner and Gropp 2005; the ring's cost is that
+of Patarasuk and Yuan 2009). Every formula is linear in the three parameters:
+
+    time = a*alpha + b*beta + c*gamma,   (a, b, c) = coefficients(...)
+
+so measured times can be fitted by least squares (`fit`; `python -m bench.tune` measures
+and fits). The pipelined tree and chain algorithms depend on their chunk count k, which
+the algorithm picks from the model (`algorithm_chunks`); their coefficients are those for
+the k actually used. Alpha includes our per-step Python overhead, which is why it is larger
 than MPI's wire latency.
+
+"auto" picks the algorithm with the smallest prediction. A tuning file written by
+`bench.tune` (JSON; $COLLECTIVES_TUNING, else ~/.cache/collectives/tuning.json) is read
+lazily, once (`current`): its fitted alpha, beta and gamma replace DEFAULT, and at the
+world size it was measured at, "auto" takes the fastest *measured* algorithm at the
+nearest measured size instead of the model's guess. Without a file, DEFAULT.
 """
+import json
 import math
-from dataclasses import dataclass
+import os
+import warnings
+from dataclasses import dataclass, field
+from itertools import combinations
+
+TUNING_ENV = "COLLECTIVES_TUNING"
+FILE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -19,6 +38,11 @@ class CostModel:
     def step(self, nbytes, reduced=0.0):
         """Time of one step that moves `nbytes` and reduces `reduced` bytes."""
         return self.alpha + nbytes * self.beta + reduced * self.gamma
+
+    def time(self, coefficients):
+        """a*alpha + b*beta + c*gamma for coefficients (a, b, c)."""
+        a, b, c = coefficients
+        return a * self.alpha + b * self.beta + c * self.gamma
 
 
 DEFAULT = CostModel()
@@ -51,55 +75,227 @@ def pipeline_chunks(nbytes, depth, per_byte, model=DEFAULT, min_chunk=4096):
     if depth <= 1 or nbytes <= min_chunk:
         return 1
     k = math.sqrt((depth - 1) * nbytes * per_byte / model.alpha)
-    return max(1, min(int(round(k)), nbytes // min_chunk))
+    return max(1, min(int(round(k)), int(nbytes // min_chunk)))
 
 
-def _pipelined(nbytes, depth, per_byte, alpha_per_step, model):
-    k = pipeline_chunks(nbytes, depth, per_byte, model)
-    return (depth + k - 1) * (alpha_per_step + nbytes / k * per_byte)
+# The pipelined algorithms: (collective, algorithm) -> (tree arity, whether it reduces).
+PIPELINED = {("allreduce", "tree"): (2, True),
+             ("broadcast", "tree"): (2, False), ("broadcast", "pipeline"): (1, False),
+             ("reduce", "tree"): (2, True), ("reduce", "pipeline"): (1, True)}
 
 
-def predict(collective, algorithm, nbytes, n, model=DEFAULT):
-    """Predicted seconds for `collective` by `algorithm` on n ranks; nbytes is the size of
-    the input vector (for allgather: of the gathered output)."""
-    a, b, g, m = model.alpha, model.beta, model.gamma, float(nbytes)
+def algorithm_chunks(collective, algorithm, nbytes, n, model=None):
+    """The pipeline chunk count the algorithm uses for nbytes on n ranks (1 if it has none)."""
+    if (collective, algorithm) not in PIPELINED:
+        return 1
+    model = model or current().model
+    arity, reduces = PIPELINED[(collective, algorithm)]
+    per_byte = arity * (model.beta + (model.gamma if reduces else 0.0))
+    return pipeline_chunks(nbytes, tree_depth(n, arity), per_byte, model)
+
+
+def hierarchical_parts(nbytes, n, ranks_per_node):
+    """Coefficients of the hierarchical all-reduce, split into (intra-node, inter-node):
+    ring reduce-scatter and all-gather over the g ranks of a node, ring all-reduce of the
+    node's 1/g share across the N = n/g nodes."""
+    g = ranks_per_node or n
+    nodes, m = n // g, float(nbytes)
+    intra = (2 * (g - 1), 2 * (g - 1) / g * m, (g - 1) / g * m)
+    inter = coefficients("allreduce", "ring", m / g, nodes)
+    return intra, inter
+
+
+def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, ranks_per_node=None):
+    """(a, b, c) such that the predicted time is a*alpha + b*beta + c*gamma.
+
+    nbytes is the input vector's size (for allgather: the gathered output's). `chunks` is
+    the pipeline chunk count of tree/pipeline algorithms (default: what the algorithm
+    would pick under `model`); `ranks_per_node` the node size for "hierarchical"
+    (default: all ranks on one node).
+    """
+    m = float(nbytes)
     if n == 1:
-        return 0.0
+        return (0.0, 0.0, 0.0)
     p, lg, fold = _log2_fold(n)
-    share = (n - 1) / n
-    pshare = (p - 1) / p
-    if collective == "allreduce":
-        if algorithm == "ring":
-            return 2 * (n - 1) * a + 2 * share * m * b + share * m * g
-        if algorithm == "recursive_doubling":
-            return (lg + 2 * fold) * (a + m * b) + (lg + fold) * m * g
-        if algorithm == "rabenseifner":
-            return (2 * lg + 2 * fold) * a + (2 * pshare + 2 * fold) * m * b + (pshare + fold) * m * g
-        if algorithm == "tree":
-            d = tree_depth(n, 2)
-            up = _pipelined(m, d, 2 * (b + g), 2 * a, model)
-            down = _pipelined(m, d, 2 * b, a, model)
-            return up + down
-    if collective == "reduce_scatter":
-        if algorithm == "ring":
-            return (n - 1) * a + share * m * (b + g)
-        if algorithm == "recursive_halving":
-            return lg * a + pshare * m * (b + g) + fold * (2 * a + m * (b + g) + m / n * b)
-    if collective == "allgather":
-        if algorithm == "ring":
-            return (n - 1) * a + share * m * b
-        if algorithm == "recursive_doubling":
-            return lg * a + pshare * m * b + fold * (2 * a + m * b + m / n * b)
-    if collective in ("broadcast", "reduce"):
-        per_byte = b if collective == "broadcast" else b + g
-        if algorithm == "ring":   # reduce only: ring reduce-scatter, then gather to root
-            return (n - 1) * a + share * m * (b + g) + a + share * m * b
-        arity = {"tree": 2, "pipeline": 1}.get(algorithm)
-        if arity is not None:
-            return _pipelined(m, tree_depth(n, arity), arity * per_byte, arity * a, model)
-    raise ValueError(f"no cost formula for {collective} algorithm {algorithm!r}")
+    share, pshare = (n - 1) / n, (p - 1) / p
+    if (collective, algorithm) in PIPELINED:
+        arity, reduces = PIPELINED[(collective, algorithm)]
+        k = chunks or algorithm_chunks(collective, algorithm, nbytes, n, model)
+        steps = tree_depth(n, arity) + k - 1
+        if collective == "allreduce":      # reduce up (2 children per step), broadcast down
+            return (3 * steps, 4 * steps * m / k, 2 * steps * m / k)
+        return (arity * steps, arity * steps * m / k, arity * steps * m / k if reduces else 0.0)
+    table = {
+        ("allreduce", "ring"): lambda: (2 * (n - 1), 2 * share * m, share * m),
+        ("allreduce", "recursive_doubling"): lambda: (lg + 2 * fold, (lg + 2 * fold) * m, (lg + fold) * m),
+        ("allreduce", "rabenseifner"): lambda: (2 * lg + 2 * fold, (2 * pshare + 2 * fold) * m,
+                                                (pshare + fold) * m),
+        ("allreduce", "hierarchical"): lambda: tuple(
+            x + y for x, y in zip(*hierarchical_parts(m, n, ranks_per_node))),
+        ("reduce_scatter", "ring"): lambda: (n - 1, share * m, share * m),
+        ("reduce_scatter", "recursive_halving"): lambda: (lg + 2 * fold, pshare * m + fold * (m + m / n),
+                                                          pshare * m + fold * m),
+        ("allgather", "ring"): lambda: (n - 1, share * m, 0.0),
+        ("allgather", "recursive_doubling"): lambda: (lg + 2 * fold, pshare * m + fold * (m + m / n), 0.0),
+        # reduce by ring: ring reduce-scatter, then one gather step into root
+        ("reduce", "ring"): lambda: (n, 2 * share * m, share * m),
+    }
+    formula = table.get((collective, algorithm))
+    if formula is None:
+        raise ValueError(f"no cost formula for {collective} algorithm {algorithm!r}")
+    return formula()
 
 
-def choose(collective, candidates, nbytes, n, model=DEFAULT):
-    """The candidate with the smallest predicted time (ties: the first listed)."""
+def predict(collective, algorithm, nbytes, n, model=None, chunks=None, ranks_per_node=None, inter=None):
+    """Predicted seconds for `collective` by `algorithm` on n ranks (see `coefficients`).
+
+    model: the CostModel (default: the tuning file's, else DEFAULT). inter: a CostModel for
+    links between nodes of `ranks_per_node` ranks (a two-level network; intra-node links
+    follow `model`); given only for the algorithms with a two-level formula: "hierarchical",
+    and "ring", whose every step waits for the one step that crosses nodes.
+    """
+    model = model or current().model
+    if inter is not None and ranks_per_node and ranks_per_node < n:
+        slow = CostModel(inter.alpha, inter.beta, model.gamma)
+        if (collective, algorithm) == ("allreduce", "hierarchical"):
+            intra, across = hierarchical_parts(nbytes, n, ranks_per_node)
+            return model.time(intra) + slow.time(across)
+        if algorithm == "ring":
+            return slow.time(coefficients(collective, algorithm, nbytes, n))
+        raise ValueError(f"no two-level cost formula for {collective} algorithm {algorithm!r}")
+    return model.time(coefficients(collective, algorithm, nbytes, n, chunks, model, ranks_per_node))
+
+
+def choose(collective, candidates, nbytes, n, model=None):
+    """The candidate expected to be fastest (ties: the first listed).
+
+    With an explicit `model`: the smallest prediction. Otherwise the tuning file decides
+    where it measured this collective at this world size, and its model elsewhere.
+    """
+    if model is None:
+        tuning = current()
+        measured = tuning.measured_choice(collective, candidates, nbytes, n)
+        if measured is not None:
+            return measured
+        model = tuning.model
     return min(candidates, key=lambda name: predict(collective, name, nbytes, n, model))
+
+
+# -- fitting ----------------------------------------------------------------------------------
+def fit(rows, times, relative=True):
+    """Least-squares alpha, beta, gamma (a CostModel) from coefficient rows (a, b, c) and the
+    measured seconds of each row.
+
+    relative=True minimises the relative error of every row (each row divided by its
+    time), so the microsecond rows that pin alpha weigh as much as the millisecond rows
+    that pin beta. Parameters are kept non-negative: every subset of them is solved with
+    numpy.linalg.lstsq and the best non-negative solution wins (zeros elsewhere).
+    """
+    import numpy as np
+    A = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    t = np.asarray(times, dtype=np.float64).reshape(-1)
+    if A.shape[0] != t.size or t.size == 0:
+        raise ValueError(f"fit needs one time per coefficient row, got {A.shape[0]} rows and {t.size} times")
+    weight = 1 / t if relative else np.ones_like(t)
+    A, t = A * weight[:, None], t * weight
+    best, best_residual = np.zeros(3), math.inf
+    for k in (3, 2, 1):
+        for columns in map(list, combinations(range(3), k)):
+            sub = A[:, columns]
+            norms = np.linalg.norm(sub, axis=0)
+            if np.any(norms == 0):
+                continue
+            solution = np.linalg.lstsq(sub / norms, t, rcond=None)[0] / norms
+            if np.any(solution < 0):
+                continue
+            residual = float(np.linalg.norm(sub @ solution - t))
+            if residual < best_residual * (1 - 1e-12):
+                best_residual, best = residual, np.zeros(3)
+                best[columns] = solution
+    return CostModel(*map(float, best))
+
+
+# -- the tuning file ---------------------------------------------------------------------------
+@dataclass
+class Tuning:
+    """What "auto" knows: a model, and measured times per collective (see module docstring).
+
+    measured: {collective: {"world_size": n, "sizes": [bytes...], "times": {algorithm:
+    [seconds per size, or None]}}}
+    """
+    model: CostModel = DEFAULT
+    measured: dict = field(default_factory=dict)
+    path: str = None
+
+    def measured_choice(self, collective, candidates, nbytes, n):
+        """The fastest measured candidate at the measured size nearest nbytes (log scale),
+        or None where nothing applies: another world size, a size more than a factor 2
+        outside the measured range, or no candidate measured."""
+        table = self.measured.get(collective)
+        if not table or table.get("world_size") != n or not table.get("sizes"):
+            return None
+        sizes, times = table["sizes"], table["times"]
+        if not sizes[0] / 2 <= max(nbytes, 1) <= sizes[-1] * 2:
+            return None
+        i = min(range(len(sizes)), key=lambda j: abs(math.log(sizes[j]) - math.log(max(nbytes, 1))))
+        usable = [c for c in candidates if c in times and times[c][i] is not None]
+        return min(usable, key=lambda c: times[c][i]) if usable else None
+
+
+def default_path():
+    """$COLLECTIVES_TUNING, else ~/.cache/collectives/tuning.json."""
+    return os.environ.get(TUNING_ENV) or os.path.join(
+        os.path.expanduser("~"), ".cache", "collectives", "tuning.json")
+
+
+def load(path):
+    """The Tuning in `path`; Tuning() (DEFAULT, nothing measured) if there is no such file.
+    A file that cannot be used is reported with a warning and ignored."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        model = CostModel(float(data["alpha"]), float(data["beta"]), float(data["gamma"]))
+        if data.get("version") != FILE_VERSION or min(model.alpha, model.beta, model.gamma) < 0:
+            raise ValueError(f"version {data.get('version')!r} or negative parameters")
+        return Tuning(model, data.get("measured", {}), path)
+    except FileNotFoundError:
+        return Tuning()
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        warnings.warn(f"ignoring tuning file {path}: {error}; using the default cost model "
+                      f"(rerun python -m bench.tune to rewrite it)", stacklevel=2)
+        return Tuning()
+
+
+def save(path, model, measured=None, **info):
+    """Write a tuning file (atomically) with `model`, the `measured` tables and `info`."""
+    data = {"version": FILE_VERSION, "alpha": model.alpha, "beta": model.beta, "gamma": model.gamma,
+            **info, "measured": measured or {}}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)
+    os.replace(temporary, path)
+    return path
+
+
+_current = None
+
+
+def current():
+    """The Tuning "auto" uses: loaded from default_path() on first use, then kept."""
+    global _current
+    if _current is None:
+        _current = load(default_path())
+    return _current
+
+
+def use(tuning=None):
+    """Replace the Tuning in use (a Tuning, a path, or None to reload the file lazily)."""
+    global _current
+    _current = load(tuning) if isinstance(tuning, str) else tuning
+
+
+def model_for(transport):
+    """The model an algorithm running over `transport` plans with: the transport's own
+    (a simulated network) if it has one, else the current tuning's."""
+    return getattr(transport, "cost_model", None) or current().model

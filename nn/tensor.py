@@ -273,7 +273,8 @@ class Tensor:
             if module is np:
                 np.add.at(full, index, g)                  # repeated integer indices add up
             else:
-                full.scatter_add(index, g)
+                import cupyx
+                cupyx.scatter_add(full, index, g)
             return (full,)
         return make(self.data[index], (self,), backward)
 

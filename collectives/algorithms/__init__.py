@@ -9,25 +9,28 @@ Every algorithm of one collective has the same signature:
 t is the transport, op a combine op ("sum", "prod", "max", "min"), ws the Workspace.
 """
 from .. import tuning
-from . import native, recursive, ring, tree
+from . import hierarchical, native, recursive, ring, tree
+from .common import nominal_nbytes
 
 NATIVE = "mpi"
+# Offered only where the transport knows which ranks share a node (`ranks_per_node`).
+NEEDS_NODES = {"hierarchical"}
+
+
+def _chunks(t, collective, algorithm, buf):
+    """The pipeline chunk count for buf, from the model the transport plans with."""
+    return tuning.algorithm_chunks(collective, algorithm, nominal_nbytes(t, buf), t.size,
+                                   tuning.model_for(t))
 
 
 def _tree_allreduce(t, x, out, op, ws):
-    depth = tuning.tree_depth(t.size, 2)
-    m = tuning.DEFAULT
-    chunks = tuning.pipeline_chunks(x.nbytes, depth, 2 * (m.beta + m.gamma))
-    tree.allreduce(t, x, out, op, ws, chunks=chunks)
+    tree.allreduce(t, x, out, op, ws, chunks=_chunks(t, "allreduce", "tree", x))
 
 
-def _rooted(function, arity, reduces):
+def _rooted(collective, name, function, arity):
     """A tree/pipeline broadcast or reduce with arity fixed and chunks from the cost model."""
     def run(t, buf, *args):
-        m = tuning.DEFAULT
-        per_byte = arity * (m.beta + (m.gamma if reduces else 0.0))
-        chunks = tuning.pipeline_chunks(buf.nbytes, tuning.tree_depth(t.size, arity), per_byte)
-        return function(t, buf, *args, arity=arity, chunks=chunks)
+        return function(t, buf, *args, arity=arity, chunks=_chunks(t, collective, name, buf))
     run.__doc__ = f"{function.__qualname__} with arity {arity} (see that function)."
     return run
 
@@ -38,6 +41,7 @@ ALGORITHMS = {
         "tree": _tree_allreduce,
         "recursive_doubling": recursive.allreduce,
         "rabenseifner": recursive.rabenseifner,
+        "hierarchical": hierarchical.allreduce,
         NATIVE: native.allreduce,
     },
     "reduce_scatter": {
@@ -51,13 +55,13 @@ ALGORITHMS = {
         NATIVE: native.allgather,
     },
     "broadcast": {
-        "tree": _rooted(tree.broadcast, 2, reduces=False),
-        "pipeline": _rooted(tree.broadcast, 1, reduces=False),
+        "tree": _rooted("broadcast", "tree", tree.broadcast, 2),
+        "pipeline": _rooted("broadcast", "pipeline", tree.broadcast, 1),
         NATIVE: native.broadcast,
     },
     "reduce": {
-        "tree": _rooted(tree.reduce, 2, reduces=True),
-        "pipeline": _rooted(tree.reduce, 1, reduces=True),
+        "tree": _rooted("reduce", "tree", tree.reduce, 2),
+        "pipeline": _rooted("reduce", "pipeline", tree.reduce, 1),
         "ring": ring.reduce,
         NATIVE: native.reduce,
     },
@@ -65,6 +69,9 @@ ALGORITHMS = {
 
 
 def names(collective, transport):
-    """Algorithm names valid for `collective` over `transport` ("mpi" only where it is native)."""
+    """Algorithm names valid for `collective` over `transport` ("mpi" only where it is
+    native, "hierarchical" only where the transport knows nodes that divide its ranks)."""
     has_native = hasattr(transport, "native_" + collective)
-    return [name for name in ALGORITHMS[collective] if name != NATIVE or has_native]
+    has_nodes = hierarchical.ranks_per_node(transport) is not None
+    return [name for name in ALGORITHMS[collective]
+            if (name != NATIVE or has_native) and (name not in NEEDS_NODES or has_nodes)]

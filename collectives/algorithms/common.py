@@ -3,13 +3,28 @@ and folding a non-power-of-two world onto a power of two."""
 import kernels
 
 
+# While a trace or a simulation runs, collectives.trace sets this to a function that
+# performs the reduction for the rank running on this thread and records or costs it.
+# None (the normal case) costs one global lookup per reduction.
+observer = None
+
+
 def reduce_into(dst, src, op, reverse=False):
     """dst = dst <op> src (or src <op> dst with reverse=True), through kernels.reduce_into.
 
     `reverse` lets a pair of ranks combine in one canonical order (lower rank's data on
     the left), which is what makes max/min of signed zeros and NaN payloads agree bitwise.
     """
+    if observer is not None:
+        return observer(dst, src, op, reverse)
     return kernels.reduce_into(dst, src, op, reverse=reverse)
+
+
+def nominal_nbytes(t, buf):
+    """The bytes `buf` stands for: buf.nbytes, except on a transport that simulates larger
+    buffers than it moves (collectives.transport.simulated), which says how many."""
+    scaled = getattr(t, "nominal_nbytes", None)
+    return buf.nbytes if scaled is None else scaled(buf)
 
 
 class Workspace:
