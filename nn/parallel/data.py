@@ -188,8 +188,8 @@ class DistributedDataParallel(Module):
 
     def _finish_backward(self):
         """End of backward: launch what is left, wait for every bucket, write the averages."""
-        self._launch_ready_buckets(force=True)
         self.last_step["backward_end"] = end = time.perf_counter()
+        self._launch_ready_buckets(force=True)
         for bucket in self.buckets:
             bucket.work.wait()
             bucket.finished = time.perf_counter()
@@ -199,10 +199,11 @@ class DistributedDataParallel(Module):
             elif bucket.device:
                 kernels.unpack(bucket.flat, [p.grad for p in bucket.params], scale=scale)
         done = time.perf_counter()
+        first = min(b.started for b in self.buckets)
         self.last_step.update(
-            wait=done - end,
-            communication=sum(b.finished - b.started for b in self.buckets),
-            hidden=sum(max(0.0, min(b.finished, end) - b.started) for b in self.buckets),
+            wait=done - end,                                    # backward's wait for communication
+            communication=max(b.finished for b in self.buckets) - first,   # wall time of all buckets
+            hidden=max(0.0, min(end, done) - first),            # of which before backward ended
             buckets=len(self.buckets))
         object.__setattr__(self, "_in_backward", False)
 
