@@ -1,0 +1,248 @@
+"""Tensor (model) parallelism in the Megatron style: one layer's weight split over ranks.
+
+Four conjugate operators move activations and gradients between the shards. Each is a
+tiny autograd Function whose backward is the conjugate of its forward:
+
+    copy_to_parallel_region      forward: identity         backward: all-reduce (sum)
+    reduce_from_parallel_region  forward: all-reduce (sum) backward: identity
+    gather_from_parallel_region  forward: all-gather       backward: split (keep own slice)
+    scatter_to_parallel_region   forward: split            backward: all-gather
+
+(all along the last axis). The layers are built from them:
+
+    ColumnParallelLinear: rank r holds rows cc.partition(out, tp)[r] of the (out, in)
+        weight: y_r = x W_r^T + b_r. Its input is replicated, so the input's gradient is
+        the sum of every rank's contribution: copy_to_parallel_region.
+    RowParallelLinear: rank r holds columns cc.partition(in, tp)[r] and sees the matching
+        slice of the input; the partial products are summed (reduce_from_parallel_region)
+        and the full bias is added once after the reduction.
+    ParallelMLP = column-parallel -> activation -> row-parallel: one all-reduce forward,
+        one backward, and the hidden activations never leave their rank.
+"""
+import numpy as np
+
+import collectives as cc
+
+from .. import functional as F
+from ..autograd import Function
+from ..modules import GELU, Linear, Module, Parameter, ReLU, Tanh, uniform
+
+
+def _last_axis_first(array):
+    return np.ascontiguousarray(np.moveaxis(array, -1, 0))
+
+
+def _split_last(array, comm):
+    """This rank's slice of the last axis (cc.partition convention)."""
+    offsets = cc.partition(array.shape[-1], comm.size)
+    return np.ascontiguousarray(array[..., offsets[comm.rank]:offsets[comm.rank + 1]])
+
+
+def _gather_last(array, comm):
+    """Concatenate every rank's `array` along the last axis (equal shapes on all ranks)."""
+    gathered = comm.allgather(_last_axis_first(array))          # (size * k, ...)
+    return np.ascontiguousarray(np.moveaxis(gathered, 0, -1))
+
+
+class _CopyToParallel(Function):
+    @staticmethod
+    def forward(ctx, x, comm):
+        ctx.comm = comm
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = np.ascontiguousarray(grad)
+        return ctx.comm.allreduce(grad, "sum", out=np.empty_like(grad)), None
+
+
+class _ReduceFromParallel(Function):
+    @staticmethod
+    def forward(ctx, x, comm):
+        x = np.ascontiguousarray(x)
+        return comm.allreduce(x, "sum", out=np.empty_like(x))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class _GatherFromParallel(Function):
+    @staticmethod
+    def forward(ctx, x, comm):
+        ctx.comm = comm
+        return _gather_last(x, comm)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _split_last(grad, ctx.comm), None
+
+
+class _ScatterToParallel(Function):
+    @staticmethod
+    def forward(ctx, x, comm):
+        ctx.comm = comm
+        return _split_last(x, comm)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _gather_last(grad, ctx.comm), None
+
+
+def copy_to_parallel_region(x, comm):
+    """Identity forward; all-reduce of the gradient backward (replicated input -> shards)."""
+    return _CopyToParallel.apply(x, comm)
+
+
+def reduce_from_parallel_region(x, comm):
+    """All-reduce forward (sum the shards' partial results); identity backward."""
+    return _ReduceFromParallel.apply(x, comm)
+
+
+def gather_from_parallel_region(x, comm):
+    """All-gather along the last axis forward; keep this rank's slice of the gradient backward."""
+    return _GatherFromParallel.apply(x, comm)
+
+
+def scatter_to_parallel_region(x, comm):
+    """Keep this rank's slice of the last axis forward; all-gather the gradient backward."""
+    return _ScatterToParallel.apply(x, comm)
+
+
+def _full_weights(in_features, out_features, bias, dtype):
+    """The unsharded layer's weight and bias, drawn exactly as nn.Linear draws them, so a
+    sharded layer built after nn.manual_seed(s) holds slices of Linear's weights after
+    the same seed."""
+    bound = 1 / np.sqrt(in_features) if in_features else 0.0
+    weight = uniform((out_features, in_features), bound, dtype)
+    return weight, (uniform((out_features,), bound, dtype) if bias else None)
+
+
+class ColumnParallelLinear(Module):
+    """y = x W^T + b with W's rows (output features) split over the ranks of `comm`.
+
+    gather_output=False leaves y split along its last axis (feed it to a RowParallelLinear);
+    True all-gathers it (then out_features must divide evenly by comm.size).
+    """
+
+    def __init__(self, in_features, out_features, comm, bias=True, gather_output=False,
+                 dtype=np.float32, _weights=None):
+        super().__init__()
+        if gather_output and out_features % comm.size:
+            raise ValueError(f"ColumnParallelLinear: gather_output=True needs out_features "
+                             f"({out_features}) divisible by the {comm.size} ranks; use "
+                             f"gather_output=False and a RowParallelLinear next")
+        object.__setattr__(self, "comm", comm)
+        self.in_features, self.out_features, self.gather_output = in_features, out_features, gather_output
+        weight, full_bias = _weights or _full_weights(in_features, out_features, bias, dtype)
+        offsets = cc.partition(out_features, comm.size)
+        rows = slice(offsets[comm.rank], offsets[comm.rank + 1])
+        self.weight = Parameter(np.array(weight[rows], dtype=dtype))
+        self.bias = Parameter(np.array(full_bias[rows], dtype=dtype)) if full_bias is not None else None
+
+    @classmethod
+    def from_linear(cls, linear, comm, gather_output=False):
+        """Shard an existing nn.Linear: this rank keeps its rows of weight and bias."""
+        bias = None if linear.bias is None else linear.bias.data
+        return cls(linear.in_features, linear.out_features, comm, bias=bias is not None,
+                   gather_output=gather_output, dtype=linear.weight.dtype,
+                   _weights=(linear.weight.data, bias))
+
+    def forward(self, x):
+        y = F.linear(copy_to_parallel_region(x, self.comm), self.weight, self.bias)
+        return gather_from_parallel_region(y, self.comm) if self.gather_output else y
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features} "
+                f"({self.weight.shape[0]} here), rank {self.comm.rank} of {self.comm.size}")
+
+
+class RowParallelLinear(Module):
+    """y = x W^T + b with W's columns (input features) split over the ranks of `comm`.
+
+    input_is_parallel=True expects this rank's slice of x's last axis (the output of a
+    ColumnParallelLinear); False takes the full x and keeps its own slice. The bias is
+    held whole and added once, after the partial products are summed.
+    """
+
+    def __init__(self, in_features, out_features, comm, bias=True, input_is_parallel=True,
+                 dtype=np.float32, _weights=None):
+        super().__init__()
+        object.__setattr__(self, "comm", comm)
+        self.in_features, self.out_features = in_features, out_features
+        self.input_is_parallel = input_is_parallel
+        weight, full_bias = _weights or _full_weights(in_features, out_features, bias, dtype)
+        offsets = cc.partition(in_features, comm.size)
+        columns = slice(offsets[comm.rank], offsets[comm.rank + 1])
+        self.weight = Parameter(np.array(weight[:, columns], dtype=dtype))
+        self.bias = Parameter(np.array(full_bias, dtype=dtype)) if full_bias is not None else None
+
+    @classmethod
+    def from_linear(cls, linear, comm, input_is_parallel=True):
+        """Shard an existing nn.Linear: this rank keeps its columns of the weight."""
+        bias = None if linear.bias is None else linear.bias.data
+        return cls(linear.in_features, linear.out_features, comm, bias=bias is not None,
+                   input_is_parallel=input_is_parallel, dtype=linear.weight.dtype,
+                   _weights=(linear.weight.data, bias))
+
+    def forward(self, x):
+        if not self.input_is_parallel:
+            x = scatter_to_parallel_region(x, self.comm)
+        if x.shape[-1] != self.weight.shape[1]:
+            raise ValueError(f"RowParallelLinear on rank {self.comm.rank} expects its slice of "
+                             f"{self.weight.shape[1]} input features, got shape {x.shape}")
+        y = reduce_from_parallel_region(F.linear(x, self.weight), self.comm)
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features} ({self.weight.shape[1]} here), "
+                f"out_features={self.out_features}, rank {self.comm.rank} of {self.comm.size}")
+
+
+_ACTIVATIONS = {"gelu": lambda: GELU(), "gelu_tanh": lambda: GELU("tanh"), "relu": ReLU, "tanh": Tanh}
+
+
+class ParallelMLP(Module):
+    """dim -> hidden -> dim with the hidden layer split over `comm`: a column-parallel
+    linear, the activation, a row-parallel linear. One all-reduce in forward (after the
+    row-parallel layer) and one in backward (into the column-parallel layer's input)."""
+
+    def __init__(self, dim, hidden, comm, activation="gelu", bias=True, dtype=np.float32):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        self.fc1 = ColumnParallelLinear(dim, hidden, comm, bias=bias, dtype=dtype)
+        self.act = _ACTIVATIONS[activation]()
+        self.fc2 = RowParallelLinear(hidden, dim, comm, bias=bias, dtype=dtype)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def unsharded_mlp(dim, hidden, activation="gelu", bias=True, dtype=np.float32):
+    """The nn.Sequential that ParallelMLP splits, drawing the same weights from the same seed."""
+    from ..modules import Sequential
+    return Sequential(Linear(dim, hidden, bias=bias, dtype=dtype), _ACTIVATIONS[activation](),
+                      Linear(hidden, dim, bias=bias, dtype=dtype))
+
+
+class ProcessGrid:
+    """Ranks arranged as dp x tp: tensor-parallel groups are `tp` consecutive ranks, and the
+    data-parallel groups join the ranks at the same position in every tp group.
+
+    grid.tp and grid.dp are the two communicators (made by comm.split); grid.tp_rank and
+    grid.dp_rank this rank's place in each.
+    """
+
+    def __init__(self, comm, tp):
+        if not isinstance(tp, int) or tp < 1 or comm.size % tp:
+            raise ValueError(f"tp must be a positive divisor of the world size {comm.size}, got {tp!r}")
+        self.world = comm
+        self.tp_size, self.dp_size = tp, comm.size // tp
+        self.tp = comm.split(comm.rank // tp, key=comm.rank)
+        self.dp = comm.split(comm.rank % tp, key=comm.rank)
+        self.tp_rank, self.dp_rank = self.tp.rank, self.dp.rank
+
+    def __repr__(self):
+        return (f"ProcessGrid(rank {self.world.rank}: tp rank {self.tp_rank} of {self.tp_size}, "
+                f"dp rank {self.dp_rank} of {self.dp_size})")
