@@ -44,27 +44,30 @@ def _gather_last(array, comm):
     return np.ascontiguousarray(np.moveaxis(gathered, 0, -1))
 
 
+def _allreduce(x, comm, algorithm):
+    x = np.ascontiguousarray(x)
+    return comm.allreduce(x, "sum", algorithm=algorithm, out=np.empty_like(x))
+
+
 class _CopyToParallel(Function):
     @staticmethod
-    def forward(ctx, x, comm):
-        ctx.comm = comm
+    def forward(ctx, x, comm, algorithm):
+        ctx.comm, ctx.algorithm = comm, algorithm
         return x
 
     @staticmethod
     def backward(ctx, grad):
-        grad = np.ascontiguousarray(grad)
-        return ctx.comm.allreduce(grad, "sum", out=np.empty_like(grad)), None
+        return _allreduce(grad, ctx.comm, ctx.algorithm), None, None
 
 
 class _ReduceFromParallel(Function):
     @staticmethod
-    def forward(ctx, x, comm):
-        x = np.ascontiguousarray(x)
-        return comm.allreduce(x, "sum", out=np.empty_like(x))
+    def forward(ctx, x, comm, algorithm):
+        return _allreduce(x, comm, algorithm)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad, None
+        return grad, None, None
 
 
 class _GatherFromParallel(Function):
@@ -89,14 +92,14 @@ class _ScatterToParallel(Function):
         return _gather_last(grad, ctx.comm), None
 
 
-def copy_to_parallel_region(x, comm):
+def copy_to_parallel_region(x, comm, algorithm="auto"):
     """Identity forward; all-reduce of the gradient backward (replicated input -> shards)."""
-    return _CopyToParallel.apply(x, comm)
+    return _CopyToParallel.apply(x, comm, algorithm)
 
 
-def reduce_from_parallel_region(x, comm):
+def reduce_from_parallel_region(x, comm, algorithm="auto"):
     """All-reduce forward (sum the shards' partial results); identity backward."""
-    return _ReduceFromParallel.apply(x, comm)
+    return _ReduceFromParallel.apply(x, comm, algorithm)
 
 
 def gather_from_parallel_region(x, comm):
@@ -126,8 +129,9 @@ class ColumnParallelLinear(Module):
     """
 
     def __init__(self, in_features, out_features, comm, bias=True, gather_output=False,
-                 dtype=np.float32, _weights=None):
+                 dtype=np.float32, algorithm="auto", _weights=None):
         super().__init__()
+        object.__setattr__(self, "algorithm", algorithm)
         if gather_output and out_features % comm.size:
             raise ValueError(f"ColumnParallelLinear: gather_output=True needs out_features "
                              f"({out_features}) divisible by the {comm.size} ranks; use "
@@ -149,7 +153,7 @@ class ColumnParallelLinear(Module):
                    _weights=(linear.weight.data, bias))
 
     def forward(self, x):
-        y = F.linear(copy_to_parallel_region(x, self.comm), self.weight, self.bias)
+        y = F.linear(copy_to_parallel_region(x, self.comm, self.algorithm), self.weight, self.bias)
         return gather_from_parallel_region(y, self.comm) if self.gather_output else y
 
     def extra_repr(self):
@@ -166,9 +170,10 @@ class RowParallelLinear(Module):
     """
 
     def __init__(self, in_features, out_features, comm, bias=True, input_is_parallel=True,
-                 dtype=np.float32, _weights=None):
+                 dtype=np.float32, algorithm="auto", _weights=None):
         super().__init__()
         object.__setattr__(self, "comm", comm)
+        object.__setattr__(self, "algorithm", algorithm)
         self.in_features, self.out_features = in_features, out_features
         self.input_is_parallel = input_is_parallel
         weight, full_bias = _weights or _full_weights(in_features, out_features, bias, dtype)
@@ -191,7 +196,7 @@ class RowParallelLinear(Module):
         if x.shape[-1] != self.weight.shape[1]:
             raise ValueError(f"RowParallelLinear on rank {self.comm.rank} expects its slice of "
                              f"{self.weight.shape[1]} input features, got shape {x.shape}")
-        y = reduce_from_parallel_region(F.linear(x, self.weight), self.comm)
+        y = reduce_from_parallel_region(F.linear(x, self.weight), self.comm, self.algorithm)
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self):
@@ -207,13 +212,13 @@ class ParallelMLP(Module):
     linear, the activation, a row-parallel linear. One all-reduce in forward (after the
     row-parallel layer) and one in backward (into the column-parallel layer's input)."""
 
-    def __init__(self, dim, hidden, comm, activation="gelu", bias=True, dtype=np.float32):
+    def __init__(self, dim, hidden, comm, activation="gelu", bias=True, dtype=np.float32, algorithm="auto"):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        self.fc1 = ColumnParallelLinear(dim, hidden, comm, bias=bias, dtype=dtype)
+        self.fc1 = ColumnParallelLinear(dim, hidden, comm, bias=bias, dtype=dtype, algorithm=algorithm)
         self.act = _ACTIVATIONS[activation]()
-        self.fc2 = RowParallelLinear(hidden, dim, comm, bias=bias, dtype=dtype)
+        self.fc2 = RowParallelLinear(hidden, dim, comm, bias=bias, dtype=dtype, algorithm=algorithm)
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))

@@ -1,0 +1,124 @@
+"""mpirun -n 4 python -m bench.parallel [--dim 512] [--hidden 2048] [--blocks 4] [--batch 64]
+
+One model, three ways to split it over the ranks: pure data parallel (tp=1), pure tensor
+parallel (tp=n) and the hybrid (tp=2). The model is `--blocks` ParallelMLP blocks
+(dim -> hidden -> dim, GELU); data parallelism is DistributedDataParallel over the grid's
+dp communicator. For each: the step time (slowest rank, median, interleaved rounds), the
+parameter bytes each rank holds, and the bytes each rank sent in one step, counted at
+the transport, next to what the ring formulas predict:
+
+  data parallel:   all-reduce of the rank's gradients over dp ranks: 2(dp-1)/dp * 4 * params
+  tensor parallel: per block one all-reduce of the (batch/dp, dim) activations forward and
+                   one of their gradients backward (none into the first block, whose input
+                   needs no gradient): 2(tp-1)/tp * 4 * batch/dp * dim each
+All collectives use the ring algorithm here, so that the formulas are exact.
+"""
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # ranks share cores (see bench.ddp)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+import collectives as cc  # noqa: E402
+import nn  # noqa: E402
+from nn import functional as F  # noqa: E402
+from nn.parallel import DistributedDataParallel, ParallelMLP, ProcessGrid  # noqa: E402
+
+
+class CountingTransport:
+    """Delegates to a transport and counts the bytes this rank sends."""
+
+    def __init__(self, inner):
+        self.inner, self.sent = inner, 0
+        self.rank, self.size = inner.rank, inner.size
+
+    def sendrecv(self, sendbuf, dest, recvbuf, source):
+        self.sent += 0 if sendbuf is None else sendbuf.nbytes
+        self.inner.sendrecv(sendbuf, dest, recvbuf, source)
+
+    def isend(self, buf, dest):
+        self.sent += buf.nbytes
+        return self.inner.isend(buf, dest)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def build(grid, args):
+    nn.manual_seed(0)
+    blocks = [ParallelMLP(args.dim, args.hidden, grid.tp, algorithm="ring") for _ in range(args.blocks)]
+    return DistributedDataParallel(nn.Sequential(*blocks), grid.dp, algorithm="ring")
+
+
+def predicted_bytes(grid, args, params):
+    dp, tp = grid.dp_size, grid.tp_size
+    data = 2 * (dp - 1) / dp * 4 * params
+    activation = 4 * (args.batch // dp) * args.dim
+    tensor = (2 * args.blocks - 1) * 2 * (tp - 1) / tp * activation
+    return data + tensor
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[2])
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=2048)
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=64, help="global batch")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    comm = cc.init()
+    say = print if comm.rank == 0 else (lambda *a, **k: None)
+    layouts = {"data parallel": 1, "hybrid": 2, "tensor parallel": comm.size}
+    layouts = {name: tp for name, tp in layouts.items() if comm.size % tp == 0}
+    setups = {}
+    for name, tp in layouts.items():
+        grid = ProcessGrid(comm, tp=tp)
+        if args.batch % grid.dp_size:
+            raise SystemExit(f"--batch {args.batch} must divide by dp={grid.dp_size}")
+        model = build(grid, args)
+        for sub in (grid.tp, grid.dp):
+            sub.transport = CountingTransport(sub.transport)
+        optimizer = nn.optim.SGD(model.parameters(), lr=1e-3)
+        rng = np.random.default_rng(grid.dp_rank)
+        x = rng.standard_normal((args.batch // grid.dp_size, args.dim)).astype(np.float32)
+        target = nn.Tensor(rng.standard_normal(x.shape).astype(np.float32))
+
+        def step(model=model, optimizer=optimizer, x=x, target=target):
+            optimizer.zero_grad()
+            F.mse_loss(model(nn.Tensor(x)), target).backward()
+            optimizer.step()
+        setups[name] = (grid, model, step)
+    say(f"# bench.parallel: {comm.size} ranks; {args.blocks} x ParallelMLP({args.dim}, {args.hidden}); "
+        f"global batch {args.batch}; float32; ring all-reduce")
+    times = {name: [] for name in setups}
+    for name, (grid, model, step) in setups.items():
+        step()                                                       # warm-up
+        before = grid.tp.transport.sent + grid.dp.transport.sent
+        step()
+        setups[name] += (grid.tp.transport.sent + grid.dp.transport.sent - before,)
+    for _ in range(args.rounds):
+        for name, (grid, model, step, _) in setups.items():
+            comm.barrier()
+            for _ in range(args.steps):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+    slowest = comm.transport.allgather_object(times)
+    say(f"{'layout':>16} {'tp':>3} {'dp':>3} {'step ms':>9} {'params/rank':>12} {'MB/rank':>8} "
+        f"{'sent MB/step':>13} {'predicted':>10}")
+    for name, (grid, model, step, sent) in setups.items():
+        params = sum(p.size for p in model.module.parameters())
+        median = statistics.median(max(rank[name][i] for rank in slowest) for i in range(len(times[name])))
+        sent_all = comm.transport.allgather_object(sent)
+        say(f"{name:>16} {grid.tp_size:>3} {grid.dp_size:>3} {1e3 * median:>9.1f} {params:>12,} "
+            f"{4 * params / 1e6:>8.2f} {sent_all[0] / 1e6:>13.3f} {predicted_bytes(grid, args, params) / 1e6:>10.3f}")
+    say("# MB/rank: parameter memory per rank; sent: bytes rank 0 sent in one training step")
+
+
+if __name__ == "__main__":
+    main()
