@@ -24,17 +24,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import collectives as cc  # noqa: E402
+from collectives.transport.wrapper import TransportWrapper  # noqa: E402
 import nn  # noqa: E402
 from nn import functional as F  # noqa: E402
 from nn.parallel import DistributedDataParallel, ParallelMLP, ProcessGrid  # noqa: E402
 
 
-class CountingTransport:
-    """Delegates to a transport and counts the bytes this rank sends."""
+class CountingTransport(TransportWrapper):
+    """Counts the bytes this rank sends."""
 
     def __init__(self, inner):
-        self.inner, self.sent = inner, 0
-        self.rank, self.size = inner.rank, inner.size
+        super().__init__(inner)
+        self.sent = 0
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         self.sent += 0 if sendbuf is None else sendbuf.nbytes
@@ -43,9 +44,6 @@ class CountingTransport:
     def isend(self, buf, dest):
         self.sent += buf.nbytes
         return self.inner.isend(buf, dest)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 def build(grid, args):

@@ -1,12 +1,11 @@
 """GPU checks under mpirun (launched by test_gpu.py; several ranks may share one GPU):
 every collective and algorithm on CuPy arrays against the NumPy path, bitwise, and the
 GPU-specific bad inputs. Prints "gpu_check ok N" on rank 0."""
-import sys
-
 import cupy
 import numpy as np
 
 import collectives as cc
+from tests.mpirun import run_or_abort
 from tests.reference import make_input
 
 
@@ -77,11 +76,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        import traceback
-        traceback.print_exc()
-        sys.stdout.flush()
-        from mpi4py import MPI
-        MPI.COMM_WORLD.Abort(1)
+    run_or_abort(main)

@@ -5,11 +5,10 @@ results bitwise equal on all ranks, bad input raising on the rank that passed it
 debug mode naming the ranks that differ. Prints "mpi_check ok" on rank 0 at the end.
 """
 import hashlib
-import sys
-
 import numpy as np
 
 import collectives as cc
+from tests.mpirun import run_or_abort
 from tests.reference import DTYPES, assert_matches, make_input
 
 
@@ -103,11 +102,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        import traceback
-        traceback.print_exc()
-        sys.stdout.flush()
-        from mpi4py import MPI
-        MPI.COMM_WORLD.Abort(1)
+    run_or_abort(main)

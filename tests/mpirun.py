@@ -20,3 +20,16 @@ def mpirun(n, *args, timeout=240, launcher_args=(), env=None):
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([launcher, *launcher_args, "-n", str(n), sys.executable, *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_or_abort(main):
+    """Run a check script's main() under mpirun; on any failure print the traceback and
+    abort the whole job, so that the other ranks do not wait forever."""
+    try:
+        main()
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        sys.stdout.flush()
+        from mpi4py import MPI
+        MPI.COMM_WORLD.Abort(1)

@@ -13,6 +13,8 @@ injected (`DeviceCopies`), so the same logic runs on the CPU in the tests.
 """
 import numpy as np
 
+from .wrapper import TransportWrapper
+
 ARENA_BLOCK = 4 << 20
 
 
@@ -105,14 +107,16 @@ class _StagedSend:
         return self.inner.test()
 
 
-class StagedTransport:
+class StagedTransport(TransportWrapper):
     """A transport for device buffers over a host-only transport (see module docstring)."""
 
     def __init__(self, inner, copies=None):
-        self.inner = inner
+        super().__init__(inner)
         self.copies = copies or DeviceCopies()
-        self.rank, self.size = inner.rank, inner.size
         self._arena = _PinnedArena(self.copies)
+
+    def rewrap(self, inner):
+        return StagedTransport(inner, self.copies)
 
     def begin(self):
         """Start of a collective: the previous one's host copies are done, reuse the arena."""
@@ -145,21 +149,11 @@ class StagedTransport:
         for request in pending:
             request.finish()
 
-    # control plane and MPI's own collectives: delegated, with whole-buffer staging
-    def allgather_object(self, obj):
-        return self.inner.allgather_object(obj)
-
-    def barrier(self):
-        self.inner.barrier()
-
-    def split(self, color, key=0):
-        sub = self.inner.split(color, key)
-        return None if sub is None else StagedTransport(sub, self.copies)
-
     def __getattr__(self, name):
+        """MPI's own collectives, with whole-buffer staging; the rest from the inner transport."""
         if name.startswith("native_") and hasattr(self.inner, name):
             return _staged_native(self, getattr(self.inner, name))
-        raise AttributeError(name)
+        return super().__getattr__(name)
 
 
 def _staged_native(staged, native):
@@ -181,14 +175,16 @@ def _staged_native(staged, native):
     return run
 
 
-class DirectDeviceTransport:
+class DirectDeviceTransport(TransportWrapper):
     """Device buffers handed straight to a CUDA-aware MPI. The stream is synchronised
     before MPI reads a device buffer, since MPI knows nothing of CUDA streams."""
 
     def __init__(self, inner, copies=None):
-        self.inner = inner
+        super().__init__(inner)
         self.copies = copies or DeviceCopies()
-        self.rank, self.size = inner.rank, inner.size
+
+    def rewrap(self, inner):
+        return DirectDeviceTransport(inner, self.copies)
 
     def begin(self):
         pass
@@ -201,22 +197,6 @@ class DirectDeviceTransport:
         self.copies.synchronize()
         return self.inner.isend(buf, dest)
 
-    def irecv(self, buf, source):
-        return self.inner.irecv(buf, source)
-
-    def waitall(self, requests):
-        self.inner.waitall(requests)
-
-    def allgather_object(self, obj):
-        return self.inner.allgather_object(obj)
-
-    def barrier(self):
-        self.inner.barrier()
-
-    def split(self, color, key=0):
-        sub = self.inner.split(color, key)
-        return None if sub is None else DirectDeviceTransport(sub, self.copies)
-
     def __getattr__(self, name):
         if name.startswith("native_") and hasattr(self.inner, name):
             native = getattr(self.inner, name)
@@ -225,4 +205,4 @@ class DirectDeviceTransport:
                 self.copies.synchronize()
                 native(*args)
             return run
-        raise AttributeError(name)
+        return super().__getattr__(name)
