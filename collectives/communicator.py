@@ -5,7 +5,6 @@ all ranks called alike (debug mode), picks the algorithm, and runs it synchronou
 the communicator's ordered background thread.
 """
 import os
-import time
 import uuid
 
 from . import algorithms as registry
