@@ -8,12 +8,13 @@
 
 Data may be NumPy or CuPy arrays. `nn.parallel` holds data- and tensor-parallel training.
 """
-from . import autograd, functional, optim
-from .autograd import Function, no_grad, queue_callback
+from . import autograd, functional, init, optim
+from .autograd import Function, is_grad_enabled, no_grad, queue_callback
 from .modules import GELU, Dropout, LayerNorm, Linear, Module, Parameter, ReLU, Sequential, Sigmoid, Tanh
 from .random import manual_seed
-from .tensor import Tensor, concatenate, split, stack
+from .tensor import Tensor, array_module, concatenate, split, stack
 
 __all__ = ["Tensor", "Parameter", "Module", "Linear", "Sequential", "ReLU", "Tanh", "Sigmoid", "GELU",
-           "LayerNorm", "Dropout", "no_grad", "Function", "queue_callback", "manual_seed",
-           "concatenate", "split", "stack", "functional", "optim", "autograd"]
+           "LayerNorm", "Dropout", "no_grad", "is_grad_enabled", "Function", "queue_callback",
+           "manual_seed", "array_module", "concatenate", "split", "stack", "functional", "init",
+           "optim", "autograd"]

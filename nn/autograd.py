@@ -8,16 +8,26 @@ it, and a leaf is accumulated (and its post-accumulate hooks fire) the moment it
 consumer has run. Later layers therefore finish their parameter gradients first, which is
 what lets data-parallel training start all-reducing them while backward goes on.
 
-Custom operations (tensor parallelism uses them) subclass `Function`:
+Custom operations (tensor parallelism uses them) subclass `Function`, as in PyTorch:
 
-    class Double(Function):
+    class Scale(Function):
         @staticmethod
-        def forward(ctx, x):          # x: an ndarray; ctx: a place to keep things
-            return x * 2
+        def forward(ctx, x, factor):  # Tensors arrive as their ndarrays; other arguments as given
+            ctx.factor = factor       # ctx keeps what backward needs (or ctx.save_for_backward(...))
+            return x * factor         # one ndarray out
         @staticmethod
-        def backward(ctx, grad):      # one gradient per forward argument (None: no gradient)
-            return grad * 2
-    y = Double.apply(t)
+        def backward(ctx, grad):      # grad: ndarray shaped like forward's output
+            return grad * ctx.factor, None   # one entry per forward argument; None: no gradient
+    y = Scale.apply(t, 3.0)           # a Tensor in the graph when t requires a gradient
+
+backward may return a single array when forward took one argument. Each returned gradient
+must have its input's shape: the engine raises naming the op otherwise.
+
+Hooks, for data-parallel training:
+- `t.register_hook(fn)`: fn(grad) sees (and may replace) the gradient flowing into t.
+- `leaf.register_post_accumulate_grad_hook(fn)`: fn(leaf) runs once per backward pass, as
+  soon as leaf.grad holds every contribution of that pass.
+- `queue_callback(fn)`: from inside a backward pass, run fn() once when the pass ends.
 """
 import sys
 import threading
@@ -54,10 +64,16 @@ def queue_callback(fn):
 
 
 class _Context:
-    """What a Function's forward keeps for its backward (`ctx.save_for_backward(...)`)."""
+    """What a Function's forward keeps for its backward: any attribute, or
+    `ctx.save_for_backward(*arrays)` read back as `ctx.saved_tensors`.
+    `ctx.needs_input_grad[i]` says whether argument i is a Tensor that needs a gradient."""
+
+    def __init__(self, needs_input_grad):
+        self.needs_input_grad = needs_input_grad
+        self.saved_tensors = ()
 
     def save_for_backward(self, *values):
-        self.saved = values
+        self.saved_tensors = values
 
 
 class Function:
@@ -65,27 +81,34 @@ class Function:
 
     @staticmethod
     def forward(ctx, *args):
+        """Compute the output ndarray from the arguments (Tensors passed as their data)."""
         raise NotImplementedError
 
     @staticmethod
     def backward(ctx, grad):
+        """Map the output's gradient to one gradient (or None) per forward argument."""
         raise NotImplementedError
 
     @classmethod
     def apply(cls, *args):
+        """Run forward on the arguments and record the op in the graph; returns a Tensor."""
         from .tensor import Tensor, make
-        ctx = _Context()
+        ctx = _Context(tuple(isinstance(a, Tensor) and a.requires_grad for a in args))
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         out = cls.forward(ctx, *raw)
-        tensors = [a for a in args if isinstance(a, Tensor)]
         positions = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
 
         def backward(grad):
             grads = cls.backward(ctx, grad)
-            if not isinstance(grads, tuple):
+            if not isinstance(grads, (tuple, list)):
                 grads = (grads,)
-            return tuple(grads[i] for i in positions)
-        return make(out, tensors, backward)
+            if len(grads) != len(args):
+                raise RuntimeError(f"{cls.__name__}.backward returned {len(grads)} gradients, "
+                                   f"forward took {len(args)} arguments (return None for the "
+                                   f"ones without a gradient)")
+            return tuple(grads[i].data if isinstance(grads[i], Tensor) else grads[i] for i in positions)
+        backward.__qualname__ = f"{cls.__name__}.backward"
+        return make(out, [args[i] for i in positions], backward)
 
 
 class Handle:
@@ -95,6 +118,7 @@ class Handle:
         self._hooks, self._fn = hooks, fn
 
     def remove(self):
+        """Unregister the hook (a second call does nothing)."""
         if self._fn in self._hooks:
             self._hooks.remove(self._fn)
 
@@ -141,10 +165,8 @@ def backward(root, grad):
                     if parent.requires_grad:
                         release(parent)
                 continue
-            for hook in node._hooks:
-                replaced = hook(g)
-                if replaced is not None:
-                    g = replaced
+            if node._hooks:
+                g = _run_hooks(node._hooks, g)
             if node._backward is None:
                 node._accumulate(g)
                 continue
@@ -154,26 +176,61 @@ def backward(root, grad):
                 if not parent.requires_grad:
                     continue
                 if parent_grad is not None:
+                    if parent_grad.shape != parent.shape:
+                        raise RuntimeError(f"{_op_name(node)} returned a gradient of shape "
+                                           f"{tuple(parent_grad.shape)} for an input of shape {parent.shape}")
                     previous = grads.get(id(parent))
                     grads[id(parent)] = parent_grad if previous is None else previous + parent_grad
                 release(parent)
             # drop our references, so that a leaf may keep its gradient array without a copy
             parent_grads = parent_grad = previous = None
         if outer is None:
-            callbacks = _state.callbacks
-            _state.callbacks = None
-            for fn in callbacks:
-                fn()
+            callbacks, done = _state.callbacks, 0
+            while done < len(callbacks):          # a callback may queue another: run it too
+                callbacks[done]()
+                done += 1
     finally:
         if outer is None:
             _state.callbacks = None
 
 
+def _run_hooks(hooks, grad):
+    """Pass grad through each register_hook function in turn (None keeps it)."""
+    from .tensor import Tensor
+    for hook in list(hooks):
+        replaced = hook(grad)
+        if replaced is not None:
+            grad = replaced.data if isinstance(replaced, Tensor) else replaced
+    return grad
+
+
+def _op_name(node):
+    """A readable name of the op that made `node` (for error messages)."""
+    name = getattr(node._backward, "__qualname__", "an op")
+    return name.replace(".<locals>", "").replace(".<lambda>", "").replace(".backward", "") + " backward"
+
+
 def owned(array):
     """True when the engine may keep `array` as a gradient without copying: it owns its
     memory and nothing but the engine's own frames refer to it (as PyTorch's gradient
-    accumulation does, by reference count)."""
+    accumulation does, by reference count). Called from Tensor._accumulate only."""
     return getattr(array, "base", None) is None and sys.getrefcount(array) <= OWNED_REFCOUNT
 
 
-OWNED_REFCOUNT = 4   # the caller's frame, Tensor._accumulate's frame, owned()'s frame, getrefcount's argument
+def _frame_refcount():
+    """The count owned() sees for an array held by nothing but the engine's frames:
+    measured through the same chain of calls (backward's local -> Tensor._accumulate's
+    argument -> owned's argument), since interpreters count frame references differently."""
+    def owned_probe(array):
+        return sys.getrefcount(array)
+
+    def accumulate_probe(grad):
+        return owned_probe(grad)
+
+    def backward_probe():
+        g = object()
+        return accumulate_probe(g)
+    return backward_probe()
+
+
+OWNED_REFCOUNT = _frame_refcount()   # 4 on CPython 3.11: three frames and getrefcount's argument

@@ -20,10 +20,12 @@ def relu(x):
 
 
 def tanh(x):
+    """Hyperbolic tangent; gradient 1 - tanh(x) ** 2."""
     return as_tensor(x).tanh()
 
 
 def sigmoid(x):
+    """1 / (1 + exp(-x)); gradient sigmoid(x) * (1 - sigmoid(x))."""
     return as_tensor(x).sigmoid()
 
 
@@ -40,12 +42,16 @@ def _erf(data):
 
 
 def gelu(x, approximate="none"):
-    """GELU: x * Phi(x) ("none", with erf) or its tanh approximation ("tanh"), as PyTorch."""
+    """GELU: x * Phi(x) ("none", with erf) or its tanh approximation ("tanh"), as PyTorch.
+
+    Gradient: Phi(x) + x * phi(x) for "none"; the derivative of the tanh formula for "tanh".
+    """
     x = as_tensor(x)
     d = x.data
+    xp = array_module(d)
     if approximate == "tanh":
         inner = SQRT_2_OVER_PI * (d + 0.044715 * d ** 3)
-        t = np.tanh(inner)
+        t = xp.tanh(inner)
         out = 0.5 * d * (1 + t)
 
         def backward(g):
@@ -55,51 +61,46 @@ def gelu(x, approximate="none"):
         out = d * cdf
 
         def backward(g):
-            return (g * (cdf + d * np.exp(-0.5 * d * d) / math.sqrt(2 * math.pi)),)
+            return (g * (cdf + d * xp.exp(-0.5 * d * d) / math.sqrt(2 * math.pi)),)
     else:
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
     return make(out.astype(d.dtype, copy=False), (x,), backward)
 
 
 def softmax(x, axis=-1):
-    """exp(x) / sum(exp(x)) along `axis`, computed stably."""
+    """exp(x) / sum(exp(x)) along `axis`, computed stably.
+
+    Gradient: out * (g - sum(g * out)) along `axis`."""
     x = as_tensor(x)
-    shifted = np.exp(x.data - x.data.max(axis=axis, keepdims=True))
+    shifted = array_module(x.data).exp(x.data - x.data.max(axis=axis, keepdims=True))
     out = shifted / shifted.sum(axis=axis, keepdims=True)
     return make(out, (x,), lambda g: (out * (g - (g * out).sum(axis=axis, keepdims=True)),))
 
 
 def log_softmax(x, axis=-1):
-    """x - log(sum(exp(x))) along `axis`, computed stably."""
+    """x - log(sum(exp(x))) along `axis`, computed stably.
+
+    Gradient: g - softmax(x) * sum(g) along `axis`."""
     x = as_tensor(x)
+    xp = array_module(x.data)
     shifted = x.data - x.data.max(axis=axis, keepdims=True)
-    out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
-    return make(out, (x,), lambda g: (g - np.exp(out) * g.sum(axis=axis, keepdims=True),))
+    out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    return make(out, (x,), lambda g: (g - xp.exp(out) * g.sum(axis=axis, keepdims=True),))
 
 
 def cross_entropy(logits, targets, reduction="mean"):
     """Softmax cross-entropy of (N, C) logits against N integer class targets.
 
     reduction "mean" (default), "sum" or "none". Gradient: (softmax - one_hot) per sample.
+    A NaN in the logits gives a NaN loss (nothing is clipped).
     """
     logits = as_tensor(logits)
-    t = targets.data if isinstance(targets, Tensor) else targets
-    module = array_module(logits.data)
-    t = module.asarray(t)
-    if logits.ndim != 2:
-        raise ValueError(f"cross_entropy expects logits of shape (N, C), got {logits.shape}")
-    n, classes = logits.shape
-    if t.shape != (n,):
-        raise ValueError(f"cross_entropy targets must have shape ({n},) to match logits {logits.shape}, "
-                         f"got {tuple(t.shape)}")
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy targets must be integer class indices, got dtype {t.dtype}")
-    if n and (int(t.min()) < 0 or int(t.max()) >= classes):
-        bad = t[(t < 0) | (t >= classes)]
-        raise ValueError(f"cross_entropy targets must lie in [0, {classes}), got {bad[:5].tolist()}")
+    t = _class_targets("cross_entropy", logits, targets)
+    n = logits.shape[0]
+    xp = array_module(logits.data)
     shifted = logits.data - logits.data.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    rows = module.arange(n)
+    log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    rows = xp.arange(n)
     losses = -log_probs[rows, t]
     if reduction == "none":
         out, scale = losses, None
@@ -110,7 +111,7 @@ def cross_entropy(logits, targets, reduction="mean"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
     def backward(g):
-        grad = np.exp(log_probs)
+        grad = xp.exp(log_probs)
         grad[rows, t] -= 1
         if scale is None:
             return (grad * g[:, None],)
@@ -118,8 +119,39 @@ def cross_entropy(logits, targets, reduction="mean"):
     return make(out, (logits,), backward)
 
 
+def _class_targets(name, logits, targets):
+    """targets as an integer array of shape (N,) with values in [0, C) for (N, C) logits,
+    or a clear error saying which of these fails."""
+    t = targets.data if isinstance(targets, Tensor) else targets
+    t = array_module(logits.data).asarray(t)
+    if logits.ndim != 2:
+        raise ValueError(f"{name} expects logits of shape (N, C), got {logits.shape}")
+    n, classes = logits.shape
+    if t.shape != (n,):
+        raise ValueError(f"{name} targets must have shape ({n},) to match logits {logits.shape}, "
+                         f"got {tuple(t.shape)}")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{name} targets must be integer class indices, got dtype {t.dtype}")
+    if n and (int(t.min()) < 0 or int(t.max()) >= classes):
+        bad = t[(t < 0) | (t >= classes)]
+        raise ValueError(f"{name} targets must lie in [0, {classes}), got {bad[:5].tolist()}")
+    return t
+
+
+def nll_loss(log_probs, targets, reduction="mean"):
+    """Negative log-likelihood of (N, C) log-probabilities (e.g. log_softmax output) at N
+    integer targets; reduction "mean", "sum" or "none". Gradient: -1 at each target."""
+    log_probs = as_tensor(log_probs)
+    t = _class_targets("nll_loss", log_probs, targets)
+    picked = -log_probs[array_module(log_probs.data).arange(len(t)), t]
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return picked if reduction == "none" else picked.sum() if reduction == "sum" else picked.mean()
+
+
 def mse_loss(prediction, target, reduction="mean"):
-    """Mean (or sum) of squared differences; shapes must match."""
+    """Mean (or sum, or "none": each) of squared differences; shapes must match.
+    Gradient: 2 * (prediction - target) / N for the mean."""
     prediction, target = as_tensor(prediction), as_tensor(target, prediction)
     if prediction.shape != target.shape:
         raise ValueError(f"mse_loss needs equal shapes, got prediction {prediction.shape} and "
@@ -135,8 +167,9 @@ def linear(x, weight, bias=None):
 
     Gradients: dx = g @ W, dW = g.T @ x, db = sum of g over the batch.
     """
-    x = as_tensor(x)
-    if x.shape[-1] != weight.shape[1]:
+    x, weight = as_tensor(x), as_tensor(weight)
+    bias = None if bias is None else as_tensor(bias)
+    if weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the "
                          f"weight expects {weight.shape[1]} (weight shape {weight.shape})")
     out = x.data @ weight.data.T
@@ -147,13 +180,15 @@ def linear(x, weight, bias=None):
     def backward(g):
         g2 = g.reshape(-1, g.shape[-1])
         x2 = x.data.reshape(-1, x.shape[-1])
-        grads = (g @ weight.data if x.requires_grad else None, g2.T @ x2)
+        grads = (g @ weight.data if x.requires_grad else None, g2.T @ x2 if weight.requires_grad else None)
         return grads if bias is None else grads + (g2.sum(axis=0),)
     return make(out, parents, backward)
 
 
 def dropout(x, p=0.5, training=True):
-    """Zero each element with probability p and scale the rest by 1/(1-p) (training only)."""
+    """Zero each element with probability p and scale the rest by 1/(1-p) (training only).
+
+    The mask comes from the nn generator (nn.manual_seed); gradient: g * mask."""
     if not 0 <= p < 1:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     x = as_tensor(x)
@@ -166,9 +201,11 @@ def dropout(x, p=0.5, training=True):
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """Normalise over the trailing `normalized_shape` axes, then scale and shift."""
+    """Normalise over the trailing `normalized_shape` axes (biased variance, as PyTorch),
+    then scale by weight and shift by bias. Built from primitives, which give the gradient."""
     x = as_tensor(x)
-    axes = tuple(range(x.ndim - len(tuple(normalized_shape)), x.ndim))
+    count = 1 if isinstance(normalized_shape, int) else len(tuple(normalized_shape))
+    axes = tuple(range(x.ndim - count, x.ndim))
     centered = x - x.mean(axis=axes, keepdims=True)
     variance = (centered * centered).mean(axis=axes, keepdims=True)
     out = centered / (variance + eps) ** 0.5

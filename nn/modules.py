@@ -1,10 +1,10 @@
 """Modules: containers of parameters and sub-modules, with PyTorch's names and keys."""
-import math
 from collections import OrderedDict
 
 import numpy as np
 
 from . import functional as F
+from .init import linear_parameters
 from .random import generator
 from .tensor import Tensor, array_module
 
@@ -43,9 +43,11 @@ class Module:
         object.__setattr__(self, name, value)
 
     def forward(self, *args, **kwargs):
+        """The computation; subclasses define it."""
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args, **kwargs):
+        """module(x) runs forward(x)."""
         return self.forward(*args, **kwargs)
 
     # -- traversal -------------------------------------------------------------------------
@@ -68,10 +70,16 @@ class Module:
         for name, child in self._modules.items():
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
+    def named_children(self):
+        """(name, module) for the direct sub-modules, in order."""
+        return list(self._modules.items())
+
     def children(self):
+        """The direct sub-modules, in order."""
         return list(self._modules.values())
 
     def modules(self):
+        """This module and all below it, depth first."""
         return [m for _, m in self.named_modules()]
 
     # -- state -------------------------------------------------------------------------------
@@ -90,19 +98,13 @@ class Module:
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
             raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        wrong = [f"{k}: checkpoint {tuple(np.shape(state_dict[k]))} vs model {own[k].shape}"
-                 for k in own if k in state_dict and tuple(np.shape(state_dict[k])) != own[k].shape]
+        wrong = [f"{k}: checkpoint {_shape(state_dict[k])} vs model {own[k].shape}"
+                 for k in own if k in state_dict and _shape(state_dict[k]) != own[k].shape]
         if wrong:
             raise ValueError("load_state_dict: shape mismatch for " + "; ".join(wrong))
         for key, param in own.items():
             if key in state_dict:
-                value = state_dict[key]
-                module = array_module(param.data)
-                if module is not np and isinstance(value, np.ndarray):
-                    value = module.asarray(value)
-                elif module is np and not isinstance(value, np.ndarray):
-                    value = value.get() if hasattr(value, "get") else np.asarray(value)
-                param.data[...] = value
+                param.data[...] = _on_module(state_dict[key], param.data)
         return {"missing_keys": missing, "unexpected_keys": unexpected}
 
     def train(self, mode=True):
@@ -124,6 +126,7 @@ class Module:
                 p.grad[...] = 0
 
     def extra_repr(self):
+        """Settings shown inside the module's repr."""
         return ""
 
     def __repr__(self):
@@ -133,24 +136,42 @@ class Module:
 
 
 def uniform(shape, bound, dtype):
-    """U(-bound, bound) samples of `shape` from the nn generator (drawn in float64)."""
+    """U(-bound, bound) samples of `shape` from the nn generator, drawn in float64 and cast
+    (nn.parallel's sharded layers draw their full weights with it)."""
     return generator().uniform(-bound, bound, size=shape).astype(dtype)
+
+
+def _shape(value):
+    """The shape of an ndarray, CuPy array, PyTorch tensor or nested list, as a tuple."""
+    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+
+
+def _on_module(value, like):
+    """value (NumPy, CuPy, a CPU PyTorch tensor, a list) as an array of like's module."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):       # a PyTorch tensor
+        value = value.detach().cpu().numpy()
+    if array_module(like) is np:
+        return value.get() if hasattr(value, "get") else np.asarray(value)
+    return array_module(like).asarray(value)
 
 
 class Linear(Module):
     """y = x @ weight.T + bias, weight of shape (out_features, in_features).
 
-    Initialised as PyTorch does: weight and bias uniform in +-1/sqrt(in_features).
+    Initialised as PyTorch does (kaiming_uniform with a=sqrt(5)): weight and bias uniform
+    in +-1/sqrt(in_features), drawn from the nn generator (nn.manual_seed), weight first.
+    `nn.init.linear_parameters` builds the same arrays from a seed without a module.
     """
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        bound = 1 / math.sqrt(in_features) if in_features else 0.0
-        self.weight = Parameter(uniform((out_features, in_features), bound, dtype))
-        self.bias = Parameter(uniform((out_features,), bound, dtype)) if bias else None
+        weight, bias = linear_parameters(in_features, out_features, bias, dtype)
+        self.weight = Parameter(weight)
+        self.bias = Parameter(bias) if bias is not None else None
 
     def forward(self, x):
+        """x @ weight.T + bias."""
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
@@ -158,16 +179,23 @@ class Linear(Module):
 
 
 class Sequential(Module):
-    """Modules applied in order; named "0", "1", ... and indexable like a list."""
+    """Modules applied in order; named "0", "1", ... (or by an OrderedDict's keys) and
+    indexable like a list. A slice keeps the original names, as in PyTorch."""
 
     def __init__(self, *modules):
         super().__init__()
-        for i, module in enumerate(modules):
-            setattr(self, str(i), module)
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, module in modules[0].items():
+                setattr(self, name, module)
+        else:
+            for i, module in enumerate(modules):
+                setattr(self, str(i), module)
 
     def __getitem__(self, index):
-        items = list(self._modules.values())
-        return Sequential(*items[index]) if isinstance(index, slice) else items[index]
+        items = list(self._modules.items())
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(items[index]))
+        return items[index][1]
 
     def __len__(self):
         return len(self._modules)
@@ -176,22 +204,29 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward(self, x):
+        """Each module applied to the previous one's output."""
         for module in self._modules.values():
             x = module(x)
         return x
 
 
 class ReLU(Module):
+    """max(x, 0), element-wise."""
+
     def forward(self, x):
         return F.relu(x)
 
 
 class Tanh(Module):
+    """tanh(x), element-wise."""
+
     def forward(self, x):
         return F.tanh(x)
 
 
 class Sigmoid(Module):
+    """1 / (1 + exp(-x)), element-wise."""
+
     def forward(self, x):
         return F.sigmoid(x)
 
@@ -208,6 +243,9 @@ class GELU(Module):
     def forward(self, x):
         return F.gelu(x, self.approximate)
 
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
 
 class LayerNorm(Module):
     """Normalise the last axes to zero mean and unit variance, then scale (weight=1) and
@@ -223,6 +261,9 @@ class LayerNorm(Module):
     def forward(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}"
+
 
 class Dropout(Module):
     """Zero elements with probability p in training mode (scaled by 1/(1-p)); identity in eval."""
@@ -235,3 +276,6 @@ class Dropout(Module):
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"

@@ -1,26 +1,40 @@
-"""Optimizers with PyTorch's update formulas (and state_dict layout).
+"""Optimizers with PyTorch's update formulas, parameter groups and state_dict layout.
 
-Each works on the parameters' arrays in place, so it runs unchanged on CuPy data and
-after data-parallel gradient averaging.
+Each updates the parameters' arrays in place (array functions taken from the data), so it
+runs unchanged on CuPy data and after data-parallel gradient averaging. Hyper-parameters
+live in `optimizer.param_groups` (a list of dicts, as in PyTorch): changing
+`param_groups[0]["lr"]` changes the next step.
 """
-import numpy as np
+import math
 
 from .autograd import no_grad
+from .tensor import array_module
 
 
 class Optimizer:
-    """Holds the parameters (one group), their per-parameter state and hyper-parameters."""
+    """Holds parameter groups, per-parameter state and hyper-parameters.
+
+    params: an iterable of Tensors, or of dicts {"params": [...], "lr": ..., ...} whose
+    missing hyper-parameters come from the optimizer's defaults.
+    """
 
     def __init__(self, params, defaults):
-        self.params = list(params)
-        if not self.params:
-            raise ValueError("optimizer got an empty parameter list")
         self.defaults = dict(defaults)
-        self.state = {}                    # parameter index -> dict of arrays / numbers
+        params = list(params)
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups = []
+        for group in groups:
+            group = dict(self.defaults, **group)
+            group["params"] = list(group["params"])
+            self.param_groups.append(group)
+        self.state = {}                    # parameter index (over all groups) -> dict
 
     @property
-    def param_groups(self):
-        return [dict(self.defaults, params=self.params)]
+    def params(self):
+        """Every parameter, in group order (the indices of state and state_dict)."""
+        return [p for group in self.param_groups for p in group["params"]]
 
     def zero_grad(self, set_to_none=True):
         """Reset every parameter's gradient (to None, or to zeros in place)."""
@@ -32,45 +46,54 @@ class Optimizer:
 
     def step(self):
         """Update every parameter that has a gradient."""
+        index = 0
         with no_grad():
-            for index, p in enumerate(self.params):
-                if p.grad is not None:
-                    self._update(p.data, p.grad, self.state.setdefault(index, {}))
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        self._update(p.data, p.grad, self.state.setdefault(index, {}), group)
+                    index += 1
 
-    def _update(self, param, grad, state):
+    def _update(self, param, grad, state, group):
+        """Update one parameter array in place from its gradient, state and group."""
         raise NotImplementedError
 
     def state_dict(self):
         """{"state": {index: {...}}, "param_groups": [{hyper-parameters, "params": indices}]}"""
-        return {"state": {i: dict(s) for i, s in self.state.items()},
-                "param_groups": [dict(self.defaults, params=list(range(len(self.params))))]}
+        groups, start = [], 0
+        for group in self.param_groups:
+            count = len(group["params"])
+            groups.append(dict(group, params=list(range(start, start + count))))
+            start += count
+        return {"state": {i: dict(s) for i, s in self.state.items()}, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
         """Restore state and hyper-parameters saved by state_dict(); checks that they fit."""
-        group = state_dict["param_groups"][0]
-        if len(group["params"]) != len(self.params):
-            raise ValueError(f"optimizer state is for {len(group['params'])} parameters, this "
-                             f"optimizer has {len(self.params)}")
+        saved = state_dict["param_groups"]
+        if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError(f"optimizer state has groups of {[len(g['params']) for g in saved]} "
+                             f"parameters, this optimizer has {[len(g['params']) for g in self.param_groups]}")
+        params = self.params
         state = {}
         for index, entries in state_dict["state"].items():
             index = int(index)
-            shape = self.params[index].shape
+            shape = params[index].shape
             for key, value in entries.items():
-                if hasattr(value, "shape") and value.shape not in ((), shape):
-                    raise ValueError(f"optimizer state {index}.{key} has shape {value.shape}, "
+                if hasattr(value, "shape") and tuple(value.shape) not in ((), shape):
+                    raise ValueError(f"optimizer state {index}.{key} has shape {tuple(value.shape)}, "
                                      f"parameter has {shape}")
-            state[index] = {k: self._like(v, self.params[index].data) for k, v in entries.items()}
+            state[index] = {k: self._like(v, params[index].data) for k, v in entries.items()}
         self.state = state
-        self.defaults.update({k: v for k, v in group.items() if k != "params"})
+        for group, old in zip(self.param_groups, saved):
+            group.update({k: v for k, v in old.items() if k != "params"})
 
     @staticmethod
     def _like(value, data):
-        if hasattr(value, "shape") and value.shape == data.shape:
-            module = type(data)
-            if module is np.ndarray:
-                return np.array(value.get() if hasattr(value, "get") else value, dtype=data.dtype)
-            import cupy
-            return cupy.asarray(value, dtype=data.dtype)
+        """A saved state entry as an array like the parameter's data (or a plain number)."""
+        if hasattr(value, "shape") and tuple(value.shape) == data.shape:
+            xp = array_module(data)
+            value = value.get() if hasattr(value, "get") and xp is not array_module(value) else value
+            return xp.array(value, dtype=data.dtype)
         return value.item() if hasattr(value, "item") and getattr(value, "shape", None) == () else value
 
 
@@ -87,19 +110,18 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
 
-    def _update(self, param, grad, state):
-        h = self.defaults
-        if h["weight_decay"]:
-            grad = grad + h["weight_decay"] * param
-        if h["momentum"]:
+    def _update(self, param, grad, state, group):
+        if group["weight_decay"]:
+            grad = grad + group["weight_decay"] * param
+        if group["momentum"]:
             buf = state.get("momentum_buffer")
             if buf is None:
                 buf = state["momentum_buffer"] = grad.copy()
             else:
-                buf *= h["momentum"]
-                buf += (1 - h["dampening"]) * grad
-            grad = grad + h["momentum"] * buf if h["nesterov"] else buf
-        param -= h["lr"] * grad
+                buf *= group["momentum"]
+                buf += (1 - group["dampening"]) * grad
+            grad = grad + group["momentum"] * buf if group["nesterov"] else buf
+        param -= group["lr"] * grad
 
 
 class Adam(Optimizer):
@@ -110,31 +132,35 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if lr < 0 or eps < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"invalid Adam hyper-parameters lr={lr}, betas={betas}, eps={eps}")
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"invalid {type(self).__name__} hyper-parameters lr={lr}, betas={betas}, "
+                             f"eps={eps}, weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
-    def _update(self, param, grad, state):
-        h = self.defaults
-        beta1, beta2 = h["betas"]
-        if h["weight_decay"]:
+    def _update(self, param, grad, state, group):
+        lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        if decay:
             if self.decoupled:
-                param *= 1 - h["lr"] * h["weight_decay"]
+                param *= 1 - lr * decay
             else:
-                grad = grad + h["weight_decay"] * param
+                grad = grad + decay * param
+        xp = array_module(param)
         if "step" not in state:
             state["step"] = 0
-            state["exp_avg"] = np.zeros_like(param)
-            state["exp_avg_sq"] = np.zeros_like(param)
+            state["exp_avg"] = xp.zeros_like(param)
+            state["exp_avg_sq"] = xp.zeros_like(param)
         state["step"] += 1
         t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m *= beta1
         m += (1 - beta1) * grad
         v *= beta2
-        v += (1 - beta2) * grad * grad
-        denom = np.sqrt(v) / np.sqrt(1 - beta2 ** t) + h["eps"]
-        param -= (h["lr"] / (1 - beta1 ** t)) * m / denom
+        v += (1 - beta2) * (grad * grad)
+        # Python floats (not NumPy float64 scalars) keep float32 arithmetic in float32
+        denom = xp.sqrt(v)
+        denom /= math.sqrt(1 - beta2 ** t)
+        denom += eps
+        param -= (lr / (1 - beta1 ** t)) * m / denom
 
 
 class AdamW(Adam):

@@ -4,7 +4,13 @@ Each operation is one primitive: its forward computes the output array, and the 
 next to it maps the output's gradient to its inputs' gradients. Broadcasting is undone in
 one place (`unbroadcast`). Everything else (sub, div, mean, softmax ...) is composed of
 primitives or written as a primitive where that is much cheaper.
+
+Array functions come from the data's own module (`array_module`), never from NumPy
+directly, so the same code runs on CuPy arrays. Python numbers take the tensor's dtype
+(2.0 * a float32 tensor stays float32).
 """
+import operator
+
 import numpy as np
 
 from . import autograd
@@ -12,7 +18,7 @@ from .autograd import Handle, is_grad_enabled
 
 
 def array_module(data):
-    """numpy, or cupy for CuPy arrays (imported only then)."""
+    """numpy, or cupy for CuPy arrays (cupy is imported only then)."""
     if isinstance(data, np.ndarray) or np.isscalar(data):
         return np
     if type(data).__module__.split(".")[0] == "cupy":
@@ -33,7 +39,9 @@ def unbroadcast(grad, shape):
 
 
 def make(data, parents, backward):
-    """The output Tensor of an operation: records the graph when a parent needs a gradient."""
+    """The output Tensor of an operation: records `parents` and `backward` (output gradient
+    -> tuple of one gradient or None per parent) when grad mode is on and a parent needs a
+    gradient. The primitive that every op, Function and parallel layer is built on."""
     needs = is_grad_enabled() and any(p.requires_grad for p in parents)
     out = Tensor(data, requires_grad=needs)
     if needs:
@@ -51,13 +59,20 @@ def as_tensor(value, like=None):
     return Tensor(value)
 
 
+def _is_basic_index(index):
+    """True for indices made of ints, slices, None and Ellipsis (views: no repeated elements)."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items)
+
+
 class Tensor:
     """An array with autograd. `data` is the ndarray, `grad` its gradient (or None).
 
     Tensor(data, requires_grad=False): data may be a NumPy or CuPy array, or anything
-    numpy.asarray takes.
+    numpy.asarray takes. Gradients accumulate across backward passes until reset
+    (`t.grad = None`, `t.zero_grad()`, `module.zero_grad()`).
     """
-    __array_priority__ = 100          # ndarray <op> Tensor defers to Tensor
+    __array_ufunc__ = None            # ndarray <op> Tensor defers to Tensor's reflected op
 
     def __init__(self, data, requires_grad=False):
         if isinstance(data, Tensor):
@@ -73,11 +88,12 @@ class Tensor:
         self._post_hooks = []
 
     # -- basic facts ---------------------------------------------------------------------------
-    shape = property(lambda self: self.data.shape)
-    dtype = property(lambda self: self.data.dtype)
-    ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: self.data.size)
-    is_leaf = property(lambda self: self._backward is None)
+    shape = property(lambda self: self.data.shape, doc="The data's shape.")
+    dtype = property(lambda self: self.data.dtype, doc="The data's dtype.")
+    ndim = property(lambda self: self.data.ndim, doc="The number of axes.")
+    size = property(lambda self: self.data.size, doc="The number of elements.")
+    is_leaf = property(lambda self: self._backward is None,
+                       doc="True unless an op that records the graph produced this tensor.")
 
     def __len__(self):
         return len(self.data)
@@ -98,86 +114,123 @@ class Tensor:
         """A Tensor sharing this data, cut from the graph."""
         return Tensor(self.data)
 
+    def requires_grad_(self, requires_grad=True):
+        """Set requires_grad on a leaf, in place; returns self."""
+        if not self.is_leaf:
+            raise RuntimeError("requires_grad_() works on leaves only; use detach() to cut a "
+                               "tensor from the graph")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def zero_(self):
+        """Fill the data with zeros, in place; returns self."""
+        self.data[...] = 0
+        return self
+
+    def zero_grad(self):
+        """Forget the accumulated gradient (grad = None)."""
+        self.grad = None
+
     # -- autograd ------------------------------------------------------------------------------
     def backward(self, grad=None):
         """Accumulate the gradient of this tensor into every leaf that requires one.
 
-        grad defaults to 1 for a one-element tensor; other shapes need it explicitly.
+        grad defaults to 1 for a one-element tensor; other shapes need it explicitly (an
+        array of this tensor's shape). It is cast to this tensor's dtype.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad (no parameter "
                                "or requires_grad=True input contributed to it)")
+        xp = array_module(self.data)
         if grad is None:
             if self.size != 1:
                 raise RuntimeError(f"backward() needs an explicit gradient for a non-scalar output "
                                    f"of shape {self.shape}: pass grad= of that shape, or reduce it "
                                    f"(e.g. .sum()) first")
-            grad = array_module(self.data).ones_like(self.data)
+            grad = xp.ones_like(self.data)
         else:
             grad = grad.data if isinstance(grad, Tensor) else grad
-            if tuple(grad.shape) != tuple(self.shape):
-                raise ValueError(f"backward() gradient has shape {tuple(grad.shape)} but the "
+            if np.isscalar(grad) and self.size == 1:
+                grad = xp.full(self.shape, grad, dtype=self.dtype)
+            if tuple(getattr(grad, "shape", ())) != tuple(self.shape):
+                raise ValueError(f"backward() gradient has shape {tuple(np.shape(grad))} but the "
                                  f"tensor has shape {self.shape}")
+            grad = grad.astype(self.dtype, copy=False)
         autograd.backward(self, grad)
 
     def register_hook(self, fn):
-        """Call fn(grad) with this tensor's gradient before it is used; a non-None return
-        replaces the gradient. Returns a handle with remove()."""
+        """Call fn(grad) with the gradient flowing into this tensor before it is used or
+        accumulated; a non-None return replaces the gradient. Returns a handle with remove()."""
+        if not self.requires_grad:
+            raise RuntimeError("register_hook() on a tensor that does not require grad: it "
+                               "would never be called")
         self._hooks.append(fn)
         return Handle(self._hooks, fn)
 
     def register_post_accumulate_grad_hook(self, fn):
-        """For a leaf: call fn(tensor) as soon as its .grad holds everything this backward
-        pass contributes (once per pass). Returns a handle with remove()."""
+        """For a leaf that requires grad: call fn(tensor) as soon as its .grad holds every
+        contribution of the current backward pass (once per pass in which it gets a
+        gradient). Returns a handle with remove()."""
+        if not (self.is_leaf and self.requires_grad):
+            raise RuntimeError("register_post_accumulate_grad_hook() needs a leaf that requires "
+                               "grad (a parameter); use register_hook() on intermediate tensors")
         self._post_hooks.append(fn)
         return Handle(self._post_hooks, fn)
 
     def _accumulate(self, grad):
+        """Add this pass's complete gradient into .grad, then fire the post-accumulate hooks.
+
+        The first gradient is kept without a copy when nothing else refers to it
+        (autograd.owned); later ones are added in place, since .grad may be a view into a
+        data-parallel bucket."""
         if grad.dtype != self.dtype:
             grad = grad.astype(self.dtype)
-        if grad.shape != self.shape:
-            grad = grad.reshape(self.shape)
         if self.grad is None:
             self.grad = grad if autograd.owned(grad) else grad.copy()
         else:
-            self.grad += grad                      # in place: the .grad array may be a bucket view
-        for hook in self._post_hooks:
+            self.grad += grad
+        for hook in list(self._post_hooks):
             hook(self)
-
-    def zero_grad(self):
-        self.grad = None
 
     # -- arithmetic ----------------------------------------------------------------------------
     def __add__(self, other):
+        """self + other (broadcasting); gradient: g to each, summed back to its shape."""
         other = as_tensor(other, self)
-        out = _broadcast_op(np.add, self, other)
+        out = _broadcast_op(operator.add, self, other)
         return make(out, (self, other), lambda g: (unbroadcast(g, self.shape), unbroadcast(g, other.shape)))
 
     def __mul__(self, other):
+        """self * other (broadcasting); gradient: g * other and g * self."""
         other = as_tensor(other, self)
-        out = _broadcast_op(np.multiply, self, other)
+        out = _broadcast_op(operator.mul, self, other)
         return make(out, (self, other), lambda g: (unbroadcast(g * other.data, self.shape),
                                                    unbroadcast(g * self.data, other.shape)))
 
     def __truediv__(self, other):
+        """self / other (broadcasting); gradient: g / other and -g * out / other."""
         other = as_tensor(other, self)
-        out = _broadcast_op(np.true_divide, self, other)
+        out = _broadcast_op(operator.truediv, self, other)
         return make(out, (self, other), lambda g: (unbroadcast(g / other.data, self.shape),
                                                    unbroadcast(-g * out / other.data, other.shape)))
 
     def __neg__(self):
+        """-self; gradient: -g."""
         return make(-self.data, (self,), lambda g: (-g,))
 
     def __sub__(self, other):
+        """self - other: self + (-other)."""
         return self + (-as_tensor(other, self))
 
     def __pow__(self, exponent):
+        """self ** exponent; gradient g * exponent * self ** (exponent - 1). A Tensor
+        exponent goes through exp(exponent * log(self)) (positive bases only)."""
         if isinstance(exponent, Tensor):
             return (exponent * self.log()).exp()
         out = self.data ** exponent
         return make(out, (self,), lambda g: (g * exponent * self.data ** (exponent - 1),))
 
     def __rpow__(self, base):
+        """base ** self for a positive number base: exp(self * log(base))."""
         return (self * float(np.log(base))).exp()
 
     __radd__ = __add__
@@ -190,6 +243,9 @@ class Tensor:
         return as_tensor(other, self) / self
 
     def __matmul__(self, other):
+        """Matrix product as numpy.matmul (1-D operands, batches with broadcasting).
+
+        Gradients: g @ other^T and self^T @ g, summed over broadcast batch axes."""
         other = as_tensor(other, self)
         a, b = self.data, other.data
         if a.ndim == 0 or b.ndim == 0:
@@ -208,8 +264,8 @@ class Tensor:
             b2 = b.reshape(-1, 1) if b.ndim == 1 else b
             batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
             g2 = g.reshape(batch + (a2.shape[-2], b2.shape[-1]))
-            grad_a = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
-            grad_b = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+            grad_a = unbroadcast(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape) if self.requires_grad else None
+            grad_b = unbroadcast(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape) if other.requires_grad else None
             return grad_a, grad_b
         return make(out, (self, other), backward)
 
@@ -218,18 +274,18 @@ class Tensor:
 
     # -- reductions ----------------------------------------------------------------------------
     def sum(self, axis=None, keepdims=False):
-        """Sum over `axis` (all by default); gradient: broadcast back."""
+        """Sum over `axis` (all by default); gradient: g broadcast back to the input's shape."""
         out = self.data.sum(axis=axis, keepdims=keepdims)
-        shape = self.shape
+        shape, xp = self.shape, array_module(self.data)
 
         def backward(g):
             if not keepdims and axis is not None:
-                g = np.expand_dims(g, axis)
-            return (np.broadcast_to(g, shape),)
+                g = xp.expand_dims(g, axis)
+            return (xp.broadcast_to(g, shape),)
         return make(out, (self,), backward)
 
     def mean(self, axis=None, keepdims=False):
-        """Mean over `axis`; the sum divided by the number of elements averaged."""
+        """Mean over `axis`: the sum times 1 / (number of elements averaged)."""
         count = self.size if axis is None else int(np.prod([self.shape[a] for a in np.atleast_1d(axis)]))
         return self.sum(axis, keepdims) * (1.0 / max(count, 1))
 
@@ -239,39 +295,43 @@ class Tensor:
         data = self.data
 
         def backward(g):
-            if not keepdims and axis is not None:
-                g = np.expand_dims(g, axis)
-            elif axis is None and not keepdims:
-                g = g.reshape((1,) * data.ndim)
+            g = g.reshape(out.shape)                     # restore the reduced axes as length 1
             mask = data == out
-            return (mask * (g / mask.sum(axis=axis, keepdims=True)),)
+            return (mask * (g / mask.sum(axis=axis, keepdims=True, dtype=g.dtype)),)
         result = out if keepdims else (out.squeeze(axis) if axis is not None else out.reshape(()))
         return make(result, (self,), backward)
 
     # -- shape -----------------------------------------------------------------------------------
     def reshape(self, *shape):
+        """The same elements in a new shape (one -1 allowed); gradient: g reshaped back."""
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         original = self.shape
         return make(self.data.reshape(shape), (self,), lambda g: (g.reshape(original),))
 
     def transpose(self, *axes):
+        """Permute the axes (reverse them by default); gradient: g with the inverse permutation."""
         axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-        axes = tuple(axes) or tuple(reversed(range(self.ndim)))
-        inverse = tuple(np.argsort(axes))
+        axes = tuple(a % self.ndim for a in axes) or tuple(reversed(range(self.ndim)))
+        inverse = tuple(int(i) for i in np.argsort(axes))
         return make(self.data.transpose(axes), (self,), lambda g: (g.transpose(inverse),))
 
-    T = property(lambda self: self.transpose())
+    T = property(lambda self: self.transpose(), doc="The transpose (all axes reversed).")
 
     def __getitem__(self, index):
+        """Indexing by ints, slices and integer arrays (as NumPy); gradient: g placed back
+        at the indexed positions, repeated integer indices adding up."""
         if isinstance(index, Tensor):
             index = index.data
-        shape, dtype = self.shape, self.dtype
-        module = array_module(self.data)
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        shape, xp, basic = self.shape, array_module(self.data), _is_basic_index(index)
 
         def backward(g):
-            full = module.zeros(shape, dtype=g.dtype)
-            if module is np:
-                np.add.at(full, index, g)                  # repeated integer indices add up
+            full = xp.zeros(shape, dtype=g.dtype)
+            if basic:
+                full[index] = g                            # a view: each element at most once
+            elif xp is np:
+                np.add.at(full, index, g)
             else:
                 import cupyx
                 cupyx.scatter_add(full, index, g)
@@ -280,74 +340,89 @@ class Tensor:
 
     # -- element-wise functions ------------------------------------------------------------------
     def exp(self):
-        out = np.exp(self.data)
+        """e ** self; gradient: g * out."""
+        out = array_module(self.data).exp(self.data)
         return make(out, (self,), lambda g: (g * out,))
 
     def log(self):
-        return make(np.log(self.data), (self,), lambda g: (g / self.data,))
+        """Natural logarithm; gradient: g / self. NaN for negative inputs, as NumPy."""
+        return make(array_module(self.data).log(self.data), (self,), lambda g: (g / self.data,))
 
     def tanh(self):
-        out = np.tanh(self.data)
+        """Hyperbolic tangent; gradient: g * (1 - out ** 2)."""
+        out = array_module(self.data).tanh(self.data)
         return make(out, (self,), lambda g: (g * (1 - out * out),))
 
     def sigmoid(self):
-        out = 1 / (1 + np.exp(-self.data))
+        """1 / (1 + e ** -self); gradient: g * out * (1 - out)."""
+        out = 1 / (1 + array_module(self.data).exp(-self.data))
         return make(out, (self,), lambda g: (g * out * (1 - out),))
 
     def relu(self):
+        """max(self, 0); gradient: g where self > 0, else 0."""
         data = self.data
-        return make(np.maximum(data, 0), (self,), lambda g: (g * (data > 0),))
+        return make(array_module(data).maximum(data, 0), (self,), lambda g: (g * (data > 0),))
 
     def gelu(self, approximate="none"):
+        """GELU (see nn.functional.gelu)."""
         from .functional import gelu
         return gelu(self, approximate)
 
     def abs(self):
-        return make(np.abs(self.data), (self,), lambda g: (g * np.sign(self.data),))
+        """|self|; gradient: g * sign(self)."""
+        xp = array_module(self.data)
+        return make(xp.abs(self.data), (self,), lambda g: (g * xp.sign(self.data),))
 
     def sqrt(self):
+        """self ** 0.5."""
         return self ** 0.5
 
 
-def _broadcast_op(ufunc, a, b):
+def _broadcast_op(op, a, b):
+    """op(a.data, b.data), with an error naming both shapes when they do not broadcast."""
     try:
-        return ufunc(a.data, b.data)
+        return op(a.data, b.data)
     except ValueError:
         raise ValueError(f"shapes {a.shape} and {b.shape} do not broadcast together "
-                         f"(in {ufunc.__name__})") from None
+                         f"(in {op.__name__})") from None
 
 
 def concatenate(tensors, axis=0):
     """Join tensors along `axis`; the gradient is split back into the pieces."""
     tensors = [as_tensor(t) for t in tensors]
-    sizes = [t.shape[axis] for t in tensors]
-    bounds = np.cumsum(sizes)[:-1]
-    module = array_module(tensors[0].data)
-    out = module.concatenate([t.data for t in tensors], axis=axis)
-    return make(out, tensors, lambda g: tuple(module.split(g, bounds, axis=axis)))
+    xp = array_module(tensors[0].data)
+    try:
+        out = xp.concatenate([t.data for t in tensors], axis=axis)
+    except ValueError:
+        raise ValueError(f"concatenate along axis {axis}: shapes {[t.shape for t in tensors]} "
+                         f"must agree on every other axis") from None
+    bounds = [int(b) for b in np.cumsum([t.shape[axis] for t in tensors])[:-1]]
+    return make(out, tensors, lambda g: tuple(xp.split(g, bounds, axis=axis)))
 
 
 def split(tensor, sections, axis=0):
-    """Split into `sections` equal parts (an int) or at the given sizes (a list of ints);
-    each part's gradient lands in its slice of the input's gradient."""
+    """Split into `sections` equal parts (an int, as numpy.split) or into pieces of the
+    given sizes (a list of ints); each part's gradient lands in its slice of the input's."""
     length = tensor.shape[axis]
-    if isinstance(sections, int):
-        if length % sections:
+    if isinstance(sections, (int, np.integer)):
+        if sections <= 0 or length % sections:
             raise ValueError(f"cannot split axis {axis} of length {length} into {sections} equal parts")
-        sizes = [length // sections] * sections
+        sizes = [length // sections] * int(sections)
     else:
-        sizes = list(sections)
+        sizes = [int(n) for n in sections]
         if sum(sizes) != length:
             raise ValueError(f"split sizes {sizes} do not add up to axis {axis} length {length}")
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    parts = []
-    for i in range(len(sizes)):
+    parts, start = [], 0
+    for size in sizes:
         index = [slice(None)] * tensor.ndim
-        index[axis] = slice(int(offsets[i]), int(offsets[i + 1]))
+        index[axis] = slice(start, start + size)
         parts.append(tensor[tuple(index)])
+        start += size
     return parts
 
 
 def stack(tensors, axis=0):
-    """Stack along a new axis (concatenate of expanded tensors)."""
-    return concatenate([t.reshape(t.shape[:axis] + (1,) + t.shape[axis:]) for t in map(as_tensor, tensors)], axis)
+    """Stack along a new axis (concatenate of tensors given a length-1 axis there)."""
+    tensors = [as_tensor(t) for t in tensors]
+    position = axis % (tensors[0].ndim + 1)
+    return concatenate([t.reshape(t.shape[:position] + (1,) + t.shape[position:]) for t in tensors], position)

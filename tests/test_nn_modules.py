@@ -142,7 +142,7 @@ def test_optimizer_state_dict_round_trip():
     for p, o in ((a, opt), (b, opt2)):
         p.grad = np.full(3, 0.5)
         o.step()
-    assert np.array_equal(a.data, b.data) and opt2.defaults["lr"] == 0.1
+    assert np.array_equal(a.data, b.data) and opt2.param_groups[0]["lr"] == 0.1
 
 
 def test_training_lowers_the_loss():
