@@ -5,7 +5,7 @@ Each entry point picks the CUDA implementation for CuPy arrays and the NumPy twi
 """
 from . import reference
 
-__all__ = ["reduce_into"]
+__all__ = ["reduce_into", "pack", "unpack", "compress_fp16", "unpack_fp16"]
 
 
 def reduce_into(dst, src, op, reverse=False):
@@ -18,3 +18,24 @@ def reduce_into(dst, src, op, reverse=False):
     Cost: one read of dst and src, one write of dst.
     """
     return reference.reduce_into(dst, src, op, reverse)
+
+
+def pack(arrays, bucket):
+    """Copy many arrays into one flat bucket, in order; returns bucket.
+    Cost: one read and one write of every element."""
+    return reference.pack(arrays, bucket)
+
+
+def unpack(bucket, arrays, scale=1.0):
+    """Copy the bucket back into the arrays with the scale fused in (1/world averages)."""
+    return reference.unpack(bucket, arrays, scale)
+
+
+def compress_fp16(bucket, wire, scale=1.0):
+    """float32 bucket -> float16 wire buffer, times scale (gradient compression)."""
+    return reference.compress_fp16(bucket, wire, scale)
+
+
+def unpack_fp16(wire, arrays, scale=1.0):
+    """float16 wire buffer -> float32 arrays, times scale, in pack order."""
+    return reference.unpack_fp16(wire, arrays, scale)

@@ -11,3 +11,49 @@ def reduce_into(dst, src, op, reverse=False):
     else:
         _UFUNCS[op](dst, src, out=dst)
     return dst
+
+
+def _offsets(arrays):
+    return np.concatenate([[0], np.cumsum([a.size for a in arrays])]).astype(np.int64)
+
+
+def pack(arrays, bucket):
+    """Copy `arrays` (any shapes, bucket's dtype) one after another into the flat `bucket`;
+    returns bucket. Cost: one read and one write of every element."""
+    offsets = _offsets(arrays)
+    for array, start, end in zip(arrays, offsets[:-1], offsets[1:]):
+        bucket[start:end] = array.reshape(-1)
+    return bucket
+
+
+def unpack(bucket, arrays, scale=1.0):
+    """Copy consecutive pieces of `bucket` back into `arrays`, times `scale`, in place."""
+    offsets = _offsets(arrays)
+    for array, start, end in zip(arrays, offsets[:-1], offsets[1:]):
+        piece = bucket[start:end].reshape(array.shape)
+        if scale == 1.0:
+            array[...] = piece
+        else:
+            np.multiply(piece, scale, out=array, casting="unsafe")
+    return arrays
+
+
+def compress_fp16(bucket, wire, scale=1.0):
+    """wire = float16(bucket * scale): the half-precision wire copy of a float32 bucket."""
+    if scale == 1.0:
+        wire[...] = bucket
+    else:
+        np.multiply(bucket, scale, out=wire, casting="unsafe")
+    return wire
+
+
+def unpack_fp16(wire, arrays, scale=1.0):
+    """Restore float32 `arrays` from the float16 `wire` buffer (times `scale`), in pack order."""
+    offsets = _offsets(arrays)
+    for array, start, end in zip(arrays, offsets[:-1], offsets[1:]):
+        piece = wire[start:end].reshape(array.shape)
+        if scale == 1.0:
+            array[...] = piece
+        else:
+            np.multiply(piece, np.float32(scale), out=array, casting="unsafe")
+    return arrays

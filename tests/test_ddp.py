@@ -148,3 +148,20 @@ def test_bad_options():
         with pytest.raises(TypeError, match="float32"):
             DistributedDataParallel(build(), comm, compression="fp16")
     cc.run_threads(1, body)
+
+
+def test_fp16_compression_is_close_to_the_exact_average():
+    def body(comm, compression):
+        nn.manual_seed(0)
+        model = DistributedDataParallel(build(dtype=np.float32), comm, compression=compression,
+                                        bucket_cap_mb=0.001)
+        x, y = dataset(n=8 * comm.size)
+        idx = np.arange(comm.rank * 8, comm.rank * 8 + 8)
+        F.cross_entropy(model(nn.Tensor(x[idx].astype(np.float32))), y[idx]).backward()
+        return [p.grad.copy() for p in model.module.parameters()]
+    exact = cc.run_threads(4, body, None)
+    compressed = cc.run_threads(4, body, "fp16")
+    for a, b in zip(exact[0], compressed[0]):
+        assert b.dtype == np.float32
+        np.testing.assert_allclose(b, a, rtol=2e-3, atol=2e-4)
+    assert all(np.array_equal(g, h) for g, h in zip(compressed[0], compressed[3]))
