@@ -118,6 +118,10 @@ def build_parser(collective):
     parser.add_argument("--timeout", type=float, default=0,
                         help="collective timeout in seconds (default 0: none, so that algorithm "
                              "'mpi' is MPI's plain blocking call)")
+    parser.add_argument("--trace", metavar="FILE",
+                        help="after the sweep, run every algorithm once per size with tracing on and "
+                             "write all ranks' steps as a Chrome trace (open in ui.perfetto.dev)")
+    parser.add_argument("--plot", metavar="FILE", help="draw busbw against size for every algorithm (PNG)")
     return parser
 
 
@@ -273,7 +277,36 @@ def main(collective, argv=None, out=sys.stdout):
         with open(args.json, "w") as handle:
             json.dump({"world_size": comm.size, "collective": collective.name,
                        "device": args.device, "results": rows}, handle, indent=1)
+    if args.plot and comm.rank == 0:
+        from bench.plot import busbw
+        busbw(rows, args.plot, f"{collective.name}, {comm.size} ranks, {dtype}, {args.op} ({args.device})")
+        say(f"# plot: {args.plot}")
+    if args.trace:
+        from collectives import trace
+        events = trace_calls(comm, run, collective, algorithms, size_list, args)
+        if comm.rank == 0:
+            trace.write_chrome(args.trace, events, {"collective": collective.name, "world_size": comm.size,
+                                                    "dtype": str(dtype), "op": args.op, "sizes": size_list})
+            say(f"# trace: {args.trace} ({len(events)} events; open in ui.perfetto.dev or chrome://tracing)")
     return 1 if total_wrong(rows) else 0
+
+
+def trace_calls(comm, run, collective, algorithms, size_list, args):
+    """Run every algorithm once per size (first mode: out of place where there is one)
+    with tracing on, each call a parent span; returns all ranks' events on rank 0."""
+    from collectives import trace
+    itemsize = np.dtype(args.datatype).itemsize
+    inplace = collective.modes[0]
+    with trace.tracing(comm) as recorder:
+        for size in size_list:
+            count = collective.count_for(size, comm.size, itemsize)
+            x, out = collective.arguments(make_input(comm.rank, count, args), comm.size, comm.rank, inplace)
+            for algorithm in algorithms:
+                comm.barrier()
+                with recorder.span(f"{collective.name} {algorithm} {size} B", x=x, out=out):
+                    run(algorithm, x, out, inplace)
+                    run.synchronize()
+    return trace.gather(comm, recorder)
 
 
 def total_wrong(rows):

@@ -18,9 +18,10 @@ NEEDS_NODES = {"hierarchical"}
 
 
 def _chunks(t, collective, algorithm, buf):
-    """The pipeline chunk count for buf, from the model the transport plans with."""
-    return tuning.algorithm_chunks(collective, algorithm, nominal_nbytes(t, buf), t.size,
-                                   tuning.model_for(t))
+    """The pipeline chunk count for buf, from the model the transport plans with (a
+    transport may fix it with `pipeline_chunks`: bench.explain does, to show pipelining)."""
+    return getattr(t, "pipeline_chunks", None) or tuning.algorithm_chunks(
+        collective, algorithm, nominal_nbytes(t, buf), t.size, tuning.model_for(t))
 
 
 def _tree_allreduce(t, x, out, op, ws):

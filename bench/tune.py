@@ -1,0 +1,186 @@
+"""mpirun -n 4 python -m bench.tune [-b 8 -e 8M -f 4] [-n 10] [-w 3]
+       [--collectives allreduce,reduce_scatter,allgather] [--output FILE] [--plot FILE]
+
+Measures every algorithm of ours over a size sweep on this machine (the nccl-tests timing
+of bench.harness), fits alpha (seconds per message), beta (per byte moved) and gamma (per
+byte reduced) by least squares to the textbook formulas of collectives.tuning (Thakur,
+Rabenseifner and Gropp 2005; Patarasuk and Yuan 2009 for the ring), which are linear in
+them, and prints for every algorithm and size the predicted time next to the measured one,
+the predicted crossover sizes between algorithms, and how often the model's pick is within
+10% of the measured best. It writes the tuning file that algorithm="auto" reads (default
+$COLLECTIVES_TUNING, else ~/.cache/collectives/tuning.json): the fitted model, plus the
+measured times, which "auto" follows at this world size.
+"""
+import argparse
+import math
+import socket
+import sys
+import time
+from itertools import combinations
+
+import numpy as np
+
+from bench.harness import Runner, make_input, parse_size, time_rounds
+from bench.simulate import collective_spec, human
+from collectives import tuning
+
+WITHIN = 0.10     # "auto" should pick an algorithm within 10% of the measured best
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m bench.tune", description=__doc__.split("\n\n")[1])
+    parser.add_argument("-b", "--minbytes", type=parse_size, default=parse_size("8"))
+    parser.add_argument("-e", "--maxbytes", type=parse_size, default=parse_size("8M"))
+    parser.add_argument("-f", "--stepfactor", type=int, default=4)
+    parser.add_argument("-n", "--iters", type=int, default=10)
+    parser.add_argument("-w", "--warmup_iters", type=int, default=3)
+    parser.add_argument("--collectives", default="allreduce,reduce_scatter,allgather",
+                        help="collectives to measure and fit (allreduce, reduce_scatter, allgather, "
+                             "broadcast, reduce)")
+    parser.add_argument("--output", default=None, help="tuning file (default: $COLLECTIVES_TUNING "
+                                                        "or ~/.cache/collectives/tuning.json)")
+    parser.add_argument("--plot", metavar="FILE", help="draw predicted against measured")
+    return parser
+
+
+def measure(comm, name, sizes, args):
+    """{"world_size", "sizes", "times": {algorithm: [seconds]}, "chunks": {algorithm: [k]}}
+    for one collective (out of place where it has that mode; float32, sum)."""
+    spec = collective_spec(name)
+    algorithms = [a for a in comm.algorithms(name) if a != "mpi"]
+    options = argparse.Namespace(op="sum", root=0, datatype="float32", device="cpu",
+                                 iters=args.iters, warmup_iters=args.warmup_iters)
+    run = Runner(comm, spec, options, {})
+    inplace = spec.modes[0]
+    table = {"world_size": comm.size, "sizes": [], "times": {a: [] for a in algorithms},
+             "chunks": {a: [] for a in algorithms}}
+    model = tuning.current().model        # what the algorithms plan their chunks with now
+    for size in sizes:
+        count = spec.count_for(size, comm.size, 4)
+        calls = {inplace: spec.arguments(make_input(comm.rank, count, options), comm.size, comm.rank, inplace)}
+        times = time_rounds(comm, run, algorithms, calls, options)
+        table["sizes"].append(size)
+        for algorithm in algorithms:
+            table["times"][algorithm].append(times[(algorithm, inplace)])
+            table["chunks"][algorithm].append(
+                tuning.algorithm_chunks(name, algorithm, count * 4, comm.size, model))
+    return table
+
+
+def fit_tables(measured, n):
+    """The CostModel fitted to every measured (collective, algorithm, size)."""
+    rows, times = [], []
+    for name, table in measured.items():
+        for algorithm, column in table["times"].items():
+            for size, seconds, k in zip(table["sizes"], column, table["chunks"][algorithm]):
+                rows.append(tuning.coefficients(name, algorithm, size, n, chunks=k))
+                times.append(seconds)
+    return tuning.fit(rows, times)
+
+
+def crossovers(name, algorithms, n, model, low=1, high=1 << 30):
+    """Predicted sizes where two algorithms swap places: [(size, faster below, faster above)]."""
+    grid = np.geomspace(low, high, 400)
+    found = []
+    for a, b in combinations(algorithms, 2):
+        def gap(size):
+            return (tuning.predict(name, a, size, n, model) - tuning.predict(name, b, size, n, model))
+        values = [gap(s) for s in grid]
+        for i in range(len(grid) - 1):
+            if values[i] == 0 or values[i] * values[i + 1] >= 0:
+                continue
+            lo, hi = grid[i], grid[i + 1]
+            for _ in range(40):
+                mid = math.sqrt(lo * hi)
+                lo, hi = (mid, hi) if gap(mid) * values[i] > 0 else (lo, mid)
+            below, above = (b, a) if values[i] > 0 else (a, b)
+            found.append((hi, below, above))
+    return sorted(found)
+
+
+def winners(name, algorithms, n, model, low=1, high=1 << 30):
+    """The model's fastest algorithm along the sizes: [(from size, algorithm)]."""
+    out = []
+    for size in np.geomspace(low, high, 600):
+        best = tuning.choose(name, algorithms, size, n, model)
+        if not out or out[-1][1] != best:
+            out.append((size, best))
+    return out
+
+
+def report(measured, model, n, say):
+    """Print predicted against measured, crossovers and the 10% criterion; returns
+    (sizes where the model's pick is within 10% of the best, sizes measured)."""
+    good = total = 0
+    for name, table in measured.items():
+        algorithms = list(table["times"])
+        say(f"#\n# {name}: measured vs predicted (us; fitted model, textbook formulas)")
+        say(f"# {'size':>10}  " + "".join(f"{a:>26}" for a in algorithms)
+            + f"  {'best measured':>20} {'model picks':>20} {'its time/best':>13}")
+        for i, size in enumerate(table["sizes"]):
+            cells = ""
+            for a in algorithms:
+                t = table["times"][a][i]
+                p = tuning.predict(name, a, size, n, model, chunks=table["chunks"][a][i])
+                cells += f"{t * 1e6:>12.1f} /{p * 1e6:>9.1f} ({p / t:4.2f})"
+            best = min(algorithms, key=lambda a: table["times"][a][i])
+            pick = tuning.choose(name, algorithms, size, n, model)
+            ratio = table["times"][pick][i] / table["times"][best][i]
+            good += ratio <= 1 + WITHIN
+            total += 1
+            say(f"  {human(size):>10}  {cells}  {best:>20} {pick:>20} {ratio:>13.2f}")
+        say(f"# (each cell: measured / predicted (predicted/measured))")
+        switch = winners(name, algorithms, n, model)
+        say(f"# {name}, predicted fastest: " + "; ".join(
+            f"{a} from {human(int(round(s)))}" if i else f"{a}" for i, (s, a) in enumerate(switch)))
+        for size, below, above in crossovers(name, algorithms, n, model):
+            say(f"#   predicted crossover {below} -> {above} at {human(int(round(size)))}")
+    return good, total
+
+
+def main(argv=None, out=sys.stdout):
+    import collectives as cc
+    args = build_parser().parse_args(argv)
+    comm = cc.init(timeout=0)
+    say = (lambda text="": print(text, file=out, flush=True)) if comm.rank == 0 else (lambda text="": None)
+    if args.stepfactor < 2:
+        raise SystemExit("-f must be at least 2")
+    sizes, size = [], max(args.minbytes, 4)
+    while size <= args.maxbytes:
+        sizes.append(size)
+        size *= args.stepfactor
+    names = args.collectives.split(",")
+    say(f"# bench.tune: {comm.size} ranks on {socket.gethostname()}, float32 sum, sizes "
+        f"{human(sizes[0])}..{human(sizes[-1])} x{args.stepfactor}, iters {args.iters}")
+    np.seterr(over="ignore", invalid="ignore", under="ignore")
+    start = time.perf_counter()
+    measured = {}
+    for name in names:
+        measured[name] = measure(comm, name, sizes, args)
+        if comm.rank == 0:
+            print(f"# measured {name} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    if comm.rank != 0:
+        return 0
+    model = fit_tables(measured, comm.size)
+    say(f"# fitted: alpha {model.alpha * 1e6:.2f} us, beta {model.beta * 1e9:.4f} ns/B "
+        f"({1 / model.beta / 1e9 if model.beta else math.inf:.2f} GB/s), gamma {model.gamma * 1e9:.4f} ns/B "
+        f"({1 / model.gamma / 1e9 if model.gamma else math.inf:.2f} GB/s)")
+    good, total = report(measured, model, comm.size, say)
+    say("#")
+    say(f"# model's pick within {WITHIN:.0%} of the measured best at {good} of {total} measured sizes; "
+        f"with the tuning file, auto follows the measured table at {comm.size} ranks (all {total})")
+    path = tuning.save(args.output or tuning.default_path(), model, measured, host=socket.gethostname(),
+                       created=time.strftime("%Y-%m-%d %H:%M:%S"), world_size=comm.size)
+    say(f"# tuning file: {path} (algorithm='auto' reads it; COLLECTIVES_TUNING overrides the path)")
+    if args.plot:
+        from bench.plot import predicted_vs_measured
+        predicted_vs_measured(measured, lambda c, a, s: tuning.predict(c, a, s, comm.size, model), args.plot,
+                              f"bench.tune on {socket.gethostname()}, {comm.size} ranks: alpha "
+                              f"{model.alpha * 1e6:.1f} us, beta {model.beta * 1e9:.3f} ns/B, "
+                              f"gamma {model.gamma * 1e9:.3f} ns/B")
+        say(f"# plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Traces: what every rank of a collective did, step by step, in Chrome's trace-event format.
+
+    from collectives import trace
+    with trace.tracing(comm) as recorder:            # wraps comm.transport while inside
+        with recorder.span("allreduce ring", x=x):   # optional: a parent event per call
+            comm.allreduce(x, algorithm="ring")
+    events = trace.gather(comm, recorder)            # every rank's events, on rank 0
+    if comm.rank == 0:
+        trace.write_chrome("out.json", events)       # open in ui.perfetto.dev or chrome://tracing
+
+An event is one step of one rank: a sendrecv, a send or receive completed by wait(), or a
+reduction, with its peer(s), bytes, the chunk (the buffer and element range, e.g.
+"x[512:1024]"; registered buffers by name, others "scratch"), the op, and its start and end
+(seconds). In the Chrome file each rank is one track (pid = tid = rank) of "X" (complete)
+events with ts and dur in microseconds.
+
+Tracing is off unless asked for: `TracingTransport` wraps a transport (the Communicator
+looks up `comm.transport` at every call, so wrapping it is enough), and reductions are
+seen through the one hook in `algorithms.common.reduce_into`, which costs a global lookup
+when nothing is traced. A reduction belongs to the traced rank that last used its transport
+on the same thread. The simulator (transport/simulated.py) records the same events on its
+virtual clock.
+"""
+import json
+import threading
+import time
+from contextlib import contextmanager
+
+import kernels
+
+from .algorithms import common
+
+# -- seeing reductions ---------------------------------------------------------------------------
+_local = threading.local()
+_observers = 0
+_observers_lock = threading.Lock()
+
+
+def bind(endpoint):
+    """Make `endpoint` (something with a reduce(dst, src, op, reverse) method) the owner of
+    the reductions run on this thread; None unbinds."""
+    _local.endpoint = endpoint
+
+
+def _observe(dst, src, op, reverse):
+    endpoint = getattr(_local, "endpoint", None)
+    if endpoint is None:
+        return kernels.reduce_into(dst, src, op, reverse=reverse)
+    return endpoint.reduce(dst, src, op, reverse)
+
+
+@contextmanager
+def observing_reductions():
+    """Route reductions through the endpoint bound on each thread while inside."""
+    global _observers
+    with _observers_lock:
+        _observers += 1
+        common.observer = _observe
+    try:
+        yield
+    finally:
+        with _observers_lock:
+            _observers -= 1
+            if _observers == 0:
+                common.observer = None
+
+
+# -- recording -----------------------------------------------------------------------------------
+def _address(array):
+    interface = getattr(array, "__array_interface__", None)
+    return interface["data"][0] if interface is not None else array.data.ptr   # NumPy, else CuPy
+
+
+def _owner(array):
+    while getattr(array, "base", None) is not None and hasattr(array.base, "dtype"):
+        array = array.base
+    return array
+
+
+class Recorder:
+    """One rank's events. `clock()` gives seconds (wall clock by default; the simulator
+    passes its virtual one); keep_data=True also keeps a copy of every message and
+    reduction result (for bench.explain), which the Chrome file leaves out."""
+
+    def __init__(self, rank, clock=time.perf_counter, keep_data=False):
+        self.rank, self.clock, self.keep_data = rank, clock, keep_data
+        self.events = []
+        self.enabled = True
+        # perf_counter has an arbitrary origin per process: this maps it onto wall time
+        self.origin = time.time() - time.perf_counter() if clock is time.perf_counter else 0.0
+        self._names = {}
+
+    def name_buffers(self, **arrays):
+        """Name the buffers chunks are reported in, e.g. name_buffers(x=x, out=out)."""
+        for name, array in arrays.items():
+            if array is not None:
+                owner = _owner(array)
+                self._names[id(owner)] = (name, owner)   # keeps owner alive: ids stay unique
+
+    def chunk(self, buf):
+        """"name[start:stop]": which buffer, and which elements of it, `buf` is."""
+        owner = _owner(buf)
+        name = self._names.get(id(owner), ("scratch",))[0]
+        start = (_address(buf) - _address(owner)) // max(buf.itemsize, 1)
+        return f"{name}[{start}:{start + buf.size}]"
+
+    def add(self, name, cat, start, end, args, data=None):
+        event = {"rank": self.rank, "name": name, "cat": cat, "start": start, "end": end, "args": args}
+        if data is not None:
+            event["data"] = data
+        self.events.append(event)
+        return event
+
+    def message(self, start, end, send=None, recv=None, sent=None, **extra):
+        """Record a step that sent send=(buf, dest) and/or received recv=(buf, source);
+        `sent` is the data sent as it was when posted, if buf may have changed since."""
+        args, data, parts = {}, {}, []
+        for side, pair, arrow in (("send", send, "->"), ("recv", recv, "<-")):
+            if pair is None or pair[0] is None:
+                continue
+            buf, peer = pair
+            parts.append(f"{arrow}{peer}")
+            args.update({f"{side}_peer": peer, f"{side}_bytes": int(buf.nbytes),
+                         f"{side}_chunk": self.chunk(buf)})
+            if self.keep_data:
+                data[side] = sent if side == "send" and sent is not None else buf.copy()
+        if len(parts) == 1:                  # one direction: plain peer/bytes/chunk keys too
+            side = "send" if send is not None and send[0] is not None else "recv"
+            args.update(peer=args[f"{side}_peer"], bytes=args[f"{side}_bytes"], chunk=args[f"{side}_chunk"])
+            cat = side
+        else:
+            cat = "sendrecv"
+        args.update(extra)
+        return self.add(f"{cat} {' '.join(parts)}", cat, start, end, args, data if self.keep_data else None)
+
+    def reduction(self, start, end, dst, src, op):
+        """Record dst = dst <op> src (after it happened)."""
+        args = {"op": op, "bytes": int(dst.nbytes), "chunk": self.chunk(dst), "operand": self.chunk(src)}
+        return self.add(f"reduce {op}", "reduce", start, end, args,
+                        {"result": dst.copy()} if self.keep_data else None)
+
+    @contextmanager
+    def span(self, name, **buffers):
+        """A parent event around what happens inside (e.g. one collective call); keyword
+        arrays are registered as named buffers first."""
+        self.name_buffers(**buffers)
+        start = self.clock()
+        try:
+            yield
+        finally:
+            self.add(name, "call", start, self.clock(), {})
+
+
+# -- the tracing transport ---------------------------------------------------------------------
+class _TracedRequest:
+    __slots__ = ("tracer", "inner", "side", "buf", "peer", "posted", "copy")
+
+    def __init__(self, tracer, inner, side, buf, peer):
+        self.tracer, self.inner, self.side, self.buf, self.peer = tracer, inner, side, buf, peer
+        self.posted = tracer.recorder.clock()
+        # a send's data as it was posted (the buffer may be reused once the send completes)
+        self.copy = buf.copy() if side == "send" and buf is not None and tracer.recorder.keep_data else None
+
+    def wait(self):
+        tracer = self.tracer
+        bind(tracer)
+        recorder = tracer.recorder
+        start = recorder.clock()
+        result = self.inner.wait()
+        if recorder.enabled and self.buf is not None:
+            recorder.message(start, recorder.clock(), **{self.side: (self.buf, self.peer)},
+                             sent=self.copy, posted_us=round((start - self.posted) * 1e6, 3))
+        return result
+
+    def test(self):
+        return self.inner.test()
+
+
+class TracingTransport:
+    """A transport that records every step of the transport it wraps (see module
+    docstring). Everything it does not define (native_* collectives, timeout, step,
+    ranks_per_node, ...) is the wrapped transport's."""
+
+    def __init__(self, inner, recorder):
+        self.inner, self.recorder = inner, recorder
+        self.rank, self.size = inner.rank, inner.size
+
+    def __getattr__(self, name):
+        value = getattr(self.inner, name)
+        if name.startswith("native_"):          # MPI's own collective: one event for the call
+            return self._native(name, value)
+        return value
+
+    def _native(self, name, function):
+        def traced(buf, *args):
+            recorder = self.recorder
+            start = recorder.clock()
+            result = function(buf, *args)
+            if recorder.enabled:
+                recorder.add(name.replace("native_", "MPI "), "native", start, recorder.clock(),
+                             {"bytes": int(buf.nbytes), "chunk": recorder.chunk(buf)})
+            return result
+        return traced
+
+    def sendrecv(self, sendbuf, dest, recvbuf, source):
+        bind(self)
+        recorder = self.recorder
+        start = recorder.clock()
+        self.inner.sendrecv(sendbuf, dest, recvbuf, source)
+        if recorder.enabled:
+            recorder.message(start, recorder.clock(), send=(sendbuf, dest), recv=(recvbuf, source))
+
+    def isend(self, buf, dest):
+        bind(self)
+        return _TracedRequest(self, self.inner.isend(buf, dest), "send", buf, dest)
+
+    def irecv(self, buf, source):
+        bind(self)
+        return _TracedRequest(self, self.inner.irecv(buf, source), "recv", buf, source)
+
+    def waitall(self, requests):
+        for request in requests:          # one event per request, in order
+            request.wait()
+
+    def reduce(self, dst, src, op, reverse):
+        """The reduction hook (see `bind`): reduce, and record it."""
+        recorder = self.recorder
+        start = recorder.clock()
+        kernels.reduce_into(dst, src, op, reverse=reverse)
+        if recorder.enabled:
+            recorder.reduction(start, recorder.clock(), dst, src, op)
+        return dst
+
+    def allgather_object(self, obj):
+        return self.inner.allgather_object(obj)
+
+    def barrier(self):
+        self.inner.barrier()
+
+    def split(self, color, key=0):
+        sub = self.inner.split(color, key)
+        return None if sub is None else TracingTransport(sub, self.recorder)
+
+
+def enable(comm, keep_data=False):
+    """Start tracing `comm` (wraps comm.transport); returns this rank's Recorder."""
+    if isinstance(comm.transport, TracingTransport):
+        raise ValueError("this communicator is already traced: call trace.disable(comm) first")
+    recorder = Recorder(comm.rank, keep_data=keep_data)
+    comm.transport = TracingTransport(comm.transport, recorder)
+    comm._trace_observing = observing_reductions()
+    comm._trace_observing.__enter__()
+    return recorder
+
+
+def disable(comm):
+    """Stop tracing `comm`; returns its Recorder (events stay in recorder.events)."""
+    tracer = comm.transport
+    if not isinstance(tracer, TracingTransport):
+        raise ValueError("this communicator is not traced (trace.enable(comm) starts tracing)")
+    tracer.recorder.enabled = False
+    comm.transport = tracer.inner
+    comm._trace_observing.__exit__(None, None, None)
+    del comm._trace_observing
+    return tracer.recorder
+
+
+@contextmanager
+def tracing(comm, keep_data=False):
+    """Trace `comm` while inside; yields this rank's Recorder."""
+    recorder = enable(comm, keep_data)
+    try:
+        yield recorder
+    finally:
+        disable(comm)
+
+
+# -- output ----------------------------------------------------------------------------------------
+def portable(events, origin=0.0):
+    """Events without kept data, times shifted by `origin` (to compare across processes)."""
+    return [{key: (value + origin if key in ("start", "end") else value)
+             for key, value in event.items() if key != "data"} for event in events]
+
+
+def gather(comm, recorder):
+    """Every rank's events (collective call): the full list on rank 0, None elsewhere."""
+    everything = comm.transport.allgather_object(portable(recorder.events, recorder.origin))
+    return [event for events in everything for event in events] if comm.rank == 0 else None
+
+
+def chrome(events, metadata=None):
+    """The Chrome trace-event JSON object for `events`: one track per rank, "X" events
+    with ts/dur in microseconds from the earliest event."""
+    t0 = min((e["start"] for e in events), default=0.0)
+    ranks = sorted({e["rank"] for e in events})
+    out = []
+    for rank in ranks:
+        for kind in ("process_name", "thread_name"):
+            out.append({"name": kind, "ph": "M", "pid": rank, "tid": rank, "args": {"name": f"rank {rank}"}})
+        out.append({"name": "process_sort_index", "ph": "M", "pid": rank, "tid": rank,
+                    "args": {"sort_index": rank}})
+    for e in events:
+        out.append({"name": e["name"], "cat": e["cat"], "ph": "X", "pid": e["rank"], "tid": e["rank"],
+                    "ts": round((e["start"] - t0) * 1e6, 3),
+                    "dur": round(max(e["end"] - e["start"], 0.0) * 1e6, 3), "args": e["args"]})
+    return {"traceEvents": out, "displayTimeUnit": "ns", "otherData": metadata or {}}
+
+
+def write_chrome(path, events, metadata=None):
+    """Write `events` to `path` as a Chrome trace (see `chrome`); returns the path."""
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(chrome(events, metadata), handle)
+    return path

@@ -1,0 +1,478 @@
+"""The simulated transport: the real algorithms on up to thousands of in-process ranks,
+timed by a virtual alpha-beta-gamma clock instead of the wall clock.
+
+    from collectives.transport.simulated import Network, simulate
+    run = simulate(1024, lambda comm: comm.allreduce(x[comm.rank], algorithm="ring"),
+                   Network(alpha=5e-6, beta=1 / 12.5e9, gamma=1 / 50e9),
+                   sizes=[1 << 10, 1 << 20, 256 << 20], real_nbytes=x[0].nbytes)
+    run.results, run.time        # every rank's real result; seconds per simulated size
+
+Choices, and why:
+
+* Real data, small; virtual bytes, large. 1024 ranks x 256 MB cannot be allocated, so
+  every rank works on a small real buffer (real_nbytes, a few KB) and every message or
+  reduction of b real bytes is charged b * size / real_nbytes virtual bytes. The results
+  are real and checked; only the clock is scaled. Blocks are whole elements, so a real
+  count divisible by the ring's n (and by p for the halving family) makes the scaling
+  exact. Algorithms that plan by size (the pipelined trees pick their chunk count) ask
+  `nominal_nbytes(buf)`, the virtual size, through algorithms.common.nominal_nbytes.
+* Several sizes per run. A schedule that never asks for the nominal size is the same at
+  every size, so one run carries one clock per size (numpy vectors): the 2(n-1) ring steps
+  of 1024 ranks run once for all sizes. A schedule that asks raises SizeDependent when
+  several sizes share a run; the caller then runs one size at a time.
+* The clock follows messages, not threads (Hockney's single-port model, eager sends). A
+  message of b bytes on link (a, d) costs c = alpha + b*beta of that link: it leaves when
+  the sender's clock and its outgoing port allow, occupies that port for c, and arrives c
+  later; it also occupies the receiver's one incoming port for c, so messages arriving
+  together queue there. The receiver's clock becomes max(its clock, the end of that
+  transfer). A reduction of b bytes adds b*gamma. So a ring step costs exactly
+  alpha + (m/n)*beta, a node sending to (or receiving from) two children pays 2c, and the
+  times of a schedule follow from its messages whatever order the threads ran in. The
+  incoming port books transfers in the order the receiver waits for them and remembers
+  only its last busy stretch: a message waited for late that fits before the stretch is
+  taken to use the gap there, even if an earlier message used that gap (an approximation
+  that the ring and the doubling/halving algorithms never meet).
+* Two levels: with `ranks_per_node`, links between ranks of different nodes cost
+  inter_alpha + b*inter_beta; each rank has its own ports (one NIC per rank).
+* One rank runs at a time. Each rank is a thread, but a rank runs until it must wait for
+  a message, then hands over to the next ready rank (a baton of per-rank locks): no lock
+  contention, no wake-ups of 1024 waiters per message, and a deterministic order. Sends
+  never block (eager), so a rank runs ahead as far as its messages allow and hand-overs are
+  far fewer than messages. Waiting with nobody ready is a deadlock and raises at once. The
+  in-process transport of the tests (transport/local.py) keeps rendezvous sends to catch
+  schedules that would deadlock over MPI; this one trades that for scale.
+"""
+import gc
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass
+
+import numpy as np
+
+import kernels
+
+from .. import tuning
+from ..errors import TransportError
+
+STACK_BYTES = 1 << 20     # per simulated rank; algorithms recurse little
+RUN_AHEAD = 16            # sends a rank makes without waiting before it lets others run
+
+
+class SizeDependent(Exception):
+    """An algorithm asked for the nominal size while one run simulates several sizes."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """Link costs of a simulated network: seconds per message (alpha), per byte moved (beta),
+    per byte reduced (gamma); with ranks_per_node, links between nodes cost inter_alpha and
+    inter_beta instead (default: the same as inside)."""
+    alpha: float = tuning.DEFAULT.alpha
+    beta: float = tuning.DEFAULT.beta
+    gamma: float = tuning.DEFAULT.gamma
+    ranks_per_node: int = None
+    inter_alpha: float = None
+    inter_beta: float = None
+
+    @classmethod
+    def from_model(cls, model, **two_level):
+        return cls(model.alpha, model.beta, model.gamma, **two_level)
+
+    @property
+    def model(self):
+        """The intra-node CostModel (what the algorithms plan with)."""
+        return tuning.CostModel(self.alpha, self.beta, self.gamma)
+
+    @property
+    def inter(self):
+        """The CostModel of links between nodes (None on a one-level network)."""
+        if not self.ranks_per_node:
+            return None
+        return tuning.CostModel(self.alpha if self.inter_alpha is None else self.inter_alpha,
+                                self.beta if self.inter_beta is None else self.inter_beta, self.gamma)
+
+    def same_node(self, a, b):
+        g = self.ranks_per_node
+        return not g or a // g == b // g
+
+
+class _Message:
+    __slots__ = ("payload", "arrival", "cost")
+
+    def __init__(self, payload, arrival, cost):
+        self.payload, self.arrival, self.cost = payload, arrival, cost
+
+
+class _Channel:
+    __slots__ = ("sent", "posted", "messages")
+
+    def __init__(self):
+        self.sent, self.posted, self.messages = 0, 0, {}
+
+
+class _Baton:
+    """Only one rank runs at a time: a waiting rank hands the run to the next ready one.
+
+    gates[r] is held while rank r may not run; releasing it lets r continue.
+    """
+
+    def __init__(self, size):
+        self.gates = [threading.Lock() for _ in range(size)]
+        for gate in self.gates:
+            gate.acquire()
+        self.ready = deque()
+        self.failure = None
+        self.handovers = 0
+        self.finished = 0
+        self.running = 0          # the rank now running
+
+
+    def start(self):
+        self.ready.extend(range(1, len(self.gates)))
+        self.gates[0].release()
+
+    def enter(self, rank):
+        self.gates[rank].acquire()
+        self._check(rank)
+
+    def _check(self, rank):
+        if self.failure is not None:
+            raise TransportError(f"simulated rank {rank} gave up because {self.failure}")
+
+    def pause(self, rank):
+        """Let the other ready ranks run first (bounds how far one rank runs ahead)."""
+        if self.ready:
+            self.ready.append(rank)
+            self.wait(rank, "run again")
+
+    def wait(self, rank, what):
+        """Rank `rank` cannot go on until woken: run the next ready rank meanwhile."""
+        if not self.ready:
+            self.fail(f"of a deadlock: rank {rank} waits to {what} and every other rank waits or has "
+                      "finished")
+            self._check(rank)
+        self.handovers += 1
+        self.gates[self.ready.popleft()].release()
+        self.gates[rank].acquire()
+        self._check(rank)
+
+    def leave(self, rank):
+        """Rank `rank` is done: run the next ready rank (none while others wait: deadlock)."""
+        if self.failure is not None:
+            return
+        self.finished += 1
+        if self.ready:
+            self.gates[self.ready.popleft()].release()
+        elif self.finished < len(self.gates):
+            self.fail(f"of a deadlock: rank {rank} finished and every other rank waits")
+
+    def fail(self, reason):
+        """Stop everything: every waiting rank wakes up and raises."""
+        if self.failure is None:
+            self.failure = reason
+        for gate in self.gates:
+            if gate.locked():
+                try:
+                    gate.release()
+                except RuntimeError:      # released meanwhile by its own thread
+                    pass
+
+
+class _Fabric:
+    """Shared state of one simulated world: channels, the baton, the network."""
+
+    def __init__(self, size, network, sizes, real_nbytes, pipeline_chunks=None):
+        self.size, self.network, self.pipeline_chunks = size, network, pipeline_chunks
+        self.scale = np.asarray(sizes, dtype=np.float64) / float(real_nbytes)   # virtual bytes per real byte
+        model, inter = network.model, network.inter or network.model
+        self.intra = (model.alpha, self.scale * model.beta)
+        self.across = (inter.alpha, self.scale * inter.beta)
+        self.gamma = self.scale * model.gamma
+        self.costs = {}
+        self.endpoints = []                   # filled by the endpoints, in rank order
+        self.channels = defaultdict(_Channel)
+        self.waiting = [None] * size          # what each blocked rank waits for
+        self.baton = _Baton(size)
+        self.gathered, self.gather_waiters = {}, []
+
+    def cost(self, a, b, nbytes):
+        """Seconds (a vector over sizes) that a message of nbytes real bytes takes on a -> b."""
+        key = (self.network.same_node(a, b), nbytes)
+        cost = self.costs.get(key)
+        if cost is None:
+            alpha, beta = self.intra if key[0] else self.across
+            cost = self.costs[key] = alpha + nbytes * beta
+        return cost
+
+    def reduction(self, nbytes):
+        """Seconds (a vector over sizes) that reducing nbytes real bytes takes."""
+        cost = self.costs.get(nbytes)
+        if cost is None:
+            cost = self.costs[nbytes] = nbytes * self.gamma
+        return cost
+
+    def deposit(self, src, dst, message):
+        channel = self.channels[(src, dst)]
+        channel.messages[channel.sent] = message
+        channel.sent += 1
+        if self.waiting[dst] == src:
+            self.waiting[dst] = None
+            self.baton.ready.append(dst)
+
+    def post(self, src, dst):
+        channel = self.channels[(src, dst)]
+        channel.posted += 1
+        return channel.posted - 1
+
+    def take(self, src, dst, ticket):
+        channel = self.channels[(src, dst)]
+        while ticket not in channel.messages:
+            self.waiting[dst] = src
+            self.baton.wait(dst, f"receive from rank {src}")
+            self.endpoints[dst].ahead = 0
+        return channel.messages.pop(ticket)
+
+    def gather(self, endpoint, obj):
+        """Every rank's obj once all have called (zero cost; clocks meet at the latest)."""
+        self.gathered[endpoint.rank] = (obj, endpoint)
+        if len(self.gathered) < self.size:
+            self.gather_waiters.append(endpoint.rank)
+            while endpoint.rank in self.gather_waiters:
+                self.baton.wait(endpoint.rank, "gather objects")
+            return self.result
+        entries = [self.gathered[r] for r in range(self.size)]
+        latest = np.max([e.clock for _, e in entries], axis=0)
+        for _, e in entries:
+            e.clock = latest.copy()
+        self.result = [obj for obj, _ in entries]
+        self.gathered = {}
+        self.baton.ready.extend(self.gather_waiters)
+        self.gather_waiters = []
+        return self.result
+
+
+class _SendRequest:
+    __slots__ = ("endpoint", "arrival", "buf", "dest", "payload", "start")
+
+    def __init__(self, endpoint, arrival, buf, dest, payload, start):
+        self.endpoint, self.arrival, self.buf, self.dest = endpoint, arrival, buf, dest
+        self.payload, self.start = payload, start
+
+    def wait(self):
+        endpoint = self.endpoint
+        endpoint.step += 1
+        start = float(endpoint.clock[0])
+        endpoint.clock = np.maximum(endpoint.clock, self.arrival)
+        if endpoint.recorder is not None:
+            endpoint.recorder.message(start, float(endpoint.clock[0]), send=(self.buf, self.dest),
+                                      sent=self.payload)
+
+    def test(self):
+        return True
+
+
+class _RecvRequest:
+    __slots__ = ("endpoint", "buf", "source", "ticket", "done")
+
+    def __init__(self, endpoint, buf, source, ticket):
+        self.endpoint, self.buf, self.source, self.ticket = endpoint, buf, source, ticket
+        self.done = False
+
+    def wait(self):
+        if not self.done:
+            self.done = True
+            endpoint = self.endpoint
+            start = float(endpoint.clock[0])
+            endpoint.receive(self.buf, self.source, self.ticket)
+            if endpoint.recorder is not None:
+                endpoint.recorder.message(start, float(endpoint.clock[0]), recv=(self.buf, self.source),
+                                          arrived=endpoint.arrived)
+
+    def test(self):
+        return self.done
+
+
+class SimulatedTransport:
+    """One simulated rank's endpoint (the interface of collectives.transport)."""
+
+    def __init__(self, fabric, rank, recorder=None):
+        self.fabric, self.rank, self.size = fabric, rank, fabric.size
+        self.timeout, self.step = None, 0
+        self.ranks_per_node = fabric.network.ranks_per_node
+        self.cost_model = fabric.network.model       # what the algorithms plan with
+        self.pipeline_chunks = fabric.pipeline_chunks  # None: the algorithms choose
+        zeros = np.zeros_like(fabric.scale)
+        self.clock, self.egress = zeros, zeros     # now; when the outgoing port is free
+        self.in_from, self.in_until = zeros, zeros  # the incoming port's last busy stretch
+        self.recorder = recorder
+        self.messages = 0
+        self.arrived = 0.0      # when the last received message was in (size 0's clock)
+        self.ahead = 0          # messages sent since this rank last waited
+        fabric.endpoints.append(self)
+
+    def nominal_nbytes(self, buf):
+        """The virtual size `buf` stands for (see the module docstring)."""
+        if self.fabric.scale.size != 1:
+            raise SizeDependent("the schedule depends on the message size")
+        return buf.nbytes * float(self.fabric.scale[0])
+
+    # -- point to point -----------------------------------------------------------------
+    def _post(self, buf, dest):
+        cost = self.fabric.cost(self.rank, dest, buf.nbytes)
+        depart = np.maximum(self.clock, self.egress)
+        self.egress = arrival = depart + cost
+        payload = buf.copy()
+        self.fabric.deposit(self.rank, dest, _Message(payload, arrival, cost))
+        self.messages += 1
+        self.ahead += 1
+        if self.ahead >= RUN_AHEAD:      # sends never block: bound the messages in flight
+            self.ahead = 0
+            self.fabric.baton.pause(self.rank)
+        return arrival, payload
+
+    def receive(self, buf, source, ticket):
+        self.step += 1
+        message = self.fabric.take(source, self.rank, ticket)
+        if message.payload.nbytes != buf.nbytes:
+            raise TransportError(f"rank {source} sent {message.payload.nbytes} bytes to rank "
+                                 f"{self.rank}, which expected {buf.nbytes}")
+        np.copyto(buf, message.payload.view(buf.dtype).reshape(buf.shape), casting="no")
+        # The incoming port is busy from in_from to in_until without a gap. A transfer that
+        # ends before that (a message waited for later than it arrived) fits in the gap
+        # before; any other queues after it, joining the busy stretch or starting a new one.
+        arrival, cost = message.arrival, message.cost
+        before = arrival <= self.in_from
+        done = np.where(before, arrival, np.maximum(arrival, self.in_until + cost))
+        start = done - cost
+        self.in_from = np.where(before | (start <= self.in_until), self.in_from, start)
+        self.in_until = np.where(before, self.in_until, done)
+        self.clock = np.maximum(self.clock, done)
+        self.arrived = float(done[0])
+
+    def sendrecv(self, sendbuf, dest, recvbuf, source):
+        start = float(self.clock[0])
+        arrival = payload = None
+        if sendbuf is not None:
+            arrival, payload = self._post(sendbuf, dest)
+        if recvbuf is not None:
+            self.receive(recvbuf, source, self.fabric.post(source, self.rank))
+        if arrival is not None:
+            self.step += 1
+            self.clock = np.maximum(self.clock, arrival)
+        if self.recorder is not None:
+            extra = {"arrived": self.arrived} if recvbuf is not None else {}
+            self.recorder.message(start, float(self.clock[0]), send=(sendbuf, dest),
+                                  recv=(recvbuf, source), sent=payload, **extra)
+
+    def isend(self, buf, dest):
+        start = float(self.clock[0])
+        arrival, payload = self._post(buf, dest)
+        return _SendRequest(self, arrival, buf, dest, payload, start)
+
+    def irecv(self, buf, source):
+        return _RecvRequest(self, buf, source, self.fabric.post(source, self.rank))
+
+    @staticmethod
+    def waitall(requests):
+        for request in requests:
+            request.wait()
+
+    def reduce(self, dst, src, op, reverse):
+        """The reduction hook (collectives.trace.bind): reduce, and charge gamma per byte."""
+        kernels.reduce_into(dst, src, op, reverse=reverse)
+        start = float(self.clock[0])
+        self.clock = self.clock + self.fabric.reduction(dst.nbytes)
+        if self.recorder is not None:
+            self.recorder.reduction(start, float(self.clock[0]), dst, src, op)
+        return dst
+
+    # -- control plane -------------------------------------------------------------------
+    def allgather_object(self, obj):
+        return self.fabric.gather(self, obj)
+
+    def barrier(self):
+        self.allgather_object(None)
+
+    def split(self, color, key=0):
+        raise NotImplementedError("the simulated transport runs one communicator: split is not simulated")
+
+
+@dataclass
+class Simulation:
+    """What one simulated run gives: every rank's return value, every rank's final clock
+    (ranks x sizes), the events (record=True), the message count and baton hand-overs."""
+    results: list
+    clocks: np.ndarray
+    events: list
+    messages: int
+    handovers: int
+
+    @property
+    def time(self):
+        """Seconds per simulated size: the last rank's clock."""
+        return self.clocks.max(axis=0)
+
+
+def simulate(size, fn, network=None, sizes=(1,), real_nbytes=1, record=False, keep_data=False,
+             pipeline_chunks=None):
+    """Run fn(comm) on `size` simulated ranks (a Communicator over SimulatedTransport each)
+    with one virtual clock per entry of `sizes`: every real byte counts as
+    sizes[i] / real_nbytes virtual bytes. record=True keeps trace events (collectives.trace
+    format, virtual seconds of sizes[0]); keep_data also keeps message contents;
+    pipeline_chunks fixes the chunk count of the pipelined algorithms.
+    Returns a Simulation; re-raises the first rank's own error (SizeDependent included).
+    """
+    from .. import trace
+    from ..communicator import Communicator
+    from ..trace import Recorder
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    fabric = _Fabric(size, network or Network(), list(sizes), real_nbytes, pipeline_chunks)
+    endpoints = []
+    for rank in range(size):
+        endpoint = SimulatedTransport(fabric, rank)
+        if record:
+            endpoint.recorder = Recorder(rank, clock=lambda e=endpoint: float(e.clock[0]),
+                                         keep_data=keep_data)
+        endpoints.append(endpoint)
+    results, errors = [None] * size, [None] * size
+
+    def body(rank):
+        endpoint = endpoints[rank]
+        try:
+            fabric.baton.enter(rank)
+            trace.bind(endpoint)
+            comm = Communicator(endpoint, timeout=None, flight_dir="(simulated: no flight records)")
+            results[rank] = fn(comm)
+        except BaseException as exc:        # reported to the caller below
+            errors[rank] = exc
+            fabric.baton.fail(f"rank {rank} failed with {type(exc).__name__}: {exc}")
+        finally:
+            trace.bind(None)
+            fabric.baton.leave(rank)
+
+    previous = threading.stack_size(STACK_BYTES)
+    try:
+        threads = [threading.Thread(target=body, args=(r,), name=f"sim-rank-{r}", daemon=True)
+                   for r in range(size)]
+        for thread in threads:
+            thread.start()
+    finally:
+        threading.stack_size(previous)
+    collecting = gc.isenabled()
+    gc.disable()              # millions of short-lived messages and no cycles: skip the GC passes
+    try:
+        with trace.observing_reductions():
+            fabric.baton.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        if collecting:
+            gc.enable()
+    failed = [r for r, e in enumerate(errors) if e is not None]
+    if failed:
+        own = [r for r in failed if not isinstance(errors[r], TransportError)]
+        raise errors[(own or failed)[0]]
+    events = [e for endpoint in endpoints for e in endpoint.recorder.events] if record else []
+    return Simulation(results, np.array([e.clock for e in endpoints]), events,
+                      sum(e.messages for e in endpoints), fabric.baton.handovers)
