@@ -44,11 +44,22 @@ def swapped(module, name, tensor):
     return call
 
 
+class SeededDropout(nn.Dropout):
+    """Dropout whose mask is the same on every call (so finite differences see one function)."""
+
+    def forward(self, x):
+        nn.manual_seed(3)
+        return super().forward(x)
+
+
 @pytest.mark.parametrize("module", [
     lambda: nn.Linear(3, 2, dtype=np.float64),
+    lambda: nn.Linear(3, 2, bias=False, dtype=np.float64),
     lambda: nn.LayerNorm(3, dtype=np.float64),
     lambda: nn.Sequential(nn.Linear(3, 4, dtype=np.float64), nn.GELU("tanh"), nn.Linear(4, 3, dtype=np.float64)),
-])
+    lambda: nn.Sequential(nn.Linear(3, 5, dtype=np.float64), nn.GELU(), nn.Tanh(), nn.Sigmoid(), nn.ReLU(),
+                          SeededDropout(0.4), nn.Linear(5, 3, dtype=np.float64)),
+], ids=["linear", "linear without bias", "layernorm", "gelu-tanh mlp", "every activation and dropout"])
 def test_module_gradients_match_finite_differences(module):
     nn.manual_seed(0)
     m = module()
@@ -59,6 +70,57 @@ def test_module_gradients_match_finite_differences(module):
     check_gradients(lambda t: m(t), x)                           # with respect to the input
     for name, p in m.named_parameters():                         # and to every parameter
         check_gradients(lambda w, name=name: swapped(m, name, w)(nn.Tensor(x)), p.data.copy())
+
+
+def test_sequential_slices_keep_names_and_ordered_dicts_name_layers():
+    from collections import OrderedDict
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert list(model[1:].state_dict()) == ["2.weight", "2.bias"] and model[-1] is model[2]
+    named = nn.Sequential(OrderedDict([("fc", nn.Linear(3, 4)), ("act", nn.ReLU())]))
+    assert list(named.state_dict()) == ["fc.weight", "fc.bias"] and len(named) == 2
+
+
+def test_nested_modules_use_dotted_names():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(4)
+            self.mlp = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 4))
+
+        def forward(self, x):
+            return x + self.mlp(self.norm(x))
+
+    model = Block()
+    assert [n for n, _ in model.named_parameters()] == [
+        "norm.weight", "norm.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
+    model.eval()
+    assert not model.mlp[1].training and model.train().mlp[1].training
+
+
+def test_zero_grad_to_zeros_keeps_the_arrays():
+    model = nn.Linear(2, 2)
+    F.mse_loss(model(nn.Tensor(np.ones((1, 2), np.float32))), np.zeros((1, 2), np.float32)).backward()
+    grad = model.weight.grad
+    model.zero_grad(set_to_none=False)
+    assert model.weight.grad is grad and not grad.any()
+
+
+def test_linear_parameters_from_a_seed_match_linear_and_shard_by_rows():
+    nn.manual_seed(11)
+    full = nn.Linear(6, 8)
+    weight, bias = nn.init.linear_parameters(6, 8, seed=11)
+    assert np.array_equal(weight, full.weight.data) and np.array_equal(bias, full.bias.data)
+    again, _ = nn.init.linear_parameters(6, 8, seed=11)
+    assert np.array_equal(again[4:8], full.weight.data[4:8])          # a rank's row shard
+
+
+def test_kaiming_uniform_follows_pytorch_bound():
+    t = nn.Tensor(np.zeros((300, 50)))
+    nn.init.kaiming_uniform_(t, a=math.sqrt(5))
+    bound = 1 / math.sqrt(50)
+    assert np.abs(t.data).max() <= bound and np.abs(t.data).max() > 0.95 * bound
+    nn.init.zeros_(t)
+    assert not t.data.any() and nn.init.ones_(t).data.all()
 
 
 def test_state_dict_round_trip_and_errors():
@@ -130,6 +192,34 @@ def test_adam_follows_the_update_formula(cls, wd):
         np.testing.assert_allclose(p.data, expected, rtol=1e-10)
 
 
+def test_changing_the_learning_rate_in_param_groups_takes_effect():
+    p = nn.Parameter(np.zeros(2))
+    optimizer = nn.optim.SGD([p], lr=1.0)
+    optimizer.param_groups[0]["lr"] = 0.5
+    p.grad = np.ones(2)
+    optimizer.step()
+    assert np.array_equal(p.data, [-0.5, -0.5])
+
+
+def test_parameter_groups_have_their_own_hyper_parameters():
+    a, b = nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(2))
+    optimizer = nn.optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.1}], lr=1.0)
+    a.grad, b.grad = np.ones(2), np.ones(2)
+    optimizer.step()
+    assert np.array_equal(a.data, [-1, -1]) and np.allclose(b.data, [-0.1, -0.1])
+    assert [g["params"] for g in optimizer.state_dict()["param_groups"]] == [[0], [1]]
+
+
+def test_adam_keeps_float32_state_and_parameters():
+    p = nn.Parameter(np.ones(4, np.float32))
+    optimizer = nn.optim.Adam([p], lr=0.1, weight_decay=0.01)
+    for _ in range(3):
+        p.grad = np.full(4, 0.5, np.float32)
+        optimizer.step()
+    state = optimizer.state[0]
+    assert p.dtype == state["exp_avg"].dtype == state["exp_avg_sq"].dtype == np.float32
+
+
 def test_optimizer_state_dict_round_trip():
     rng = np.random.default_rng(0)
     a = nn.Parameter(rng.standard_normal(3))
@@ -143,6 +233,8 @@ def test_optimizer_state_dict_round_trip():
         p.grad = np.full(3, 0.5)
         o.step()
     assert np.array_equal(a.data, b.data) and opt2.param_groups[0]["lr"] == 0.1
+    with pytest.raises(ValueError, match="groups of"):
+        nn.optim.Adam([a, b]).load_state_dict(opt.state_dict())
 
 
 def test_training_lowers_the_loss():
