@@ -28,6 +28,8 @@ def pack(arrays, bucket):
 
 def unpack(bucket, arrays, scale=1.0):
     """Copy consecutive pieces of `bucket` back into `arrays`, times `scale`, in place."""
+    if scale != 1.0 and bucket.dtype.kind != "f":
+        raise TypeError(f"unpack with a scale needs a floating-point bucket, got {bucket.dtype}")
     offsets = _offsets(arrays)
     for array, start, end in zip(arrays, offsets[:-1], offsets[1:]):
         piece = bucket[start:end].reshape(array.shape)
