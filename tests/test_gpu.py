@@ -25,3 +25,12 @@ def test_gpu_benchmark_runs_and_checks():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# Out of bounds values : 0 OK" in result.stdout
     assert "nccl" in result.stdout          # either its rows or the line saying why there are none
+
+
+def test_kernel_benchmark_runs_on_the_gpu():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "bench.kernels", "-n", "5", "--rounds", "2"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "pack, 5000 arrays" in result.stdout and "device-to-device copy" in result.stdout

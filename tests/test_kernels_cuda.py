@@ -135,3 +135,17 @@ def test_bad_input_is_refused_before_launch():
         kernels.reduce_into(cp.ones((4, 4))[:, 1], cp.ones(4), "sum")
     with pytest.raises(ValueError, match="bucket only"):
         kernels.pack([cp.ones(5)], cp.ones(3))
+
+
+def test_kernel_benchmark_says_why_it_cannot_run_without_a_gpu(capsys):
+    if cp is not None:
+        pytest.skip("a GPU is present: tests/test_gpu.py runs the benchmark for real")
+    from bench import kernels as bench_kernels
+    assert bench_kernels.main([]) == 0
+    assert "needs CuPy and a CUDA GPU" in capsys.readouterr().out
+
+
+def test_kernel_benchmark_layouts_cover_the_bucket():
+    from bench import kernels as bench_kernels
+    for sizes in bench_kernels.layouts(6_250_000).values():
+        assert sum(sizes) == 6_250_000 and min(sizes) > 0
