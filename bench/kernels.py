@@ -25,8 +25,8 @@ BUCKET_BYTES = 25 * 1000 * 1000
 def layouts(total_elements):
     """{name: sizes}: 100 equal arrays, and 5000 small arrays of uneven sizes, same total."""
     uneven = np.random.default_rng(0).integers(1, 2 * total_elements // 5000, 5000)
-    uneven = (uneven * (total_elements / uneven.sum())).astype(int)
-    uneven[-1] += total_elements - uneven.sum()
+    uneven = np.maximum((uneven * (total_elements / uneven.sum())).astype(int), 1)
+    uneven[np.argmax(uneven)] += total_elements - uneven.sum()
     return {"100 arrays": [total_elements // 100] * 100, "5000 arrays": uneven.tolist()}
 
 
