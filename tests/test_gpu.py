@@ -34,3 +34,32 @@ def test_kernel_benchmark_runs_on_the_gpu():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "pack, 5000 arrays" in result.stdout and "device-to-device copy" in result.stdout
+
+
+def test_data_parallel_on_the_gpu_matches_the_cpu():
+    import numpy as np
+
+    import collectives as cc
+    import nn
+    from nn import functional as F
+    from nn.parallel import DistributedDataParallel
+
+    def body(comm, on_gpu, compression):
+        nn.manual_seed(0)
+        module = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+        if on_gpu:
+            for p in module.parameters():
+                p.data = cupy.asarray(p.data)
+        model = DistributedDataParallel(module, comm, bucket_cap_mb=0.0005, compression=compression)
+        rng = np.random.default_rng(comm.rank)
+        x = rng.standard_normal((6, 8)).astype(np.float32)
+        y = rng.integers(0, 4, 6)
+        x = cupy.asarray(x) if on_gpu else x
+        F.cross_entropy(model(nn.Tensor(x)), cupy.asarray(y) if on_gpu else y).backward()
+        return [cupy.asnumpy(p.grad) if on_gpu else p.grad.copy() for p in module.parameters()]
+
+    for compression in (None, "fp16"):
+        cpu = cc.run_threads(2, body, False, compression)
+        gpu = cc.run_threads(2, body, True, compression)
+        for a, b in zip(cpu[0], gpu[0]):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
