@@ -83,6 +83,8 @@ def run_one(spec, algorithm, n, network, sizes, count, root=0, record=False):
 
     def body(comm):
         x, out = spec.arguments(inputs[comm.rank].copy(), n, comm.rank, False)
+        if comm.transport.recorder is not None:
+            comm.transport.recorder.name_buffers(x=x, out=out)
         return spec.run(comm, x, out, "sum", root, algorithm, False)
 
     try:
@@ -123,10 +125,11 @@ def describe(network):
 
 
 def human(size):
+    """1 KiB, 256 MiB; 3 significant digits where the size is not a whole unit (830 KiB)."""
     for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale} {unit}iB"
-    return f"{size} B"
+        if size >= scale:
+            return f"{size // scale} {unit}iB" if size % scale == 0 else f"{size / scale:.3g} {unit}iB"
+    return f"{size:.0f} B"
 
 
 def build_parser():

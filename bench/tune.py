@@ -115,26 +115,26 @@ def report(measured, model, n, say):
     for name, table in measured.items():
         algorithms = list(table["times"])
         say(f"#\n# {name}: measured vs predicted (us; fitted model, textbook formulas)")
-        say(f"# {'size':>10}  " + "".join(f"{a:>26}" for a in algorithms)
-            + f"  {'best measured':>20} {'model picks':>20} {'its time/best':>13}")
+        say(f"# {'size':>10}  " + "".join(f"{a[:21]:>22}" for a in algorithms)
+            + f"  {'best measured':>19} {'model picks':>19} {'its time/best':>13}")
         for i, size in enumerate(table["sizes"]):
             cells = ""
             for a in algorithms:
                 t = table["times"][a][i]
                 p = tuning.predict(name, a, size, n, model, chunks=table["chunks"][a][i])
-                cells += f"{t * 1e6:>12.1f} /{p * 1e6:>9.1f} ({p / t:4.2f})"
+                cells += f"{t * 1e6:>9.0f}/{p * 1e6:<7.0f}{p / t:>5.2f}"
             best = min(algorithms, key=lambda a: table["times"][a][i])
             pick = tuning.choose(name, algorithms, size, n, model)
             ratio = table["times"][pick][i] / table["times"][best][i]
             good += ratio <= 1 + WITHIN
             total += 1
-            say(f"  {human(size):>10}  {cells}  {best:>20} {pick:>20} {ratio:>13.2f}")
-        say(f"# (each cell: measured / predicted (predicted/measured))")
+            say(f"  {human(size):>10}  {cells}  {best:>19} {pick:>19} {ratio:>13.2f}")
+        say("# (each cell: measured/predicted us, then predicted/measured)")
         switch = winners(name, algorithms, n, model)
         say(f"# {name}, predicted fastest: " + "; ".join(
-            f"{a} from {human(int(round(s)))}" if i else f"{a}" for i, (s, a) in enumerate(switch)))
+            f"{a} from {human(s)}" if i else f"{a}" for i, (s, a) in enumerate(switch)))
         for size, below, above in crossovers(name, algorithms, n, model):
-            say(f"#   predicted crossover {below} -> {above} at {human(int(round(size)))}")
+            say(f"#   predicted crossover {below} -> {above} at {human(size)}")
     return good, total
 
 

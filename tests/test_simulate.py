@@ -105,7 +105,7 @@ def test_a_ranks_own_error_is_reraised():
 def test_barrier_aligns_the_clocks():
     def body(comm):
         if comm.rank == 0:
-            comm.transport.clock = comm.transport.clock + 1.0
+            comm.transport.clock = [c + 1.0 for c in comm.transport.clock]
         comm.barrier()
         return float(comm.transport.clock[0])
     assert simulate(3, body, NETWORK).results == [1.0, 1.0, 1.0]

@@ -183,11 +183,12 @@ class _Fabric:
 
     def __init__(self, size, network, sizes, real_nbytes, pipeline_chunks=None):
         self.size, self.network, self.pipeline_chunks = size, network, pipeline_chunks
-        self.scale = np.asarray(sizes, dtype=np.float64) / float(real_nbytes)   # virtual bytes per real byte
+        # Clocks are short lists of floats, one per size: faster than NumPy at this length.
+        self.scale = [size / float(real_nbytes) for size in sizes]   # virtual bytes per real byte
         model, inter = network.model, network.inter or network.model
-        self.intra = (model.alpha, self.scale * model.beta)
-        self.across = (inter.alpha, self.scale * inter.beta)
-        self.gamma = self.scale * model.gamma
+        self.intra = (model.alpha, [x * model.beta for x in self.scale])
+        self.across = (inter.alpha, [x * inter.beta for x in self.scale])
+        self.gamma = [x * model.gamma for x in self.scale]
         self.costs = {}
         self.endpoints = []                   # filled by the endpoints, in rank order
         self.channels = defaultdict(_Channel)
@@ -201,14 +202,14 @@ class _Fabric:
         cost = self.costs.get(key)
         if cost is None:
             alpha, beta = self.intra if key[0] else self.across
-            cost = self.costs[key] = alpha + nbytes * beta
+            cost = self.costs[key] = [alpha + nbytes * b for b in beta]
         return cost
 
     def reduction(self, nbytes):
         """Seconds (a vector over sizes) that reducing nbytes real bytes takes."""
         cost = self.costs.get(nbytes)
         if cost is None:
-            cost = self.costs[nbytes] = nbytes * self.gamma
+            cost = self.costs[nbytes] = [nbytes * g for g in self.gamma]
         return cost
 
     def deposit(self, src, dst, message):
@@ -241,9 +242,9 @@ class _Fabric:
                 self.baton.wait(endpoint.rank, "gather objects")
             return self.result
         entries = [self.gathered[r] for r in range(self.size)]
-        latest = np.max([e.clock for _, e in entries], axis=0)
+        latest = [max(times) for times in zip(*(e.clock for _, e in entries))]
         for _, e in entries:
-            e.clock = latest.copy()
+            e.clock = list(latest)
         self.result = [obj for obj, _ in entries]
         self.gathered = {}
         self.baton.ready.extend(self.gather_waiters)
@@ -262,7 +263,7 @@ class _SendRequest:
         endpoint = self.endpoint
         endpoint.step += 1
         start = float(endpoint.clock[0])
-        endpoint.clock = np.maximum(endpoint.clock, self.arrival)
+        endpoint.clock = [max(c, a) for c, a in zip(endpoint.clock, self.arrival)]
         if endpoint.recorder is not None:
             endpoint.recorder.message(start, float(endpoint.clock[0]), send=(self.buf, self.dest),
                                       sent=self.payload)
@@ -301,9 +302,9 @@ class SimulatedTransport:
         self.ranks_per_node = fabric.network.ranks_per_node
         self.cost_model = fabric.network.model       # what the algorithms plan with
         self.pipeline_chunks = fabric.pipeline_chunks  # None: the algorithms choose
-        zeros = np.zeros_like(fabric.scale)
-        self.clock, self.egress = zeros, zeros     # now; when the outgoing port is free
-        self.in_from, self.in_until = zeros, zeros  # the incoming port's last busy stretch
+        zeros = [0.0] * len(fabric.scale)
+        self.clock, self.egress = list(zeros), list(zeros)        # now; when the outgoing port is free
+        self.in_from, self.in_until = list(zeros), list(zeros)    # the incoming port's last busy stretch
         self.recorder = recorder
         self.messages = 0
         self.arrived = 0.0      # when the last received message was in (size 0's clock)
@@ -312,15 +313,14 @@ class SimulatedTransport:
 
     def nominal_nbytes(self, buf):
         """The virtual size `buf` stands for (see the module docstring)."""
-        if self.fabric.scale.size != 1:
+        if len(self.fabric.scale) != 1:
             raise SizeDependent("the schedule depends on the message size")
         return buf.nbytes * float(self.fabric.scale[0])
 
     # -- point to point -----------------------------------------------------------------
     def _post(self, buf, dest):
         cost = self.fabric.cost(self.rank, dest, buf.nbytes)
-        depart = np.maximum(self.clock, self.egress)
-        self.egress = arrival = depart + cost
+        self.egress = arrival = [max(c, e) + k for c, e, k in zip(self.clock, self.egress, cost)]
         payload = buf.copy()
         self.fabric.deposit(self.rank, dest, _Message(payload, arrival, cost))
         self.messages += 1
@@ -336,18 +336,26 @@ class SimulatedTransport:
         if message.payload.nbytes != buf.nbytes:
             raise TransportError(f"rank {source} sent {message.payload.nbytes} bytes to rank "
                                  f"{self.rank}, which expected {buf.nbytes}")
-        np.copyto(buf, message.payload.view(buf.dtype).reshape(buf.shape), casting="no")
+        payload = message.payload
+        if payload.dtype != buf.dtype or payload.shape != buf.shape:
+            payload = payload.view(buf.dtype).reshape(buf.shape)
+        np.copyto(buf, payload, casting="no")
         # The incoming port is busy from in_from to in_until without a gap. A transfer that
         # ends before that (a message waited for later than it arrived) fits in the gap
         # before; any other queues after it, joining the busy stretch or starting a new one.
-        arrival, cost = message.arrival, message.cost
-        before = arrival <= self.in_from
-        done = np.where(before, arrival, np.maximum(arrival, self.in_until + cost))
-        start = done - cost
-        self.in_from = np.where(before | (start <= self.in_until), self.in_from, start)
-        self.in_until = np.where(before, self.in_until, done)
-        self.clock = np.maximum(self.clock, done)
-        self.arrived = float(done[0])
+        clock, in_from, in_until = self.clock, self.in_from, self.in_until
+        for i, (arrival, cost) in enumerate(zip(message.arrival, message.cost)):
+            if arrival <= in_from[i]:
+                done = arrival
+            else:
+                done = max(arrival, in_until[i] + cost)
+                if done - cost > in_until[i]:
+                    in_from[i] = done - cost
+                in_until[i] = done
+            if done > clock[i]:
+                clock[i] = done
+            if i == 0:
+                self.arrived = done
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         start = float(self.clock[0])
@@ -358,7 +366,7 @@ class SimulatedTransport:
             self.receive(recvbuf, source, self.fabric.post(source, self.rank))
         if arrival is not None:
             self.step += 1
-            self.clock = np.maximum(self.clock, arrival)
+            self.clock = [max(c, a) for c, a in zip(self.clock, arrival)]
         if self.recorder is not None:
             extra = {"arrived": self.arrived} if recvbuf is not None else {}
             self.recorder.message(start, float(self.clock[0]), send=(sendbuf, dest),
@@ -380,8 +388,8 @@ class SimulatedTransport:
     def reduce(self, dst, src, op, reverse):
         """The reduction hook (collectives.trace.bind): reduce, and charge gamma per byte."""
         kernels.reduce_into(dst, src, op, reverse=reverse)
-        start = float(self.clock[0])
-        self.clock = self.clock + self.fabric.reduction(dst.nbytes)
+        start = self.clock[0]
+        self.clock = [c + g for c, g in zip(self.clock, self.fabric.reduction(dst.nbytes))]
         if self.recorder is not None:
             self.recorder.reduction(start, float(self.clock[0]), dst, src, op)
         return dst
