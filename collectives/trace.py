@@ -29,6 +29,7 @@ from contextlib import contextmanager
 import kernels
 
 from .algorithms import common
+from .transport.wrapper import TransportWrapper
 
 # -- seeing reductions ---------------------------------------------------------------------------
 _local = threading.local()
@@ -176,17 +177,20 @@ class _TracedRequest:
         return self.inner.test()
 
 
-class TracingTransport:
+class TracingTransport(TransportWrapper):
     """A transport that records every step of the transport it wraps (see module
-    docstring). Everything it does not define (native_* collectives, timeout, step,
-    ranks_per_node, ...) is the wrapped transport's."""
+    docstring). Everything it does not define (timeout, step, ranks_per_node, ...) is the
+    wrapped transport's; MPI's native_* collectives are recorded as one event per call."""
 
     def __init__(self, inner, recorder):
-        self.inner, self.recorder = inner, recorder
-        self.rank, self.size = inner.rank, inner.size
+        super().__init__(inner)
+        self.recorder = recorder
+
+    def rewrap(self, inner):
+        return TracingTransport(inner, self.recorder)
 
     def __getattr__(self, name):
-        value = getattr(self.inner, name)
+        value = super().__getattr__(name)
         if name.startswith("native_"):          # MPI's own collective: one event for the call
             return self._native(name, value)
         return value
@@ -230,16 +234,6 @@ class TracingTransport:
         if recorder.enabled:
             recorder.reduction(start, recorder.clock(), dst, src, op)
         return dst
-
-    def allgather_object(self, obj):
-        return self.inner.allgather_object(obj)
-
-    def barrier(self):
-        self.inner.barrier()
-
-    def split(self, color, key=0):
-        sub = self.inner.split(color, key)
-        return None if sub is None else TracingTransport(sub, self.recorder)
 
 
 def enable(comm, keep_data=False):
