@@ -1,9 +1,18 @@
-"""python -m bench.mlp [--batch 128] [--repeats 15] [--steps 5]
+"""python -m bench.mlp [--batch 128] [--repeats 15] [--steps 5] [--warmup 1]
 
 The cost of the autograd library: one training step (forward, backward, SGD) of a
 784-1024-1024-10 ReLU MLP in float32, through `nn`, against the same step written by
 hand in plain NumPy, interleaved in one run (median of the repeats). Both start from the
 same weights and batch; the first step's losses are printed side by side as a check.
+
+Each round runs `--warmup` untimed steps of a contender before timing its `--steps`.
+Why: `nn` keeps every parameter's gradient until optimizer.step(), while the hand-written
+step frees each layer's gradient right after its update, so `nn`'s peak memory is a few
+MiB higher. While the NumPy step runs, glibc returns that memory to the OS, and the
+first `nn` step after the switch pays to fault it back in (+35% on that step, measured;
+it disappears with MALLOC_TRIM_THRESHOLD_/MALLOC_MMAP_THRESHOLD_ set high). A training
+loop never switches, so the warm-up step keeps that switching cost out of the ratio;
+`--warmup 0` shows it.
 """
 import argparse
 import statistics
@@ -18,11 +27,13 @@ SIZES = (784, 1024, 1024, 10)
 
 
 def make_batch(batch, seed=0):
+    """A float32 input batch and integer class targets."""
     rng = np.random.default_rng(seed)
     return rng.standard_normal((batch, SIZES[0])).astype(np.float32), rng.integers(0, SIZES[-1], batch)
 
 
 def library_model(seed=0):
+    """The MLP as nn.Sequential of Linear and ReLU layers, initialised from `seed`."""
     nn.manual_seed(seed)
     layers = []
     for i in range(len(SIZES) - 1):
@@ -33,6 +44,7 @@ def library_model(seed=0):
 
 
 def library_step(model, optimizer, x, y):
+    """One training step through nn; returns the loss."""
     optimizer.zero_grad()
     loss = F.cross_entropy(model(nn.Tensor(x)), y)
     loss.backward()
@@ -69,7 +81,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[2])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds of each")
-    parser.add_argument("--steps", type=int, default=5, help="training steps per round")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per round")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per round before timing")
     parser.add_argument("--lr", type=float, default=0.01)
     args = parser.parse_args(argv)
     x, y = make_batch(args.batch)
@@ -79,15 +92,17 @@ def main(argv=None):
     first = (library_step(model, optimizer, x, y), numpy_step(weights, x, y, args.lr))
     print(f"# MLP {'-'.join(map(str, SIZES))}, batch {args.batch}, float32, SGD; "
           f"first-step loss: nn {first[0]:.6f}, numpy {first[1]:.6f}")
+    print(f"# {args.repeats} interleaved rounds of {args.warmup} untimed + {args.steps} timed steps each")
     times = {"nn": [], "numpy": []}
+    steps = {"nn": lambda: library_step(model, optimizer, x, y),
+             "numpy": lambda: numpy_step(weights, x, y, args.lr)}
     for _ in range(args.repeats):
-        for name in ("nn", "numpy"):
+        for name, step in steps.items():
+            for _ in range(args.warmup):
+                step()
             start = time.perf_counter()
             for _ in range(args.steps):
-                if name == "nn":
-                    library_step(model, optimizer, x, y)
-                else:
-                    numpy_step(weights, x, y, args.lr)
+                step()
             times[name].append((time.perf_counter() - start) / args.steps)
     library, plain = statistics.median(times["nn"]), statistics.median(times["numpy"])
     ratios = sorted(a / b for a, b in zip(times["nn"], times["numpy"]))
