@@ -43,28 +43,30 @@ def build_parser():
     return parser
 
 
-def measure(comm, name, sizes, args):
-    """{"world_size", "sizes", "times": {algorithm: [seconds]}, "chunks": {algorithm: [k]}}
-    for one collective (out of place where it has that mode; float32, sum)."""
-    spec = collective_spec(name)
-    algorithms = [a for a in comm.algorithms(name) if a != "mpi"]
+def measure(comm, names, sizes, args, progress=lambda text: None):
+    """{collective: {"world_size", "sizes", "times": {algorithm: [seconds]}, "chunks":
+    {algorithm: [k]}}} (out of place where there is that mode; float32, sum). Sizes are the
+    outer loop, so that a change in machine load shows in every collective alike."""
     options = argparse.Namespace(op="sum", root=0, datatype="float32", device="cpu",
                                  iters=args.iters, warmup_iters=args.warmup_iters)
-    run = Runner(comm, spec, options, {})
-    inplace = spec.modes[0]
-    table = {"world_size": comm.size, "sizes": [], "times": {a: [] for a in algorithms},
-             "chunks": {a: [] for a in algorithms}}
     model = tuning.current().model        # what the algorithms plan their chunks with now
+    specs = {name: collective_spec(name) for name in names}
+    ours = {name: [a for a in comm.algorithms(name) if a != "mpi"] for name in names}
+    tables = {name: {"world_size": comm.size, "sizes": list(sizes), "times": {a: [] for a in ours[name]},
+                     "chunks": {a: [] for a in ours[name]}} for name in names}
     for size in sizes:
-        count = spec.count_for(size, comm.size, 4)
-        calls = {inplace: spec.arguments(make_input(comm.rank, count, options), comm.size, comm.rank, inplace)}
-        times = time_rounds(comm, run, algorithms, calls, options)
-        table["sizes"].append(size)
-        for algorithm in algorithms:
-            table["times"][algorithm].append(times[(algorithm, inplace)])
-            table["chunks"][algorithm].append(
-                tuning.algorithm_chunks(name, algorithm, count * 4, comm.size, model))
-    return table
+        for name, spec in specs.items():
+            inplace = spec.modes[0]
+            count = spec.count_for(size, comm.size, 4)
+            calls = {inplace: spec.arguments(make_input(comm.rank, count, options), comm.size, comm.rank,
+                                             inplace)}
+            times = time_rounds(comm, Runner(comm, spec, options, {}), ours[name], calls, options)
+            for algorithm in ours[name]:
+                tables[name]["times"][algorithm].append(times[(algorithm, inplace)])
+                tables[name]["chunks"][algorithm].append(
+                    tuning.algorithm_chunks(name, algorithm, count * 4, comm.size, model))
+        progress(f"# measured {human(size)}")
+    return tables
 
 
 def fit_tables(measured, n):
@@ -154,11 +156,9 @@ def main(argv=None, out=sys.stdout):
         f"{human(sizes[0])}..{human(sizes[-1])} x{args.stepfactor}, iters {args.iters}")
     np.seterr(over="ignore", invalid="ignore", under="ignore")
     start = time.perf_counter()
-    measured = {}
-    for name in names:
-        measured[name] = measure(comm, name, sizes, args)
-        if comm.rank == 0:
-            print(f"# measured {name} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    progress = ((lambda text: print(f"{text} ({time.perf_counter() - start:.0f} s)", file=sys.stderr,
+                                    flush=True)) if comm.rank == 0 else (lambda text: None))
+    measured = measure(comm, names, sizes, args, progress)
     if comm.rank != 0:
         return 0
     model = fit_tables(measured, comm.size)
