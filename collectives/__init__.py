@@ -49,11 +49,25 @@ def init(comm=None, *, debug=None, timeout=_UNSET, flight_dir=None):
     install_abort_on_fault()
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)          # ranks on this node pick GPUs in turn
     device = select_device(node.Get_rank())
+    layout = comm.allgather((node.Get_size(), comm.Get_rank() - node.Get_rank()))
     node.Free()
-    communicator = Communicator(MPITransport(comm.Dup()), timeout=timeout, flight_dir=flight_dir,
+    transport = MPITransport(comm.Dup())
+    transport.ranks_per_node = _equal_consecutive_nodes(layout)
+    communicator = Communicator(transport, timeout=timeout, flight_dir=flight_dir,
                                 debug=debug_from_env() if debug is None else debug)
     communicator.device = device
     return communicator
+
+
+def _equal_consecutive_nodes(layout):
+    """Ranks per node when the job spans several nodes of equal size holding consecutive
+    ranks (what the "hierarchical" algorithm needs), else None. `layout` holds each rank's
+    (node size, first rank of its node)."""
+    g = layout[0][0]
+    if g == len(layout) or any(size != g or first != rank - rank % g
+                               for rank, (size, first) in enumerate(layout)):
+        return None
+    return g
 
 
 def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, **kwargs):

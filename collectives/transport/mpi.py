@@ -42,6 +42,7 @@ class MPITransport:
         self.size = comm.Get_size()
         self.timeout = timeout
         self.step = 0          # waits completed in the current collective (for error messages)
+        self.ranks_per_node = None   # set by cc.init when the job spans equal nodes of consecutive ranks
         comm.Set_errhandler(MPI.ERRORS_RETURN)
 
     def _complete(self, requests, peer, what):
