@@ -26,18 +26,24 @@ def pack(arrays, bucket):
     return bucket
 
 
+def _scatter(flat, arrays, scale):
+    """Consecutive pieces of `flat` into `arrays`, times `scale` computed in each array's
+    own precision (float32 for the fp16 wire, as the CUDA kernel does)."""
+    offsets = _offsets(arrays)
+    for array, start, end in zip(arrays, offsets[:-1], offsets[1:]):
+        piece = flat[start:end].reshape(array.shape)
+        if scale == 1.0:
+            array[...] = piece
+        else:
+            np.multiply(piece, array.dtype.type(scale), out=array, casting="unsafe")
+    return arrays
+
+
 def unpack(bucket, arrays, scale=1.0):
     """Copy consecutive pieces of `bucket` back into `arrays`, times `scale`, in place."""
     if scale != 1.0 and bucket.dtype.kind != "f":
         raise TypeError(f"unpack with a scale needs a floating-point bucket, got {bucket.dtype}")
-    offsets = _offsets(arrays)
-    for array, start, end in zip(arrays, offsets[:-1], offsets[1:]):
-        piece = bucket[start:end].reshape(array.shape)
-        if scale == 1.0:
-            array[...] = piece
-        else:
-            np.multiply(piece, scale, out=array, casting="unsafe")
-    return arrays
+    return _scatter(bucket, arrays, scale)
 
 
 def compress_fp16(bucket, wire, scale=1.0):
@@ -51,11 +57,4 @@ def compress_fp16(bucket, wire, scale=1.0):
 
 def unpack_fp16(wire, arrays, scale=1.0):
     """Restore float32 `arrays` from the float16 `wire` buffer (times `scale`), in pack order."""
-    offsets = _offsets(arrays)
-    for array, start, end in zip(arrays, offsets[:-1], offsets[1:]):
-        piece = wire[start:end].reshape(array.shape)
-        if scale == 1.0:
-            array[...] = piece
-        else:
-            np.multiply(piece, np.float32(scale), out=array, casting="unsafe")
-    return arrays
+    return _scatter(wire, arrays, scale)
