@@ -115,7 +115,8 @@ class Communicator:
         valid = self.algorithms(collective)
         if algorithm == "auto":
             ours = [name for name in valid if name != registry.NATIVE]
-            return tuning.choose(collective, ours, nbytes, self.size)
+            return tuning.choose(collective, ours, nbytes, self.size,
+                                 ranks_per_node=getattr(self.transport, "ranks_per_node", None))
         if algorithm not in valid:
             raise ValueError(f"unknown {collective} algorithm {algorithm!r}: valid are 'auto', "
                              f"{', '.join(map(repr, valid))}")

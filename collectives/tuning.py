@@ -166,11 +166,12 @@ def predict(collective, algorithm, nbytes, n, model=None, chunks=None, ranks_per
     return model.time(coefficients(collective, algorithm, nbytes, n, chunks, model, ranks_per_node))
 
 
-def choose(collective, candidates, nbytes, n, model=None):
+def choose(collective, candidates, nbytes, n, model=None, ranks_per_node=None):
     """The candidate expected to be fastest (ties: the first listed).
 
     With an explicit `model`: the smallest prediction. Otherwise the tuning file decides
     where it measured this collective at this world size, and its model elsewhere.
+    `ranks_per_node` is the node size the "hierarchical" prediction needs.
     """
     if model is None:
         tuning = current()
@@ -178,7 +179,8 @@ def choose(collective, candidates, nbytes, n, model=None):
         if measured is not None:
             return measured
         model = tuning.model
-    return min(candidates, key=lambda name: predict(collective, name, nbytes, n, model))
+    return min(candidates, key=lambda name: predict(collective, name, nbytes, n, model,
+                                                    ranks_per_node=ranks_per_node))
 
 
 # -- fitting ----------------------------------------------------------------------------------
