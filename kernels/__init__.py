@@ -1,24 +1,29 @@
 """On-device and on-host kernels: one Python entry point per kernel.
 
-Each entry point picks the CUDA implementation for CuPy arrays and the NumPy twin
-(`kernels.reference`) for NumPy arrays.
+Each entry point runs the CUDA kernel (kernels/*.cu through kernels.cuda) for CuPy arrays
+and its NumPy twin (kernels.reference) for NumPy arrays; CuPy is imported only when a
+non-NumPy array arrives. Supported dtypes on the GPU: float16, float32, float64, int32,
+int64 (reduce_into on the CPU takes any NumPy dtype). The CPU accepts strided arrays; the
+GPU path refuses them with a ValueError, like arrays on another device.
 """
 import numpy as np
 
 from . import reference
+from .reference import bucket_views
+
+__all__ = ["reduce_into", "pack", "unpack", "compress_fp16", "unpack_fp16", "bucket_views"]
 
 
 def _impl(*arrays):
-    """kernels.cuda for CuPy arrays, kernels.reference for NumPy ones (never mixed)."""
-    kinds = {isinstance(a, np.ndarray) for a in arrays}
-    if len(kinds) > 1:
-        raise TypeError("kernels take all NumPy or all CuPy arrays, not a mix")
-    if kinds == {False}:
-        from . import cuda
-        return cuda
-    return reference
-
-__all__ = ["reduce_into", "pack", "unpack", "compress_fp16", "unpack_fp16"]
+    """kernels.reference for NumPy arrays, kernels.cuda for anything else (never mixed)."""
+    on_host = sum(isinstance(a, np.ndarray) for a in arrays)
+    if on_host == len(arrays):
+        return reference
+    if on_host:
+        kinds = ", ".join(type(a).__name__ for a in arrays)
+        raise TypeError(f"kernels take all NumPy or all CuPy arrays, not a mix (got {kinds})")
+    from . import cuda
+    return cuda
 
 
 def reduce_into(dst, src, op, reverse=False):
@@ -28,27 +33,33 @@ def reduce_into(dst, src, op, reverse=False):
     in one canonical order, so that results are bitwise equal on both sides even for max/min
     of signed zeros and NaN payloads).
     op is one of "sum", "prod", "max", "min". dst and src have the same shape and dtype.
-    Cost: one read of dst and src, one write of dst.
+    Cost: one read of dst and src, one write of dst; no allocation.
     """
+    if type(dst) is np.ndarray and type(src) is np.ndarray:       # the collectives' hot path
+        return reference.reduce_into(dst, src, op, reverse)
     return _impl(dst, src).reduce_into(dst, src, op, reverse)
 
 
 def pack(arrays, bucket):
-    """Copy many arrays into one flat bucket, in order; returns bucket.
+    """Copy many arrays (any shapes and sizes, the bucket's dtype) one after another into
+    the 1-D bucket; returns bucket. On the GPU: ONE launch whatever the number of arrays.
     Cost: one read and one write of every element."""
     return _impl(*arrays, bucket).pack(arrays, bucket)
 
 
 def unpack(bucket, arrays, scale=1.0):
-    """Copy the bucket back into the arrays with the scale fused in (1/world averages)."""
+    """Copy consecutive pieces of the bucket back into the arrays times `scale`, fused
+    (scale=1/world averages at no extra pass); returns arrays. Cost: as pack."""
     return _impl(bucket, *arrays).unpack(bucket, arrays, scale)
 
 
 def compress_fp16(bucket, wire, scale=1.0):
-    """float32 bucket -> float16 wire buffer, times scale (gradient compression)."""
+    """wire[i] = float16(bucket[i] * scale) for a float32 bucket and a float16 wire buffer of
+    the same shape (gradient compression); returns wire. Cost: reads 4, writes 2 bytes each."""
     return _impl(bucket, wire).compress_fp16(bucket, wire, scale)
 
 
 def unpack_fp16(wire, arrays, scale=1.0):
-    """float16 wire buffer -> float32 arrays, times scale, in pack order."""
+    """float32 arrays = float32(wire piece) * scale, consecutive pieces in pack order; on the
+    GPU in ONE launch; returns arrays. Cost: reads 2, writes 4 bytes per element."""
     return _impl(wire, *arrays).unpack_fp16(wire, arrays, scale)

@@ -1,0 +1,170 @@
+// What every kernel in this folder shares: the float16 storage type, the element-wise
+// operations, and the one block-level loop that moves a segment of elements fast.
+//
+// No #include anywhere: kernels/cuda.py pastes this file in place of its #include line and
+// hands the result to NVRTC, which then needs no include path (NVRTC cannot always find
+// cuda_fp16.h), and CuPy's compile cache, keyed by the source text, sees header changes.
+#pragma once
+
+// Every kernel is launched with THREADS threads per block (kernels/cuda.py reads it here).
+constexpr int THREADS = 256;
+// Bytes each thread has in flight per loop trip: four 16-byte vectors, or as many scalars.
+// A memory-bound copy is limited by the loads in flight, so the scalar fallback keeps the
+// same number of bytes in flight as the vector path.
+constexpr int BYTES_IN_FLIGHT = 64;
+
+// ---- float16, carried as its 16 raw bits ----------------------------------------------
+// Converted with the PTX cvt instructions (round to nearest even, like NumPy), so no header
+// is needed. Arithmetic on float16 happens in float32 and is rounded back once per
+// operation, which is what NumPy does.
+struct f16 { unsigned short bits; };
+
+__device__ __forceinline__ float f16_to_float(f16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
+    return f;
+}
+
+__device__ __forceinline__ f16 float_to_f16(float f) {
+    f16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));
+    return h;
+}
+
+// Math<T>::type is the type arithmetic on T happens in; widen/narrow convert to and from it.
+template <typename T> struct Math { typedef T type; };
+template <> struct Math<f16> { typedef float type; };
+
+template <typename T> __device__ __forceinline__ typename Math<T>::type widen(T v) { return v; }
+template <> __device__ __forceinline__ float widen<f16>(f16 v) { return f16_to_float(v); }
+
+template <typename T> __device__ __forceinline__ T narrow(typename Math<T>::type v) { return (T)v; }
+template <> __device__ __forceinline__ f16 narrow<f16>(float v) { return float_to_f16(v); }
+
+__device__ __forceinline__ long long min64(long long a, long long b) { return a < b ? a : b; }
+__device__ __forceinline__ long long max64(long long a, long long b) { return a > b ? a : b; }
+
+// ---- element-wise operations: out = op(old value of the destination, source value) ----
+// reads_dst says whether the loop must load the destination first.
+
+template <typename T> struct Copy {                     // bit-exact copy
+    static constexpr bool reads_dst = false;
+    __device__ explicit Copy(double) {}
+    __device__ T operator()(T, T x) const { return x; }
+};
+
+template <typename S, typename D> struct Convert {      // plain cast, e.g. float16 -> float32
+    static constexpr bool reads_dst = false;
+    __device__ explicit Convert(double) {}
+    __device__ D operator()(D, S x) const {
+        return narrow<D>((typename Math<D>::type)widen<S>(x));
+    }
+};
+
+// D(x * scale), the product taken in the source's arithmetic type (float32 for float16).
+// The caller rounds `scale` to the type NumPy multiplies in, so the results match bitwise.
+template <typename S, typename D> struct Scale {
+    static constexpr bool reads_dst = false;
+    typename Math<S>::type scale;
+    __device__ explicit Scale(double s) : scale((typename Math<S>::type)s) {}
+    __device__ D operator()(D, S x) const {
+        return narrow<D>((typename Math<D>::type)(widen<S>(x) * scale));
+    }
+};
+
+// ---- 16-byte vectors ----------------------------------------------------------------------
+template <typename T, int W> struct alignas(sizeof(T) * W) Vec { T v[W]; };
+
+// Elements per vector for a source S and destination D: 16 bytes of the wider type.
+template <typename S, typename D> struct Width {
+    static constexpr int value = 16 / (sizeof(S) > sizeof(D) ? sizeof(S) : sizeof(D));
+};
+
+// How many elements from p to the next address aligned for a W-element vector of T
+// (p itself is aligned to sizeof(T), as every CuPy array is).
+template <typename T, int W> __device__ __forceinline__ int elements_to_boundary(const T* p) {
+    const unsigned long long element = reinterpret_cast<unsigned long long>(p) / sizeof(T);
+    return (int)((W - element % W) % W);
+}
+
+// ---- the block-level loops ------------------------------------------------------------------
+// The calling block's threads apply e to elements [from, to): d[i] = e(d[i], s[i]).
+// Each trip loads U elements per thread (coalesced: neighbouring threads, neighbouring
+// elements) before storing any, so U loads are in flight per thread.
+template <typename S, typename D, typename E>
+__device__ __forceinline__ void block_scalars(D* __restrict__ d, const S* __restrict__ s,
+                                              long long from, long long to, const E& e) {
+    constexpr int bytes = sizeof(S) + (E::reads_dst ? sizeof(D) : 0);    // loaded per element
+    constexpr int U = BYTES_IN_FLIGHT / bytes < 16 ? BYTES_IN_FLIGHT / bytes : 16;
+    for (long long base = from + threadIdx.x; base < to; base += (long long)U * THREADS) {
+        S x[U];
+        D y[U];
+        #pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const long long i = base + (long long)u * THREADS;
+            if (i < to) {
+                x[u] = s[i];
+                if (E::reads_dst) y[u] = d[i];
+            }
+        }
+        #pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const long long i = base + (long long)u * THREADS;
+            if (i < to) d[i] = e(y[u], x[u]);
+        }
+    }
+}
+
+// The same over `count` W-element vectors; d and s must be vector-aligned.
+template <typename S, typename D, typename E>
+__device__ __forceinline__ void block_vectors(D* __restrict__ d, const S* __restrict__ s,
+                                              long long count, const E& e) {
+    constexpr int W = Width<S, D>::value;
+    constexpr int U = BYTES_IN_FLIGHT / (E::reads_dst ? 32 : 16);      // vectors per trip
+    typedef Vec<S, W> VS;
+    typedef Vec<D, W> VD;
+    const VS* vs = reinterpret_cast<const VS*>(s);
+    VD* vd = reinterpret_cast<VD*>(d);
+    for (long long base = threadIdx.x; base < count; base += (long long)U * THREADS) {
+        VS x[U];
+        VD y[U];
+        #pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const long long i = base + (long long)u * THREADS;
+            if (i < count) {
+                x[u] = vs[i];
+                if (E::reads_dst) y[u] = vd[i];
+            }
+        }
+        #pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const long long i = base + (long long)u * THREADS;
+            if (i < count) {
+                VD out;
+                #pragma unroll
+                for (int k = 0; k < W; ++k) out.v[k] = e(y[u].v[k], x[u].v[k]);
+                vd[i] = out;
+            }
+        }
+    }
+}
+
+// One segment of n elements by the whole block. When d and s reach a vector boundary after
+// the same number h of elements (true for any two CuPy allocations and equal element
+// offsets modulo the vector width), the h head elements go one by one and the rest as
+// 16-byte vectors; otherwise everything goes through the scalar loop.
+template <typename S, typename D, typename E>
+__device__ __forceinline__ void block_apply(D* __restrict__ d, const S* __restrict__ s,
+                                            long long n, const E& e) {
+    constexpr int W = Width<S, D>::value;
+    long long head = elements_to_boundary<S, W>(s);
+    long long vectors = 0;
+    if (head == elements_to_boundary<D, W>(d) && head <= n) {
+        vectors = (n - head) / W;
+    } else {
+        head = 0;
+    }
+    if (vectors > 0) block_vectors<S, D, E>(d + head, s + head, vectors, e);
+    block_scalars<S, D, E>(d, s, 0, head, e);                   // before the first boundary
+    block_scalars<S, D, E>(d, s, head + vectors * W, n, e);     // the tail, or everything
+}

@@ -1,0 +1,65 @@
+"""The CUDA sources build (no GPU needed): every .cu compiles with nvcc for sm_80 and sm_90,
+the self-contained text kernels.cuda hands to NVRTC compiles too, and every template
+instance the loader names exists. Skipped with the reason where nvcc is absent."""
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from kernels import cuda
+
+SOURCES = sorted(glob.glob(os.path.join(cuda.HERE, "*.cu")))
+HEADERS = sorted(glob.glob(os.path.join(cuda.HERE, "*.cuh")))
+NVCC = shutil.which("nvcc")
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed (CUDA toolkit)")
+
+
+def nvcc(source, arch, out_dir, *flags):
+    out = out_dir / f"{os.path.basename(source)}.{arch}.cubin"
+    command = [NVCC, f"-arch={arch}", "-std=c++17", "-cubin", *flags, "-o", str(out), "-x", "cu", str(source)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size > 0
+
+
+def test_every_kernel_file_the_loader_knows_exists_and_vice_versa():
+    assert sorted(cuda.NAMES) == sorted(os.path.basename(s) for s in SOURCES)
+
+
+def test_the_sources_include_no_system_header():
+    """NVRTC is not given an include path: only our own .cuh may be included."""
+    for path in SOURCES + HEADERS:
+        includes = re.findall(r'^\s*#\s*include\s*(\S+)', open(path).read(), flags=re.M)
+        assert all(re.fullmatch(r'"\w+\.cuh"', name) for name in includes), (path, includes)
+
+
+def test_the_block_size_is_the_same_in_python_and_cuda():
+    header = open(os.path.join(cuda.HERE, "common.cuh")).read()
+    assert re.search(r"constexpr int THREADS = (\d+);", header).group(1) == str(cuda.THREADS)
+
+
+def test_the_nvrtc_source_has_the_headers_pasted_in():
+    text = cuda.source("pack.cu")
+    assert not re.search(r"^\s*#\s*(include|pragma once)", text, flags=re.M)
+    assert "struct f16" in text and "multi_copy" in text
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("source", SOURCES, ids=os.path.basename)
+def test_every_cu_file_compiles(source, arch, tmp_path):
+    nvcc(source, arch, tmp_path, "-DKERNELS_INSTANTIATE_ALL", "-Werror", "all-warnings")
+
+
+@needs_nvcc
+@pytest.mark.parametrize("filename", sorted(cuda.NAMES))
+def test_every_name_the_loader_asks_nvrtc_for_is_a_valid_instance(filename, tmp_path):
+    """The exact text NVRTC gets (headers pasted in), alone in an empty folder, plus a use
+    of every name expression, which instantiates it as NVRTC would."""
+    probe = tmp_path / f"probe_{filename}"
+    uses = [f"    (void)&{name};" for name in cuda.NAMES[filename]]
+    probe.write_text(cuda.source(filename) + "\nvoid probe() {\n" + "\n".join(uses) + "\n}\n")
+    nvcc(probe, "sm_80", tmp_path, "-Werror", "all-warnings")
