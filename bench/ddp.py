@@ -114,7 +114,7 @@ def main(argv=None):
         f"({params / 1e6:.1f} M float32 parameters, {4 * params / 1e6:.0f} MB of gradients), batch "
         f"{args.batch} per rank, {args.rounds} rounds x {args.steps} steps, interleaved")
     samples = {name: [] for name in steps}
-    for name, step in steps.items():          # warm-up: buffers, workspaces, first-touch
+    for step in steps.values():             # warm-up: buffers, workspaces, first-touch
         step()
     for round_index in range(args.rounds):
         for name, step in steps.items():

@@ -295,7 +295,7 @@ def main(argv=None, out=sys.stdout):
         s = schedule(args.algorithm, args.collective, args.ranks, args.count, args.root,
                      args.ranks_per_node, args.chunks)
     except ValueError as error:
-        raise SystemExit(str(error))
+        raise SystemExit(str(error)) from None
     print(format_schedule(s), file=out)
     if args.png:
         from bench.plot import schedule_diagram

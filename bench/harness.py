@@ -27,7 +27,7 @@ def parse_size(text):
     try:
         return int(float(text[:len(text) - len(unit)]) * UNITS[unit])
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 8, 64K, 16M)")
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 8, 64K, 16M)") from None
 
 
 @dataclass
@@ -227,7 +227,7 @@ def main(collective, argv=None, out=sys.stdout):
             import cupy
             cupy.cuda.runtime.getDeviceCount()
         except Exception as error:
-            raise SystemExit(f"--device gpu needs CuPy and a CUDA device: {error}")
+            raise SystemExit(f"--device gpu needs CuPy and a CUDA device: {error}") from None
     say = (lambda *a, **k: print(*a, **k, file=out, flush=True)) if comm.rank == 0 else (lambda *a, **k: None)
     baselines = collective.baselines(comm, args, say) if collective.baselines else {}
     valid = comm.algorithms(collective.name) + list(baselines)

@@ -24,8 +24,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import collectives as cc  # noqa: E402
-from collectives.transport.wrapper import TransportWrapper  # noqa: E402
 import nn  # noqa: E402
+from collectives.transport.wrapper import TransportWrapper  # noqa: E402
 from nn import functional as F  # noqa: E402
 from nn.parallel import DistributedDataParallel, ParallelMLP, ProcessGrid  # noqa: E402
 
@@ -94,13 +94,13 @@ def main(argv=None):
     say(f"# bench.parallel: {comm.size} ranks; {args.blocks} x ParallelMLP({args.dim}, {args.hidden}); "
         f"global batch {args.batch}; float32; ring all-reduce")
     times = {name: [] for name in setups}
-    for name, (grid, model, step) in setups.items():
+    for name, (grid, _model, step) in setups.items():
         step()                                                       # warm-up
         before = grid.tp.transport.sent + grid.dp.transport.sent
         step()
         setups[name] += (grid.tp.transport.sent + grid.dp.transport.sent - before,)
     for _ in range(args.rounds):
-        for name, (grid, model, step, _) in setups.items():
+        for name, (_grid, _model, step, _) in setups.items():
             comm.barrier()
             for _ in range(args.steps):
                 start = time.perf_counter()
@@ -109,7 +109,7 @@ def main(argv=None):
     slowest = comm.transport.allgather_object(times)
     say(f"{'layout':>16} {'tp':>3} {'dp':>3} {'step ms':>9} {'params/rank':>12} {'MB/rank':>8} "
         f"{'sent MB/step':>13} {'predicted':>10}")
-    for name, (grid, model, step, sent) in setups.items():
+    for name, (grid, model, _step, sent) in setups.items():
         params = sum(p.size for p in model.module.parameters())
         median = statistics.median(max(rank[name][i] for rank in slowest) for i in range(len(times[name])))
         sent_all = comm.transport.allgather_object(sent)

@@ -23,11 +23,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from train_digits import build_model, evaluate, load_data, save_plot  # noqa: E402
+
 import collectives as cc  # noqa: E402
 import nn  # noqa: E402
 from nn import functional as F  # noqa: E402
 from nn.parallel import DistributedDataParallel, DistributedSampler, load_checkpoint, save_checkpoint  # noqa: E402
-from train_digits import build_model, evaluate, load_data, save_plot  # noqa: E402
 
 
 def weights_digest(module):

@@ -19,12 +19,18 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from train_digits import HIDDEN, evaluate, load_data  # noqa: E402
+
 import collectives as cc  # noqa: E402
 import nn  # noqa: E402
 from nn import functional as F  # noqa: E402
-from nn.parallel import (ColumnParallelLinear, DistributedDataParallel, DistributedSampler,  # noqa: E402
-                         ProcessGrid, RowParallelLinear)
-from train_digits import HIDDEN, evaluate, load_data  # noqa: E402
+from nn.parallel import (  # noqa: E402
+    ColumnParallelLinear,
+    DistributedDataParallel,
+    DistributedSampler,
+    ProcessGrid,
+    RowParallelLinear,
+)
 
 
 def build_parallel_model(grid, seed=0, hidden=HIDDEN):

@@ -69,7 +69,7 @@ def _cupy():
     return cupy
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(filename, device):
     cupy = _cupy()
     with cupy.cuda.Device(device):
@@ -77,14 +77,14 @@ def _module(filename, device):
                               name_expressions=NAMES[filename] or None)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _function(filename, name, device):
     """The compiled kernel `name` of `filename` on `device` (compiles the file on first use)."""
     with _cupy().cuda.Device(device):
         return _module(filename, device).get_function(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _max_blocks(device):
     """Blocks of THREADS threads the GPU can hold at once (a full grid-stride grid)."""
     attributes = _cupy().cuda.Device(device).attributes

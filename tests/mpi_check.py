@@ -5,6 +5,7 @@ results bitwise equal on all ranks, bad input raising on the rank that passed it
 debug mode naming the ranks that differ. Prints "mpi_check ok" on rank 0 at the end.
 """
 import hashlib
+
 import numpy as np
 
 import collectives as cc

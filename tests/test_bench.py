@@ -24,7 +24,8 @@ def test_count_wrong_counts_only_real_errors():
 def test_fill_is_exact_in_every_dtype():
     for dtype in ("float16", "int8", "uint8"):
         values = fill(3, 100, dtype, "sum")
-        assert np.array_equal(values.astype(np.float64), fill(3, 100, "float64", "sum") + (5 if dtype == "uint8" else 0))
+        expected = fill(3, 100, "float64", "sum") + (5 if dtype == "uint8" else 0)
+        assert np.array_equal(values.astype(np.float64), expected)
 
 
 @pytest.mark.mpi

@@ -45,7 +45,7 @@ def data_parallel(comm, steps=STEPS, accumulate=1, lr=0.1, **ddp_options):
     optimizer = nn.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     sampler = DistributedSampler(len(x), comm, shuffle=True, seed=0)
     batches = sampler.batches(LOCAL_BATCH)
-    for step in range(steps):
+    for _step in range(steps):
         optimizer.zero_grad()
         for micro in range(accumulate):
             idx = next(batches)

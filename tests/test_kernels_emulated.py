@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from kernels import cuda
-from tests.test_kernels_cuda import *            # noqa: F401,F403  (the tests, run again here)
+from tests.test_kernels_cuda import *  # noqa: F401,F403  (the tests, run again here)
 
 GXX = shutil.which("g++")
 

@@ -170,7 +170,8 @@ def test_a_callback_queued_by_a_callback_also_runs():
     w = nn.Tensor(np.ones(2), requires_grad=True)
     events = []
     w.register_post_accumulate_grad_hook(
-        lambda t: nn.queue_callback(lambda: (events.append("first"), nn.queue_callback(lambda: events.append("second")))))
+        lambda t: nn.queue_callback(
+            lambda: (events.append("first"), nn.queue_callback(lambda: events.append("second")))))
     (w * 2).sum().backward()
     assert events == ["first", "second"]
     (w * 2).sum().backward()                            # callbacks were discarded, queued anew

@@ -16,7 +16,7 @@ def test_bench_parallel_bytes_match_the_formulas():
     rows = re.findall(r"^\s*(data parallel|hybrid|tensor parallel)\s+(\d+)\s+(\d+)\s+[\d.]+\s+[\d,]+\s+[\d.]+\s+"
                       r"([\d.]+)\s+([\d.]+)$", result.stdout, re.M)
     assert [r[0] for r in rows] == ["data parallel", "hybrid", "tensor parallel"], result.stdout
-    for name, tp, dp, sent, predicted in rows:
+    for name, _tp, _dp, sent, predicted in rows:
         assert sent == predicted, f"{name}: sent {sent} MB, formula {predicted} MB"
 
 

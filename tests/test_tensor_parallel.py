@@ -6,9 +6,17 @@ import pytest
 import collectives as cc
 import nn
 from nn import functional as F
-from nn.parallel import (ColumnParallelLinear, DistributedDataParallel, DistributedSampler, ParallelMLP,
-                         ProcessGrid, RowParallelLinear, gather_from_parallel_region, scatter_to_parallel_region,
-                         unsharded_mlp)
+from nn.parallel import (
+    ColumnParallelLinear,
+    DistributedDataParallel,
+    DistributedSampler,
+    ParallelMLP,
+    ProcessGrid,
+    RowParallelLinear,
+    gather_from_parallel_region,
+    scatter_to_parallel_region,
+    unsharded_mlp,
+)
 
 RTOL = 1e-9
 

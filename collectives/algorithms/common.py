@@ -2,7 +2,6 @@
 and folding a non-power-of-two world onto a power of two."""
 import kernels
 
-
 # While a trace or a simulation runs, collectives.trace sets this to a function that
 # performs the reduction for the rank running on this thread and records or costs it.
 # None (the normal case) costs one global lookup per reduction.
