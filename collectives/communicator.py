@@ -137,6 +137,9 @@ class Communicator:
         def recorded():
             entry = self._flight.enter(sequence, signature, signature[-1] if len(signature) > 1 else None)
             self._endpoint.step = 0
+            segment = getattr(self.transport, "shared_segment", None)
+            if segment is not None:
+                segment.begin_call(sequence, signature)
             try:
                 if self.debug:
                     self._check_alike(sequence, signature)

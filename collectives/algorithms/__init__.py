@@ -9,12 +9,14 @@ Every algorithm of one collective has the same signature:
 t is the transport, op a combine op ("sum", "prod", "max", "min"), ws the Workspace.
 """
 from .. import tuning
-from . import hierarchical, native, recursive, ring, tree
+from . import hierarchical, native, recursive, ring, shm, tree
 from .common import nominal_nbytes
 
 NATIVE = "mpi"
 # Offered only where the transport knows which ranks share a node (`ranks_per_node`).
 NEEDS_NODES = {"hierarchical"}
+# Offered only where all the transport's ranks share a segment (`shm.segment_of`).
+NEEDS_SEGMENT = {"oneshot", "twoshot"}
 
 
 def _chunks(t, collective, algorithm, buf):
@@ -43,6 +45,8 @@ ALGORITHMS = {
         "recursive_doubling": recursive.allreduce,
         "rabenseifner": recursive.rabenseifner,
         "hierarchical": hierarchical.allreduce,
+        "oneshot": shm.oneshot_allreduce,
+        "twoshot": shm.twoshot_allreduce,
         NATIVE: native.allreduce,
     },
     "reduce_scatter": {
@@ -71,8 +75,11 @@ ALGORITHMS = {
 
 def names(collective, transport):
     """Algorithm names valid for `collective` over `transport` ("mpi" only where it is
-    native, "hierarchical" only where the transport knows nodes that divide its ranks)."""
+    native, "hierarchical" only where the transport knows nodes that divide its ranks,
+    the shared-memory ones only where all its ranks share a segment)."""
     has_native = hasattr(transport, "native_" + collective)
     has_nodes = hierarchical.ranks_per_node(transport) is not None
+    has_segment = shm.segment_of(transport) is not None
     return [name for name in ALGORITHMS[collective]
-            if (name != NATIVE or has_native) and (name not in NEEDS_NODES or has_nodes)]
+            if (name != NATIVE or has_native) and (name not in NEEDS_NODES or has_nodes)
+            and (name not in NEEDS_SEGMENT or has_segment)]

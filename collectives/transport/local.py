@@ -11,6 +11,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..errors import CollectiveTimeout, TransportError, TransportTimeout
+from .segment import DEFAULT_BYTES, LocalSegment
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -37,11 +38,23 @@ class _Channel:
 class Fabric:
     """Shared state of one in-process world: every channel of every group."""
 
-    def __init__(self, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, timeout=DEFAULT_TIMEOUT, shm_bytes=DEFAULT_BYTES):
         self.timeout = timeout
         self.cond = threading.Condition()
         self.channels = defaultdict(_Channel)
         self.aborted = None  # set to a reason when a rank failed: the others stop waiting
+        self.shm_bytes = shm_bytes
+        self._segments = {}  # group -> every rank's region of its shared segment
+
+    def segment(self, group, rank, size):
+        """Rank `rank`'s handle on group's shared segment (None when shm_bytes is 0)."""
+        if not self.shm_bytes:
+            return None
+        with self.cond:
+            regions = self._segments.get(group)
+            if regions is None:
+                regions = self._segments[group] = LocalSegment.create(size, self.shm_bytes)
+        return LocalSegment(regions, rank, aborted=lambda: self.aborted)
 
     def abort(self, reason):
         with self.cond:
@@ -140,6 +153,7 @@ class LocalTransport:
         self.timeout = fabric.timeout   # seconds a wait may take (None or 0: forever)
         self.step = 0                   # waits in the current collective (for error messages)
         self._splits = 0
+        self.shared_segment = fabric.segment(group, rank, size)   # all ranks share memory
 
     # -- point to point ----------------------------------------------------------------
     def isend(self, buf, dest, payload=None):
@@ -215,8 +229,10 @@ class LocalTransport:
         return sub
 
 
-def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, **kwargs):
+def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, shm_bytes=DEFAULT_BYTES, **kwargs):
     """Run fn(endpoint, *args, **kwargs) on `size` in-process ranks, one thread each.
+
+    Every group of ranks gets a shared segment of `shm_bytes` per rank (0: none).
 
     `wrap(transport)` turns each rank's transport into what fn receives (the Communicator
     does this); by default fn gets the bare transport. Returns the list of results in rank
@@ -224,7 +240,7 @@ def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, **kwargs):
     """
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}")
-    fabric = Fabric(timeout)
+    fabric = Fabric(timeout, shm_bytes)
     results, errors = [None] * size, [None] * size
 
     def body(rank):

@@ -14,6 +14,7 @@ import pickle
 import numpy as np
 from mpi4py import MPI
 
+from .segment import MPISegment
 from .waiting import poll_until
 
 _MPI_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
@@ -36,7 +37,7 @@ class _Request:
 class MPITransport:
     """One rank's endpoint over an mpi4py communicator (see collectives.transport)."""
 
-    def __init__(self, comm, timeout=None):
+    def __init__(self, comm, timeout=None, shm_bytes=0):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
@@ -44,6 +45,9 @@ class MPITransport:
         self.step = 0          # waits completed in the current collective (for error messages)
         self.ranks_per_node = None   # set by cc.init when the job spans equal nodes of consecutive ranks
         comm.Set_errhandler(MPI.ERRORS_RETURN)
+        # The node's shared segment (collective over comm): shm_bytes per rank, 0 for none.
+        self.shared_segment = MPISegment(comm.Split_type(MPI.COMM_TYPE_SHARED), shm_bytes) \
+            if shm_bytes else None
 
     def _complete(self, requests, peer, what):
         """Wait for raw MPI requests with the timeout; counts one step."""
@@ -110,7 +114,14 @@ class MPITransport:
     def split(self, color, key=0):
         """A transport over the ranks with the same `color` (None: this rank joins none)."""
         sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
-        return None if sub == MPI.COMM_NULL else MPITransport(sub, self.timeout)
+        segment = self.shared_segment
+        return None if sub == MPI.COMM_NULL else MPITransport(
+            sub, self.timeout, shm_bytes=segment.nbytes if segment is not None else 0)
+
+    def free_segment(self):
+        """Free the shared segment (collective over the node's ranks); idempotent."""
+        if self.shared_segment is not None:
+            self.shared_segment.close()
 
     # -- MPI's own collectives (algorithm "mpi") -------------------------------------------
     # With a timeout they run nonblocking and are waited like everything else; without one
@@ -139,6 +150,34 @@ class MPITransport:
             self._native("Reduce", MPI.IN_PLACE, buf, _MPI_OPS[op], root)
         else:
             self._native("Reduce", buf, None, _MPI_OPS[op], root)
+
+
+def mapped_shm_files():
+    """The /dev/shm files this process maps and that still exist (Linux; elsewhere none)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            fields = [line.split(None, 5) for line in maps]
+    except OSError:
+        return []
+    return sorted({f[5].strip() for f in fields
+                   if len(f) == 6 and f[5].startswith("/dev/shm/") and not f[5].strip().endswith("(deleted)")})
+
+
+def unlink_shared_files(node):
+    """Unlink the /dev/shm files every rank of `node` maps (MPI's own intra-node queues).
+
+    They stay mapped, so nothing changes while the job runs; but once no name is left,
+    a rank that ends without MPI_Finalize (an uncaught exception, a timeout, a kill)
+    leaves nothing behind in /dev/shm. Collective over `node`.
+    """
+    import os
+    mapped = node.allgather(set(mapped_shm_files()))
+    if node.Get_rank() == 0:
+        for path in set.intersection(*mapped):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def install_abort_on_fault():
