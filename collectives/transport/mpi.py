@@ -111,17 +111,21 @@ class MPITransport:
         """MPI_Ibarrier, waited with the timeout."""
         self._collective(self.comm.Ibarrier(), "barrier")
 
+    def free(self):
+        """Free the MPI communicator (once; not after MPI_Finalize) and let go of the
+        shared segment (see MPISegment.close)."""
+        if self.shared_segment is not None:
+            self.shared_segment.close()
+        comm, self.comm = self.comm, MPI.COMM_NULL
+        if comm != MPI.COMM_NULL and not MPI.Is_finalized():
+            comm.Free()
+
     def split(self, color, key=0):
         """A transport over the ranks with the same `color` (None: this rank joins none)."""
         sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
         segment = self.shared_segment
         return None if sub == MPI.COMM_NULL else MPITransport(
             sub, self.timeout, shm_bytes=segment.nbytes if segment is not None else 0)
-
-    def free_segment(self):
-        """Free the shared segment (collective over the node's ranks); idempotent."""
-        if self.shared_segment is not None:
-            self.shared_segment.close()
 
     # -- MPI's own collectives (algorithm "mpi") -------------------------------------------
     # With a timeout they run nonblocking and are waited like everything else; without one

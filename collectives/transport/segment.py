@@ -278,16 +278,16 @@ class MPISegment(Segment):
         for j in range(node.Get_size()):
             buffer, _ = self._window.Shared_query(j)
             regions.append(np.frombuffer(buffer, np.uint8))
-        self._node = node
-        super().__init__(regions, node.Get_rank())
+        rank = node.Get_rank()
+        node.Free()                     # the window keeps what it needs of the group
+        super().__init__(regions, rank)
         self.fence = self._window.Sync
 
     def close(self):
-        """Free the window and the node communicator (collective over the node's ranks)."""
-        if self.closed:
-            return
+        """Stop using the segment (idempotent). The window itself is released by
+        MPI_Finalize, not here: MPI_Win_free synchronises the node's ranks, and free() may
+        run from garbage collection at different moments on different ranks, where a
+        synchronising call could deadlock. Its file was unlinked when it was made, so
+        nothing outlives the processes."""
         self.closed = True
         self.regions = self._lines = self._line = None
-        self._window.Unlock_all()
-        self._window.Free()
-        self._node.Free()
