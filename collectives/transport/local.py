@@ -44,17 +44,26 @@ class Fabric:
         self.channels = defaultdict(_Channel)
         self.aborted = None  # set to a reason when a rank failed: the others stop waiting
         self.shm_bytes = shm_bytes
-        self._segments = {}  # group -> every rank's region of its shared segment
+        self._segments = {}  # group -> [every rank's region of its segment, ranks that freed it]
 
     def segment(self, group, rank, size):
         """Rank `rank`'s handle on group's shared segment (None when shm_bytes is 0)."""
         if not self.shm_bytes:
             return None
         with self.cond:
-            regions = self._segments.get(group)
-            if regions is None:
-                regions = self._segments[group] = LocalSegment.create(size, self.shm_bytes)
-        return LocalSegment(regions, rank, aborted=lambda: self.aborted)
+            entry = self._segments.get(group)
+            if entry is None:
+                entry = self._segments[group] = [LocalSegment.create(size, self.shm_bytes), 0]
+        return LocalSegment(entry[0], rank, aborted=lambda: self.aborted)
+
+    def release_segment(self, group):
+        """One rank of `group` is done with its segment; the last one drops it."""
+        with self.cond:
+            entry = self._segments.get(group)
+            if entry is not None:
+                entry[1] += 1
+                if entry[1] == len(entry[0]):
+                    del self._segments[group]
 
     def abort(self, reason):
         with self.cond:
@@ -222,8 +231,12 @@ class LocalTransport:
         self.allgather_object(None)
 
     def free(self):
-        """Forget this endpoint's incoming channels (the sender side completed already)."""
+        """Forget this endpoint's incoming channels (the sender side completed already)
+        and let go of the group's shared segment."""
         self.fabric.forget(self.group, self.rank)
+        if self.shared_segment is not None and not self.shared_segment.closed:
+            self.shared_segment.close()
+            self.fabric.release_segment(self.group)
 
     def split(self, color, key=0):
         """A transport over the ranks that passed the same `color` (None: this rank joins none)."""

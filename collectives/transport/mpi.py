@@ -123,9 +123,9 @@ class MPITransport:
     def split(self, color, key=0):
         """A transport over the ranks with the same `color` (None: this rank joins none)."""
         sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
-        segment = self.shared_segment
-        return None if sub == MPI.COMM_NULL else MPITransport(
-            sub, self.timeout, shm_bytes=segment.nbytes if segment is not None else 0)
+        # No segment for sub-communicators: a window is only released by MPI_Finalize
+        # (see MPISegment.close), and jobs split thousands of times.
+        return None if sub == MPI.COMM_NULL else MPITransport(sub, self.timeout)
 
     # -- MPI's own collectives (algorithm "mpi") -------------------------------------------
     # With a timeout they run nonblocking and are waited like everything else; without one
