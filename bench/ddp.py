@@ -59,7 +59,7 @@ def pytorch(comm, args, reference):
     except ImportError:
         return None
     if not dist.is_initialized():
-        port = comm.transport.allgather_object(29500 + (int(time.time()) % 1000) if comm.rank == 0 else None)[0]
+        port = comm.broadcast_object(29500 + (int(time.time()) % 1000) if comm.rank == 0 else None)
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=comm.rank,
                                 world_size=comm.size)
     torch.set_num_threads(1)
@@ -124,7 +124,7 @@ def main(argv=None):
                 info = step()
                 samples[name].append(dict(info, step=time.perf_counter() - start))
         say(f"# round {round_index + 1}/{args.rounds} done")
-    slowest = comm.transport.allgather_object(samples)
+    slowest = comm.allgather_object(samples)
     say(f"{'configuration':>30} {'step ms':>9} {'wait ms':>9} {'comm ms':>9} {'hidden':>7} {'buckets':>8}")
     medians = {}
     for name in steps:

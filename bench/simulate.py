@@ -25,6 +25,7 @@ import numpy as np
 from bench.harness import count_wrong, fill, parse_size
 from collectives import algorithms as registry
 from collectives import partition, tuning
+from collectives.transport.contract import Capabilities
 from collectives.transport.simulated import Network, SizeDependent, simulate
 
 MIN_COUNT = 4096
@@ -69,7 +70,7 @@ def expected_results(collective, inputs, root):
 
 def algorithm_names(collective, n, ranks_per_node):
     """The registry's algorithms for this collective on such a world ("mpi" excluded)."""
-    world = types.SimpleNamespace(size=n, ranks_per_node=ranks_per_node)
+    world = types.SimpleNamespace(size=n, capabilities=Capabilities(ranks_per_node=ranks_per_node))
     return registry.names(collective, world)
 
 

@@ -6,11 +6,12 @@ the communicator's ordered background thread.
 """
 import os
 import uuid
+from typing import Any
 
 from . import algorithms as registry
 from . import buffers, tuning
 from .algorithms.common import Workspace
-from .errors import CollectiveMismatch, CollectiveTimeout, TransportError, TransportTimeout
+from .errors import CollectiveMismatch, CollectiveTimeout, MessageError, TransportError, TransportTimeout
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
 from .ops import check_op, combine_op, finish_avg
 from .partition import partition
@@ -59,8 +60,7 @@ class Communicator:
         self.rank = transport.rank
         self.size = transport.size
         self.debug = debug
-        self._endpoint = transport          # the transport that counts steps and times out
-        self._endpoint.timeout = check_timeout(timeout)
+        transport.set_timeout(check_timeout(timeout))
         self._workspace = Workspace()
         self._executor = OrderedExecutor(f"collectives-rank{self.rank}")
         self._sequence = 0
@@ -69,7 +69,7 @@ class Communicator:
             job = transport.allgather_object(uuid.uuid4().hex[:12] if self.rank == 0 else None)[0]
             flight_dir = default_directory(job)
         self.flight_dir = flight_dir
-        self.cuda_aware = buffers.cuda_aware_mpi(getattr(transport, "query_cuda_support", None))
+        self.cuda_aware = buffers.cuda_aware_mpi(lambda: transport.capabilities.cuda_aware)
         self._device_transport = None
         self.device = None                    # the GPU this rank uses (set by cc.init), if any
 
@@ -89,7 +89,7 @@ class Communicator:
     @property
     def timeout(self):
         """Seconds a collective may wait on a peer before CollectiveTimeout (None: forever)."""
-        return self._endpoint.timeout
+        return self.transport.timeout
 
     def flight_record(self):
         """The last collectives this rank entered: dicts with seq, call, algorithm, state, times."""
@@ -116,7 +116,7 @@ class Communicator:
         if algorithm == "auto":
             ours = [name for name in valid if name != registry.NATIVE]
             return tuning.choose(collective, ours, nbytes, self.size,
-                                 ranks_per_node=getattr(self.transport, "ranks_per_node", None))
+                                 ranks_per_node=self.transport.capabilities.ranks_per_node)
         if algorithm not in valid:
             raise ValueError(f"unknown {collective} algorithm {algorithm!r}: valid are 'auto', "
                              f"{', '.join(map(repr, valid))}")
@@ -136,7 +136,7 @@ class Communicator:
 
         def recorded():
             entry = self._flight.enter(sequence, signature, signature[-1] if len(signature) > 1 else None)
-            self._endpoint.step = 0
+            self.transport.begin_call(sequence, signature)
             try:
                 if self.debug:
                     self._check_alike(sequence, signature)
@@ -144,10 +144,11 @@ class Communicator:
             except TransportTimeout as exc:
                 self._flight.leave(entry, "timed out", step=exc.step, peer=exc.peer)
                 raise self._timeout_error(entry, exc) from exc
+            except MessageError as exc:      # the transport's library reported a broken message
+                self._flight.leave(entry, "failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                raise self._transport_error(entry, exc) from exc
             except BaseException as exc:
                 self._flight.leave(entry, "failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                if type(exc).__module__.startswith("mpi4py"):   # MPI reported a broken message
-                    raise self._transport_error(entry, exc) from exc
                 raise
             self._flight.leave(entry)
             return result
@@ -180,11 +181,12 @@ class Communicator:
                                  step=exc.step, summary=summary)
 
     def _transport_error(self, entry, exc):
-        """A TransportError for an MPI failure inside a collective (e.g. a message longer
-        than expected: the ranks disagree on the count), with the flight summary."""
+        """A TransportError for a message failure the transport reported inside a
+        collective (e.g. a message longer than expected: the ranks disagree on the count),
+        with the flight summary."""
         summary, where = self._fault_summary(entry, None)
         message = (f"rank {self.rank}: {entry['call']} #{entry['seq']} failed at step "
-                   f"{self._endpoint.step}: MPI error: {exc} (typically a message longer than this rank "
+                   f"{self.transport.step}: {exc} (typically a message longer than this rank "
                    f"expected: ranks passing different counts or calling collectives in a "
                    f"different order cause this, and debug mode names them){where}\n{summary}")
         return TransportError(message)
@@ -311,9 +313,26 @@ class Communicator:
             return target
         return self._run(("reduce", x.size, str(x.dtype), op, root, name), job, async_op)
 
-    def barrier(self):
+    def barrier(self) -> None:
         """Return once every rank has entered the barrier (after this rank's queued work)."""
         self._run(("barrier",), self.transport.barrier, async_op=False)
+
+    def allgather_object(self, obj: Any) -> list:
+        """Every rank's picklable `obj`, in rank order, on every rank.
+
+        Runs in call order like every collective (after this rank's queued asynchronous
+        work), so it never mixes with their messages. For small control data: the cost is
+        the transport's (MPI: two MPI all-gathers; in-process: n-1 messages each way).
+        """
+        return self._run(("allgather_object",), lambda: self.transport.allgather_object(obj), async_op=False)
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        """Root's picklable `obj` on every rank (the others' `obj` is ignored), in call
+        order like allgather_object; costs one allgather_object of root's object."""
+        self._check_root(root)
+        mine = obj if self.rank == root else None
+        return self._run(("broadcast_object", root, "allgather_object"),
+                         lambda: self.transport.allgather_object(mine)[root], async_op=False)
 
     def split(self, color, key=0):
         """A new Communicator over the ranks that passed the same `color`, ranked by
