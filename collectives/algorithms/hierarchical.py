@@ -63,6 +63,9 @@ class Group:
         """Return once every rank of the group has entered it."""
         self.allgather_object(None)
 
+    def free(self):
+        """Nothing to release: the group owns none of t's resources."""
+
     def split(self, color, key=0):
         """The group's ranks with the same color, as a Group of t (None: joins none)."""
         entries = self.allgather_object((color, key, self.rank))

@@ -105,6 +105,10 @@ class Transport(Protocol):
         """A transport over the ranks that passed the same `color`, ranked by (key, rank);
         color None: this rank joins none (returns None). Called by every rank."""
 
+    def free(self) -> None:
+        """Release what this endpoint holds (an MPI communicator, channels); called once,
+        when its Communicator is freed. Nothing is called on it afterwards."""
+
     def set_timeout(self, seconds: Optional[float]) -> None:
         """Make later waits raise TransportTimeout after `seconds` (None: wait forever)."""
 
