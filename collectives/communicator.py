@@ -73,10 +73,14 @@ class Communicator(Collectives):
         self.cuda_aware = buffers.cuda_aware_mpi(getattr(transport, "query_cuda_support", None))
         self._device_transport = None
         self.device = None                    # the GPU this rank uses (set by cc.init), if any
-        self._p2p = transport.split(0, self.rank)   # send/recv: never mixed with collectives
+        # send/recv travel on a duplicate of the transport, so they never mix with collectives
+        self._p2p = transport.split(0, self.rank) if getattr(transport, "can_split", True) else None
 
     def _point_to_point(self):
         """The duplicate transport that carries send/recv."""
+        if self._p2p is None:
+            raise TypeError(f"send/recv need a transport that can split; "
+                            f"{type(self.transport).__name__} cannot")
         return self._p2p
 
     def _route(self, x):

@@ -401,6 +401,8 @@ class SimulatedTransport:
     def barrier(self):
         self.allgather_object(None)
 
+    can_split = False
+
     def split(self, color, key=0):
         raise NotImplementedError("the simulated transport runs one communicator: split is not simulated")
 
