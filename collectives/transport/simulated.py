@@ -403,6 +403,9 @@ class SimulatedTransport:
 
     can_split = False
 
+    def free(self):
+        """Nothing to release: the simulation owns the shared state."""
+
     def split(self, color, key=0):
         raise NotImplementedError("the simulated transport runs one communicator: split is not simulated")
 
