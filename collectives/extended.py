@@ -7,10 +7,9 @@ workspace, exactly as the five original collectives do.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from . import algorithms as registry
 from . import buffers
+from .arguments import as_int
 from .errors import CollectiveMismatch
 from .ops import check_op, identity
 from .partition import partition
@@ -20,12 +19,10 @@ from .work import Work
 def offsets_from_counts(counts, size, what, rank):
     """Offsets of consecutive blocks of the given element counts; ValueError naming the
     rank unless `counts` holds `size` non-negative ints."""
-    counts = [int(c) if isinstance(c, (int, np.integer)) and not isinstance(c, bool) else c
-              for c in counts]
-    if len(counts) != size or not all(isinstance(c, int) for c in counts):
+    counts = list(counts)
+    if len(counts) != size:
         raise ValueError(f"rank {rank}: {what} must be {size} ints (one per rank), got {counts!r}")
-    if any(c < 0 for c in counts):
-        raise ValueError(f"rank {rank}: {what} has a negative count: {counts!r}")
+    counts = [as_int(c, f"rank {rank}: {what}[{i}]") for i, c in enumerate(counts)]
     offsets = [0]
     for c in counts:
         offsets.append(offsets[-1] + c)
@@ -34,12 +31,11 @@ def offsets_from_counts(counts, size, what, rank):
 
 def check_peer(peer, size, rank, what):
     """ValueError unless `peer` is another rank of the communicator."""
-    if not isinstance(peer, (int, np.integer)) or isinstance(peer, bool) or not 0 <= peer < size:
-        raise ValueError(f"rank {rank}: {what} must be an int in [0, {size}), got {peer!r}")
+    peer = as_int(peer, f"rank {rank}: {what}", 0, size)
     if peer == rank:
         raise ValueError(f"rank {rank}: cannot {'send to' if what == 'dest' else 'receive from'} "
                          f"itself ({what}={peer}): copy the array instead")
-    return int(peer)
+    return peer
 
 
 class PointToPointWork(Work):
