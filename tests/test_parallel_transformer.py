@@ -35,13 +35,11 @@ def config(**changes):
 
 def expected_shards(full, make_shard, comm):
     """Each parameter's expected (weight, gradient) on this rank: the unsharded model's
-    weights and gradients, cut by the same sharding (a model built from the gradients)."""
-    weights = {k: v.copy() for k, v in full.state_dict().items()}
-    grads = {k: p.grad.copy() for k, p in full.named_parameters()}
-    full.load_state_dict(grads)
-    from_grads = make_shard(full, comm).state_dict()
-    full.load_state_dict(weights)
-    return make_shard(full, comm).state_dict(), from_grads
+    weights and gradients, cut by the same sharding (a copy of the model holding its
+    gradients as weights). Works on copies: the ranks are threads sharing `full`."""
+    holding_grads = copy.deepcopy(full)
+    holding_grads.load_state_dict({k: p.grad for k, p in full.named_parameters()})
+    return make_shard(copy.deepcopy(full), comm).state_dict(), make_shard(holding_grads, comm).state_dict()
 
 
 def check_shard(model, expected_weights, expected_grads):
@@ -154,7 +152,7 @@ def test_sequence_operators_are_conjugate():
         mine = reduce_scatter_to_sequence_parallel_region(full, comm)
         (mine * (comm.rank + 1)).sum().backward()
         return gathered.data[0, :, 0], local.grad, mine.data, full.grad[0, :, 0]
-    for rank, (gathered, local_grad, mine, full_grad) in enumerate(cc.run_threads(2, body)):
+    for gathered, local_grad, mine, full_grad in cc.run_threads(2, body):
         assert gathered.tolist() == [1, 1, 2, 2]
         assert (local_grad == 2).all()                       # reduce-scatter of two ranks' ones
         assert (mine == 2).all() and mine.shape == (1, 2, 3)
