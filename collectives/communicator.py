@@ -10,12 +10,15 @@ import os
 import uuid
 import weakref
 
+import numpy as np
+
 from . import algorithms as registry
 from . import buffers, tuning
 from .algorithms.common import Workspace
+from .arguments import as_int
 from .errors import CollectiveMismatch, CollectiveTimeout, TransportError, TransportTimeout
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
-from .ops import check_op, combine_op, finish_avg
+from .ops import SUM, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
 from .transport.staged import DirectDeviceTransport, StagedTransport
 from .work import OrderedExecutor
@@ -168,8 +171,8 @@ class Communicator:
         return algorithm
 
     def _check_root(self, root):
-        if not isinstance(root, int) or isinstance(root, bool) or not 0 <= root < self.size:
-            raise ValueError(f"root must be an int in [0, {self.size}), got {root!r}")
+        """root as an int in [0, size) (NumPy integers accepted); ValueError otherwise."""
+        return as_int(root, "root", high=self.size)
 
     # -- running ----------------------------------------------------------------------------
     def _run(self, signature, job, async_op):
@@ -248,6 +251,17 @@ class Communicator:
         raise CollectiveMismatch(f"collective #{sequence} was called differently across "
                                  f"ranks:\n" + "\n".join(lines))
 
+    def _average_wide(self, source, dest, reduce_sum):
+        """'avg' for 2-byte floats (see collectives.ops): source / size in float32,
+        `reduce_sum(wide)` sums it over the ranks (returning where the sum is, or None for
+        in place), and the result is rounded into `dest` (if not None)."""
+        wide = self._workspace.get("avg-wide", source.size, source, dtype=np.float32)
+        wide[...] = source
+        np.true_divide(wide, self.size, out=wide)
+        result = reduce_sum(wide)
+        if dest is not None:
+            dest[...] = wide if result is None else result
+
     # -- the collectives ----------------------------------------------------------------------
     def allreduce(self, x, op="sum", *, algorithm="auto", out=None, async_op=False):
         """Reduce x element-wise over all ranks; every rank gets the result.
@@ -267,6 +281,9 @@ class Communicator:
         def job():
             buf = buffers.flat(target)
             source = buf if target is x else buffers.flat(x)
+            if wide_avg(op, x.dtype):
+                self._average_wide(source, buf, lambda w: run(self._route(x), w, w, SUM, self._workspace))
+                return target
             run(self._route(x), source, buf, combine_op(op), self._workspace)
             finish_avg(buf, op, self.size)
             return target
@@ -289,6 +306,13 @@ class Communicator:
 
         def job():
             result = buffers.empty(shape, x) if out is None else out
+            if wide_avg(op, x.dtype):
+                def wide(w):
+                    block = self._workspace.get("avg-wide-block", result.size, w)
+                    run(self._route(x), w, block, SUM, offsets, self._workspace)
+                    return block
+                self._average_wide(buffers.flat(x), result, wide)
+                return result
             run(self._route(x), buffers.flat(x), result, combine_op(op), offsets, self._workspace)
             finish_avg(result, op, self.size)
             return result
@@ -321,7 +345,7 @@ class Communicator:
         """Copy root's x into every rank's x, in place; returns x. Cost (tree): about
         log2(n) + chunks - 1 steps, each non-leaf sending the buffer to its children."""
         buffers.check_array(x, writeable=True)
-        self._check_root(root)
+        root = self._check_root(root)
         name = self._resolve("broadcast", algorithm, x.nbytes)
         run = registry.ALGORITHMS["broadcast"][name]
 
@@ -334,7 +358,7 @@ class Communicator:
         """Reduce x over all ranks into root only: into `out` there if given, else into
         root's x in place. Returns the result on root and None elsewhere; other ranks' x
         is not modified. Cost (tree): about log2(n) + chunks - 1 steps."""
-        self._check_root(root)
+        root = self._check_root(root)
         is_root = self.rank == root
         buffers.check_array(x, writeable=is_root and out is None, reduces=True)
         op = check_op(op, x.dtype)
@@ -351,6 +375,10 @@ class Communicator:
                 target, work = None, self._workspace.get("reduce", x.size, x)
             if not (is_root and out is None):
                 work[...] = buffers.flat(x)
+            if wide_avg(op, x.dtype):
+                self._average_wide(work, work if is_root else None,
+                                   lambda w: run(self._route(x), w, SUM, root, self._workspace))
+                return target
             run(self._route(x), work, combine_op(op), root, self._workspace)
             if is_root:
                 finish_avg(work, op, self.size)
