@@ -18,8 +18,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
-# The collectives a transport may offer natively (as `native_<name>` methods).
-NATIVE_COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce")
+# The collectives a transport may offer natively, as `native_<name>` methods (alltoallv is
+# the "mpi" algorithm of alltoall with any counts).
+NATIVE_COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce", "alltoall", "alltoallv",
+                      "gather", "scatter", "scan", "exscan")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Capabilities:
                      Communicator stages them through pinned host memory
     shared_segment   the per-node shared-memory segment of the ranks on this node (peer
                      views and flags), where the transport has one; None otherwise
+    can_split        split() works (the simulator runs one communicator: it cannot)
     """
     ranks_per_node: Optional[int] = None
     cost_model: Any = None
@@ -47,6 +50,7 @@ class Capabilities:
     native: frozenset = frozenset()
     cuda_aware: bool = False
     shared_segment: Any = None
+    can_split: bool = True
 
     def replace(self, **changes: Any) -> Capabilities:
         """A copy with `changes` applied (what a wrapper that adjusts capabilities uses)."""

@@ -304,7 +304,7 @@ class SimulatedTransport(CallState):
         self.fabric, self.rank, self.size = fabric, rank, fabric.size
         self.capabilities = Capabilities(ranks_per_node=fabric.network.ranks_per_node,
                                          cost_model=fabric.network.model, nominal_nbytes=self.nominal_nbytes,
-                                         pipeline_chunks=fabric.pipeline_chunks)
+                                         pipeline_chunks=fabric.pipeline_chunks, can_split=False)
         zeros = [0.0] * len(fabric.scale)
         self.clock, self.egress = list(zeros), list(zeros)        # now; when the outgoing port is free
         self.in_from, self.in_until = list(zeros), list(zeros)    # the incoming port's last busy stretch
@@ -403,6 +403,7 @@ class SimulatedTransport(CallState):
 
     def barrier(self):
         self.allgather_object(None)
+
 
     def free(self):
         """Nothing to release: the simulation owns the shared state."""
