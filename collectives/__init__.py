@@ -55,10 +55,9 @@ def init(comm=None, *, debug=None, timeout=_UNSET, flight_dir=None, shm_bytes=_U
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)          # ranks on this node pick GPUs in turn
     device = select_device(node.Get_rank())
     layout = comm.allgather((node.Get_size(), comm.Get_rank() - node.Get_rank()))
-    transport = MPITransport(comm.Dup(), shm_bytes=shm_bytes)
+    transport = MPITransport(comm.Dup(), ranks_per_node=_equal_consecutive_nodes(layout), shm_bytes=shm_bytes)
     unlink_shared_files(node)                # nothing in /dev/shm outlives the job, however it ends
     node.Free()
-    transport.ranks_per_node = _equal_consecutive_nodes(layout)
     communicator = Communicator(transport, timeout=timeout, flight_dir=flight_dir,
                                 debug=debug_from_env() if debug is None else debug)
     communicator.device = device
@@ -76,7 +75,8 @@ def _equal_consecutive_nodes(layout):
     return g
 
 
-def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, shm_bytes=_UNSET, **kwargs):
+def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, ranks_per_node=None,
+                shm_bytes=_UNSET, **kwargs):
     """Run fn(comm, *args, **kwargs) on `size` ranks in this process, one thread each.
 
     The ranks share a segment of `shm_bytes` per rank (default COLLECTIVES_SHM_BYTES, else
@@ -87,8 +87,11 @@ def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, shm
     than `timeout` seconds raises CollectiveTimeout instead of hanging (None, 0 or inf:
     no limit). When fn ends, each rank's Communicator is freed with every sub-communicator
     still alive (its asynchronous work finished or failed first), so every thread started
-    here has ended when run_threads returns.
+    here has ended when run_threads returns. ranks_per_node: the ranks declare nodes of
+    that many consecutive ranks (the "hierarchical" algorithm becomes available where it
+    divides `size`).
     """
+    from .transport.contract import Capabilities
     from .transport.local import run_threads as spawn
     from .transport.segment import check_shm_bytes, shm_bytes_from_env
     timeout = check_timeout(timeout)
@@ -96,4 +99,5 @@ def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, shm
     shm_bytes = shm_bytes_from_env() if shm_bytes is _UNSET else check_shm_bytes(shm_bytes)
     return spawn(size, fn, *args, timeout=timeout, shm_bytes=shm_bytes,
                  wrap=lambda t: Communicator(t, debug=debug, timeout=timeout, flight_dir=flight_dir),
-                 release=Communicator.free, **kwargs)
+                 release=Communicator.free, capabilities=Capabilities(ranks_per_node=ranks_per_node),
+                 **kwargs)

@@ -91,7 +91,7 @@ def test_the_in_process_segment_is_released_with_the_world():
 
     def body(comm):
         comm.allreduce(np.ones(10), algorithm="oneshot")
-        regions.append(weakref.ref(comm.transport.shared_segment.regions[comm.rank]))
+        regions.append(weakref.ref(comm.transport.capabilities.shared_segment.regions[comm.rank]))
     cc.run_threads(2, body)
     gc.collect()
     assert len(regions) == 2 and all(ref() is None for ref in regions)

@@ -6,10 +6,14 @@ Every algorithm of one collective has the same signature:
     allgather(t, buf, offsets, ws)                in place, block r filled by the caller
     broadcast(t, buf, root, ws)                   in place
     reduce(t, work, op, root, ws)                 result in root's work
+    alltoall(t, x, out, send_offsets, recv_offsets, ws)   (alltoallv alike: any counts)
+    gather(t, mine, out, offsets, root, ws)       root's out (None elsewhere)
+    scatter(t, x, mine, offsets, root, ws)        root's x (None elsewhere) into mine
+    scan(t, buf, op, ws), exscan(t, buf, op, ws)  in place
 t is the transport, op a combine op ("sum", "prod", "max", "min"), ws the Workspace.
 """
 from .. import tuning
-from . import hierarchical, native, recursive, ring, shm, tree
+from . import alltoall, gather, hierarchical, native, recursive, ring, scan, shm, tree
 from .common import nominal_nbytes
 
 NATIVE = "mpi"
@@ -17,12 +21,15 @@ NATIVE = "mpi"
 NEEDS_NODES = {"hierarchical"}
 # Offered only where all the transport's ranks share a segment (`shm.segment_of`).
 NEEDS_SEGMENT = {"oneshot", "twoshot"}
+# Where a collective's "mpi" algorithm calls a transport method of another name.
+NATIVE_METHOD = {"alltoall": "alltoallv"}
 
 
 def _chunks(t, collective, algorithm, buf):
     """The pipeline chunk count for buf, from the model the transport plans with (a
-    transport may fix it with `pipeline_chunks`: bench.explain does, to show pipelining)."""
-    return getattr(t, "pipeline_chunks", None) or tuning.algorithm_chunks(
+    transport may fix it with its `pipeline_chunks` capability: bench.explain does, to
+    show pipelining)."""
+    return t.capabilities.pipeline_chunks or tuning.algorithm_chunks(
         collective, algorithm, nominal_nbytes(t, buf), t.size, tuning.model_for(t))
 
 
@@ -70,6 +77,35 @@ ALGORITHMS = {
         "ring": ring.reduce,
         NATIVE: native.reduce,
     },
+    "alltoall": {
+        "pairwise": alltoall.pairwise,
+        "bruck": alltoall.bruck,
+        "linear": alltoall.linear,
+        NATIVE: native.alltoall,
+    },
+    "alltoallv": {
+        "pairwise": alltoall.pairwise,
+        "linear": alltoall.linear,
+        NATIVE: native.alltoall,
+    },
+    "gather": {
+        "tree": gather.gather_tree,
+        "linear": gather.gather_linear,
+        NATIVE: native.gather,
+    },
+    "scatter": {
+        "tree": gather.scatter_tree,
+        "linear": gather.scatter_linear,
+        NATIVE: native.scatter,
+    },
+    "scan": {
+        "recursive_doubling": scan.scan,
+        NATIVE: native.scan,
+    },
+    "exscan": {
+        "recursive_doubling": scan.exscan,
+        NATIVE: native.exscan,
+    },
 }
 
 
@@ -77,7 +113,7 @@ def names(collective, transport):
     """Algorithm names valid for `collective` over `transport` ("mpi" only where it is
     native, "hierarchical" only where the transport knows nodes that divide its ranks,
     the shared-memory ones only where all its ranks share a segment)."""
-    has_native = hasattr(transport, "native_" + collective)
+    has_native = NATIVE_METHOD.get(collective, collective) in transport.capabilities.native
     has_nodes = hierarchical.ranks_per_node(transport) is not None
     has_segment = shm.segment_of(transport) is not None
     return [name for name in ALGORITHMS[collective]

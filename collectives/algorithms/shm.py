@@ -20,9 +20,7 @@ CHUNK_BYTES = 1 << 20
 
 def segment_of(t):
     """The transport's shared segment if it spans exactly t's ranks, else None."""
-    capabilities = getattr(t, "capabilities", None)
-    segment = getattr(capabilities, "shared_segment", None) if capabilities is not None \
-        else getattr(t, "shared_segment", None)
+    segment = t.capabilities.shared_segment
     if segment is None or segment.closed or segment.size != t.size or segment.staging_bytes < 64:
         return None
     return segment

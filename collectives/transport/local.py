@@ -11,6 +11,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..errors import CollectiveTimeout, TransportError, TransportTimeout
+from .contract import NO_CAPABILITIES, CallState
 from .segment import DEFAULT_BYTES, LocalSegment
 
 DEFAULT_TIMEOUT = 60.0
@@ -160,15 +161,17 @@ class _RecvRequest:
         return self.done
 
 
-class LocalTransport:
-    """One rank's endpoint in an in-process world (see module docstring)."""
+class LocalTransport(CallState):
+    """One rank's endpoint in an in-process world (see module docstring). It declares
+    `capabilities` as given (default: none; tests pass ranks_per_node), plus the group's
+    shared segment where the fabric makes them (all in-process ranks share memory)."""
 
-    def __init__(self, fabric, group, rank, size):
+    def __init__(self, fabric, group, rank, size, capabilities=NO_CAPABILITIES):
         self.fabric, self.group, self.rank, self.size = fabric, group, rank, size
-        self.timeout = fabric.timeout   # seconds a wait may take (None or 0: forever)
-        self.step = 0                   # waits in the current collective (for error messages)
+        segment = fabric.segment(group, rank, size)
+        self.capabilities = capabilities.replace(shared_segment=segment) if segment else capabilities
+        self.set_timeout(fabric.timeout)
         self._splits = 0
-        self.shared_segment = fabric.segment(group, rank, size)   # all ranks share memory
 
     # -- point to point ----------------------------------------------------------------
     def isend(self, buf, dest, payload=None):
@@ -230,12 +233,20 @@ class LocalTransport:
         """Return once every rank of the group has entered the barrier."""
         self.allgather_object(None)
 
+    def begin_call(self, sequence, signature):
+        """As CallState's, and the segment's flags carry the call from now on."""
+        super().begin_call(sequence, signature)
+        segment = self.capabilities.shared_segment
+        if segment is not None:
+            segment.begin_call(sequence, signature)
+
     def free(self):
         """Forget this endpoint's incoming channels (the sender side completed already)
         and let go of the group's shared segment."""
         self.fabric.forget(self.group, self.rank)
-        if self.shared_segment is not None and not self.shared_segment.closed:
-            self.shared_segment.close()
+        segment = self.capabilities.shared_segment
+        if segment is not None and not segment.closed:
+            segment.close()
             self.fabric.release_segment(self.group)
 
     def split(self, color, key=0):
@@ -248,22 +259,23 @@ class LocalTransport:
         new_rank = members.index((key, self.rank))
         group = (self.group, self._splits, color)
         sub = LocalTransport(self.fabric, group, new_rank, len(members))
-        sub.timeout = self.timeout
+        sub.set_timeout(self.timeout)
         return sub
 
 
 def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, release=None,
-                shm_bytes=DEFAULT_BYTES, **kwargs):
+                capabilities=NO_CAPABILITIES, shm_bytes=DEFAULT_BYTES, **kwargs):
     """Run fn(endpoint, *args, **kwargs) on `size` in-process ranks, one thread each.
 
     Every group of ranks gets a shared segment of `shm_bytes` per rank (0: none).
 
-    `wrap(transport)` turns each rank's transport into what fn receives (the Communicator
-    does this); by default fn gets the bare transport. `release(obj)` is called on what fn
-    received once fn has ended, after a failing rank has aborted the others' waits, so it
-    may wait for the rank's outstanding work (the Communicator's free() does). Returns the
-    list of results in rank order; the first exception raised by any rank is re-raised
-    here, after all threads end.
+    Every endpoint declares `capabilities` (e.g. Capabilities(ranks_per_node=2) to test
+    the hierarchical algorithm). `wrap(transport)` turns each rank's transport into what
+    fn receives (the Communicator does this); by default fn gets the bare transport.
+    `release(obj)` is called on what fn received once fn has ended, after a failing rank
+    has aborted the others' waits, so it may wait for the rank's outstanding work (the
+    Communicator's free() does). Returns the list of results in rank order; the first
+    exception raised by any rank is re-raised here, after all threads end.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}")
@@ -278,7 +290,7 @@ def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, release=Non
     def body(rank):
         endpoint = None
         try:
-            endpoint = LocalTransport(fabric, "world", rank, size)
+            endpoint = LocalTransport(fabric, "world", rank, size, capabilities)
             endpoint = wrap(endpoint) if wrap else endpoint
             results[rank] = fn(endpoint, *args, **kwargs)
         except BaseException as exc:  # reported to the caller below

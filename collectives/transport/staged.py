@@ -118,6 +118,11 @@ class StagedTransport(TransportWrapper):
     def rewrap(self, inner):
         return StagedTransport(inner, self.copies)
 
+    @property
+    def capabilities(self):
+        """The inner transport's, without the shared segment (device buffers are not in it)."""
+        return self.inner.capabilities.replace(shared_segment=None)
+
     def begin(self):
         """Start of a collective: the previous one's host copies are done, reuse the arena."""
         self.copies.synchronize()
@@ -185,6 +190,11 @@ class DirectDeviceTransport(TransportWrapper):
 
     def rewrap(self, inner):
         return DirectDeviceTransport(inner, self.copies)
+
+    @property
+    def capabilities(self):
+        """The inner transport's, without the shared segment (device buffers are not in it)."""
+        return self.inner.capabilities.replace(shared_segment=None)
 
     def begin(self):
         pass
