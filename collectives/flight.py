@@ -115,10 +115,16 @@ def describe(signature):
     name, *args = signature
     labels = {"allreduce": ("count", "dtype", "op", "algorithm"),
               "reduce_scatter": ("count", "dtype", "op", "algorithm"),
+              "alltoall": ("count", "dtype", "algorithm"),
+              "alltoallv": ("dtype", "algorithm"),
+              "gather": ("shape", "dtype", "root", "algorithm"),
+              "scatter": ("count", "dtype", "root", "algorithm"),
+              "scan": ("count", "dtype", "op", "algorithm"),
+              "exscan": ("count", "dtype", "op", "algorithm"),
               "allgather": ("shape", "dtype", "algorithm"),
               "broadcast": ("count", "dtype", "root", "algorithm"),
               "reduce": ("count", "dtype", "op", "root", "algorithm"),
-              "barrier": ()}.get(name, ())
+              "barrier": (), "allgather_object": (), "broadcast_object": ("root", "algorithm")}.get(name, ())
     return f"{name}(" + ", ".join(f"{k}={v}" for k, v in zip(labels, args)) + ")"
 
 

@@ -21,8 +21,8 @@ def reduce_into(dst, src, op, reverse=False):
 
 def nominal_nbytes(t, buf):
     """The bytes `buf` stands for: buf.nbytes, except on a transport that simulates larger
-    buffers than it moves (collectives.transport.simulated), which says how many."""
-    scaled = getattr(t, "nominal_nbytes", None)
+    buffers than it moves (collectives.transport.simulated), which declares how many."""
+    scaled = t.capabilities.nominal_nbytes
     return buf.nbytes if scaled is None else scaled(buf)
 
 
@@ -36,19 +36,25 @@ class Workspace:
     def __init__(self):
         self._buffers = {}
 
-    def get(self, slot, n, like):
-        key = (slot, like.dtype, type(like))
+    def get(self, slot, n, like, dtype=None):
+        """n elements of like's array module and dtype (or `dtype`), reused per slot."""
+        dtype = like.dtype if dtype is None else dtype
+        key = (slot, dtype, type(like))
         buf = self._buffers.get(key)
         if buf is None or buf.size < n:
-            buf = _empty_like(like, max(n, 1))
+            buf = _empty_like(like, max(n, 1), dtype)
             self._buffers[key] = buf
         return buf[:n]
 
+    def clear(self):
+        """Drop every cached buffer."""
+        self._buffers.clear()
 
-def _empty_like(like, n):
+
+def _empty_like(like, n, dtype):
     # np.empty_like / cupy.empty_like keep the array module (NumPy or CuPy) of `like`.
     import numpy as np
-    return np.empty_like(like, shape=(n,))
+    return np.empty_like(like, shape=(n,), dtype=dtype)
 
 
 def chunk_bounds(count, chunks):
