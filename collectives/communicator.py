@@ -4,8 +4,11 @@ It checks arguments on the calling rank before any communication, optionally che
 all ranks called alike (debug mode), picks the algorithm, and runs it synchronously or on
 the communicator's ordered background thread.
 """
+import math
+import numbers
 import os
 import uuid
+import weakref
 
 from . import algorithms as registry
 from . import buffers, tuning
@@ -39,11 +42,13 @@ def timeout_from_env(default=DEFAULT_TIMEOUT):
 
 
 def check_timeout(timeout):
-    """None for 'wait forever' (None or 0), else a positive float; ValueError otherwise."""
-    if timeout is None or timeout == 0:
+    """None for 'wait forever' (None, 0 or inf), else a positive float; ValueError otherwise."""
+    if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
-        raise ValueError(f"timeout must be a non-negative number of seconds or None, got {timeout!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout >= 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds, inf or None, got {timeout!r}")
+    if timeout == 0 or math.isinf(timeout):
+        return None
     return float(timeout)
 
 
@@ -51,7 +56,9 @@ class Communicator:
     """A group of ranks that run collectives together (see collectives/__init__.py).
 
     Create one with `cc.init()` (over MPI) or `cc.run_threads()` (in-process); `split`
-    makes sub-communicators.
+    makes sub-communicators. A Communicator owns its transport: `free()` (or the end of a
+    `with comm:` block, or garbage collection) releases the transport (the MPI
+    communicator), the background thread and the workspaces.
     """
 
     def __init__(self, transport, debug=False, timeout=DEFAULT_TIMEOUT, flight_dir=None):
@@ -72,6 +79,11 @@ class Communicator:
         self.cuda_aware = buffers.cuda_aware_mpi(getattr(transport, "query_cuda_support", None))
         self._device_transport = None
         self.device = None                    # the GPU this rank uses (set by cc.init), if any
+        self._freed = False
+        self._children = weakref.WeakSet()    # live sub-communicators: free() frees them too
+        # Runs once, on free() or when this object is collected; it must not reference self.
+        self._release = weakref.finalize(self, _release, self._executor, transport, self._workspace)
+        self._release.atexit = False          # at exit the process ends: nothing to hand back
 
     def _route(self, x):
         """The transport for a collective on x, called when it starts: the host transport,
@@ -103,6 +115,39 @@ class Communicator:
         return (f"<Communicator rank {self.rank} of {self.size} over "
                 f"{type(self.transport).__name__}{' debug' if self.debug else ''}>")
 
+    # -- lifetime ------------------------------------------------------------------------
+    def free(self):
+        """Release this communicator and every sub-communicator split from it that is
+        still alive: queued asynchronous work finishes first (its Work handles keep their
+        results or errors), then the background thread ends, the transport (the MPI
+        communicator) is freed and the workspaces dropped. Call it on every rank; calling
+        it again does nothing, and any later collective raises RuntimeError. Local: no
+        messages."""
+        if self._freed:
+            return
+        self._freed = True
+        for child in list(self._children):
+            child.free()
+        self._executor.close(wait=True)
+        self._device_transport = None
+        self._release()
+
+    @property
+    def freed(self):
+        """True once free() was called."""
+        return self._freed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.free()
+
+    def _check_usable(self, what):
+        if self._freed:
+            raise RuntimeError(f"rank {self.rank}: {what} on a freed Communicator (comm.free() was "
+                               "called or its with-block ended): create or split a new one")
+
     # -- choosing algorithms -----------------------------------------------------------
     def algorithms(self, collective):
         """Algorithm names valid for `collective` on this communicator (no "auto")."""
@@ -130,6 +175,7 @@ class Communicator:
     def _run(self, signature, job, async_op):
         """Run `job` in call order: on this thread, or queued when asynchronous; record it
         in the flight recorder and turn a stuck wait into CollectiveTimeout."""
+        self._check_usable(signature[0])
         self._sequence += 1
         sequence = self._sequence
         description = f"{signature[0]} #{sequence}"
@@ -317,10 +363,22 @@ class Communicator:
 
     def split(self, color, key=0):
         """A new Communicator over the ranks that passed the same `color`, ranked by
-        (key, old rank); color None leaves this rank out (returns None). Collective."""
+        (key, old rank); color None leaves this rank out (returns None). Collective.
+        Free the result with `free()` (or `with`) when done: each one holds an MPI
+        communicator, and MPI runs out of them after a few thousand."""
+        self._check_usable("split")
         self._executor.drain()
         sub = self.transport.split(color, key)
         if sub is None:
             return None
-        return Communicator(sub, debug=self.debug, timeout=self.timeout,
-                            flight_dir=os.path.join(self.flight_dir, f"split{self._sequence}-{color}"))
+        child = Communicator(sub, debug=self.debug, timeout=self.timeout,
+                             flight_dir=os.path.join(self.flight_dir, f"split{self._sequence}-{color}"))
+        self._children.add(child)
+        return child
+
+
+def _release(executor, transport, workspace):
+    """What a Communicator hands back, once: its thread, its transport, its workspaces."""
+    executor.close(wait=True)
+    transport.free()
+    workspace.clear()

@@ -44,6 +44,10 @@ class Workspace:
             self._buffers[key] = buf
         return buf[:n]
 
+    def clear(self):
+        """Drop every cached buffer."""
+        self._buffers.clear()
+
 
 def _empty_like(like, n):
     # np.empty_like / cupy.empty_like keep the array module (NumPy or CuPy) of `like`.

@@ -107,6 +107,12 @@ class MPITransport:
         """MPI_Ibarrier, waited with the timeout."""
         self._collective(self.comm.Ibarrier(), "barrier")
 
+    def free(self):
+        """Free the MPI communicator (once; not after MPI_Finalize)."""
+        comm, self.comm = self.comm, MPI.COMM_NULL
+        if comm != MPI.COMM_NULL and not MPI.Is_finalized():
+            comm.Free()
+
     def split(self, color, key=0):
         """A transport over the ranks with the same `color` (None: this rank joins none)."""
         sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
