@@ -32,6 +32,7 @@ computed after synchronising the current stream.
 import ctypes
 import hashlib
 import itertools
+import os
 import re
 import shutil
 import subprocess
@@ -87,28 +88,51 @@ template <typename... A> static int arity(void (*)(A...)) { return sizeof...(A);
 CVT = {'asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));': "f = host_f16_to_float(h.bits);",
        'asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));': "h.bits = host_float_to_f16(f);"}
 _LIBRARIES = {}                                   # source hash -> (library, {name: index})
+_BUILD_LOCK = threading.Lock()
+
+
+def _build_dir(tmp_dir):
+    """Where g++ builds are kept: a per-user cache shared across runs (keyed by the source
+    hash, so never stale), else the test's temporary folder."""
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                         "collectives-cupy-standin")
+    try:
+        os.makedirs(cache, exist_ok=True)
+        return cache
+    except OSError:
+        return str(tmp_dir)
 
 
 def compile_for_host(code, names, tmp_dir):
-    """g++ build of NVRTC-bound `code` with a run_<i>/arity_<i> pair per name expression."""
-    key = hashlib.sha256((code + "\n".join(names)).encode()).hexdigest()[:16]
-    if key not in _LIBRARIES:
+    """g++ build of NVRTC-bound `code` with a run_<i>/arity_<i> pair per kernel name."""
+    key = hashlib.sha256((code + "\n".join(names) + PRELUDE + RUNNER).encode()).hexdigest()[:16]
+    with _BUILD_LOCK:                                 # ranks are threads: build once
+        if key not in _LIBRARIES:
+            _LIBRARIES[key] = _build(key, code, names, tmp_dir)
+    return _LIBRARIES[key]
+
+
+def _build(key, code, names, tmp_dir):
+    """The (library, {name: index}) of `code`, from the build cache or built now."""
+    folder = _build_dir(tmp_dir)
+    library = os.path.join(folder, f"{key}.so")
+    if not os.path.exists(library):
         for instruction, replacement in CVT.items():
             assert code.count(instruction) == 1, f"the float16 conversion changed: {instruction}"
             code = code.replace(instruction, replacement)
         wrappers = [f'extern "C" void run_{i}(unsigned grid, void** args) {{ launch(&{name}, grid, args); }}\n'
                     f'extern "C" int arity_{i}() {{ return arity(&{name}); }}' for i, name in enumerate(names)]
-        source = tmp_dir / f"{key}.cpp"
-        source.write_text(PRELUDE + code + RUNNER + "\n".join(wrappers) + "\n")
-        library = tmp_dir / f"{key}.so"
+        source = os.path.join(folder, f"{key}.{os.getpid()}.cpp")
+        with open(source, "w") as handle:
+            handle.write(PRELUDE + code + RUNNER + "\n".join(wrappers) + "\n")
+        partial = f"{library}.{os.getpid()}"
         result = subprocess.run([GXX, "-std=c++17", "-O1", "-fno-strict-aliasing", "-Wno-unknown-pragmas",
-                                 "-shared", "-fPIC", "-o", str(library), str(source)],
+                                 "-shared", "-fPIC", "-o", partial, source],
                                 capture_output=True, text=True, timeout=600)
+        os.remove(source)
         assert result.returncode == 0, result.stderr[-5000:]
-        _LIBRARIES[key] = (ctypes.CDLL(str(library)), {name: i for i, name in enumerate(names)})
-    return _LIBRARIES[key]
-
-
+        os.replace(partial, library)                  # atomic: concurrent runs never see half
+    return ctypes.CDLL(library), {name: i for i, name in enumerate(names)}
 
 
 # ---- the machine: devices, per-thread current device and stream -------------------------

@@ -3,6 +3,8 @@ tests/cupy_standin.py: two "GPUs", per-thread default streams whose work runs on
 something waits for it, a CUDA-aware "MPI" that reads and writes device memory the moment
 it likes. Each test pins one ordering promise of collectives/work.py and
 collectives/transport/staged.py (see the ordering argument there)."""
+import time
+
 import numpy as np
 import pytest
 
@@ -67,10 +69,13 @@ def test_wait_orders_the_result_for_a_caller_on_another_stream(cp):
 
 def test_a_collective_after_an_async_one_does_not_reuse_pinned_memory_still_being_copied(cp):
     """The async allreduce's host-to-device copies read pinned memory when they run; the
-    next collective (on another stream) must not overwrite that memory before (bug 3)."""
+    next collective (here on the caller's thread, on another stream) must not overwrite
+    that memory before (bug 3)."""
     def body(comm):
         a = cp.asarray(values(comm.rank))
         work = comm.allreduce(a, async_op=True)
+        while not work.test():                      # the host part is done, the copies queued
+            time.sleep(0.001)
         with cp.cuda.Stream():
             b = cp.asarray(-values(comm.rank))
             comm.allreduce(b)
@@ -129,3 +134,34 @@ def test_cuda_aware_broadcast_receives_after_the_callers_queued_writes(cp, monke
         return cp.asnumpy(x)
     for result in cuda_aware_run(3, body, monkeypatch):
         np.testing.assert_array_equal(result, values(0))
+
+
+def test_data_parallel_on_two_gpus_matches_the_cpu(cp):
+    """DDP's asynchronous bucket all-reduces, rank r on GPU r, gradients packed on the
+    caller's stream: the same gradients as on the CPU (bugs 1 and 3 together)."""
+    import nn
+    from nn import functional as F
+    from nn.parallel import DistributedDataParallel
+
+    def body(comm, on_gpu):
+        if on_gpu:
+            cp.cuda.Device(comm.rank).use()
+        nn.manual_seed(0)
+        module = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+        if on_gpu:
+            for p in module.parameters():
+                p.data = cp.asarray(p.data)
+        model = DistributedDataParallel(module, comm, bucket_cap_mb=0.0005)
+        rng = np.random.default_rng(comm.rank)
+        x = rng.standard_normal((6, 8)).astype(np.float32)
+        target = rng.standard_normal((6, 4)).astype(np.float32)
+        if on_gpu:
+            x, target = cp.asarray(x), cp.asarray(target)
+        F.mse_loss(model(nn.Tensor(x)), nn.Tensor(target)).backward()
+        return [cp.asnumpy(p.grad) if on_gpu else p.grad.copy() for p in module.parameters()]
+
+    cpu = cc.run_threads(2, body, False, timeout=20)
+    gpu = cc.run_threads(2, body, True, timeout=20)
+    for rank in range(2):
+        for a, b in zip(cpu[rank], gpu[rank]):
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
