@@ -11,6 +11,7 @@
 Algorithms are ours (ring, tree, recursive doubling, Rabenseifner, ...); MPI only moves
 bytes, except for algorithm "mpi", MPI's own collective, kept as the baseline.
 """
+from .arguments import as_int
 from .buffers import select_device
 from .communicator import Communicator, check_timeout, debug_from_env, timeout_from_env
 from .errors import CollectiveMismatch, CollectiveTimeout, TransportError, TransportTimeout
@@ -82,6 +83,7 @@ def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, **k
     """
     from .transport.local import run_threads as spawn
     timeout = check_timeout(timeout)
+    size = as_int(size, "size", low=1)
     return spawn(size, fn, *args, timeout=timeout,
                  wrap=lambda t: Communicator(t, debug=debug, timeout=timeout, flight_dir=flight_dir),
                  release=Communicator.free, **kwargs)

@@ -22,15 +22,20 @@ from .tensor import Tensor, array_module
 class Embedding(Module):
     """A lookup table: integer indices (any shape) -> rows of weight (num_embeddings, dim).
 
-    weight ~ N(0, std^2) from the nn generator (PyTorch's default std is 1). The gradient
-    of each row is the sum of the output gradients at the positions that used it.
+    weight ~ N(0, std^2) from the nn generator (PyTorch's default std is 1), or the given
+    `_weight` array (used as is, nothing drawn; as PyTorch's _weight). The gradient of each
+    row is the sum of the output gradients at the positions that used it.
     """
 
-    def __init__(self, num_embeddings, embedding_dim, dtype=np.float32, std=1.0):
+    def __init__(self, num_embeddings, embedding_dim, dtype=np.float32, std=1.0, _weight=None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        values = generator().standard_normal((num_embeddings, embedding_dim)) * std
-        self.weight = Parameter(values.astype(dtype))
+        if _weight is None:
+            _weight = (generator().standard_normal((num_embeddings, embedding_dim)) * std).astype(dtype)
+        elif tuple(_weight.shape) != (num_embeddings, embedding_dim):
+            raise ValueError(f"Embedding _weight has shape {tuple(_weight.shape)}, expected "
+                             f"({num_embeddings}, {embedding_dim})")
+        self.weight = Parameter(_weight)
 
     def forward(self, indices):
         """weight[indices]: shape indices.shape + (embedding_dim,)."""
