@@ -217,7 +217,7 @@ class Communicator(Collectives):
             return self._executor.submit(recorded, description)
         if self._executor.busy():
             return self._executor.submit(recorded, description).wait()
-        return recorded()
+        return self._executor.run(recorded)
 
     def _fault_summary(self, entry, peer):
         """Dump this rank's flight record and summarise every record that appears within
