@@ -254,7 +254,7 @@ class Communicator(Collectives):
             return self._executor.submit(recorded, description)
         if self._executor.busy():
             return self._executor.submit(recorded, description).wait()
-        return recorded()
+        return self._executor.run(recorded)
 
     def _observed(self, job, sequence, signature):
         """Run job (after the debug-mode check), its reductions through the observers'."""
