@@ -26,6 +26,7 @@ import signal
 import string
 import sys
 import time
+import warnings
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # ranks share the cores
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -55,11 +56,13 @@ def load_text(modules=MODULES):
     """The docstrings of `modules` and of the classes and functions they define, in a fixed
     order, restricted to ALPHABET (anything else becomes a space)."""
     parts = []
-    for name in modules:
-        module = importlib.import_module(name)
-        objects = [module] + [value for key, value in sorted(vars(module).items())
-                              if not key.startswith("_") and getattr(value, "__module__", None) == name]
-        parts += [doc for doc in map(inspect.getdoc, objects) if doc]
+    with warnings.catch_warnings():              # typing.io and typing.re warn when touched
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for name in modules:
+            module = importlib.import_module(name)
+            objects = [module] + [value for key, value in sorted(vars(module).items())
+                                  if not key.startswith("_") and getattr(value, "__module__", None) == name]
+            parts += [doc for doc in map(inspect.getdoc, objects) if doc]
     known = set(ALPHABET)
     return "".join(c if c in known else " " for c in "\n\n".join(parts))
 
