@@ -17,6 +17,7 @@ from . import buffers, tuning
 from .algorithms.common import Workspace
 from .arguments import as_int
 from .errors import CollectiveMismatch, CollectiveTimeout, TransportError, TransportTimeout
+from .extended import Collectives, offsets_from_counts
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
 from .ops import SUM, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
@@ -55,7 +56,7 @@ def check_timeout(timeout):
     return float(timeout)
 
 
-class Communicator:
+class Communicator(Collectives):
     """A group of ranks that run collectives together (see collectives/__init__.py).
 
     Create one with `cc.init()` (over MPI) or `cc.run_threads()` (in-process); `split`
@@ -82,11 +83,22 @@ class Communicator:
         self.cuda_aware = buffers.cuda_aware_mpi(getattr(transport, "query_cuda_support", None))
         self._device_transport = None
         self.device = None                    # the GPU this rank uses (set by cc.init), if any
+        # send/recv travel on a duplicate of the transport, so they never mix with collectives
+        self._p2p = transport.split(0, self.rank) if getattr(transport, "can_split", True) else None
         self._freed = False
         self._children = weakref.WeakSet()    # live sub-communicators: free() frees them too
         # Runs once, on free() or when this object is collected; it must not reference self.
-        self._release = weakref.finalize(self, _release, self._executor, transport, self._workspace)
+        self._release = weakref.finalize(self, _release, self._executor, transport, self._workspace,
+                                         self._p2p)
         self._release.atexit = False          # at exit the process ends: nothing to hand back
+
+    def _point_to_point(self):
+        """The duplicate transport that carries send/recv."""
+        self._check_usable("send/recv")
+        if self._p2p is None:
+            raise TypeError(f"send/recv need a transport that can split; "
+                            f"{type(self.transport).__name__} cannot")
+        return self._p2p
 
     def _route(self, x):
         """The transport for a collective on x, called when it starts: the host transport,
@@ -289,15 +301,23 @@ class Communicator:
             return target
         return self._run(("allreduce", x.size, str(x.dtype), op, name), job, async_op)
 
-    def reduce_scatter(self, x, op="sum", *, algorithm="auto", out=None, async_op=False):
+    def reduce_scatter(self, x, op="sum", *, algorithm="auto", out=None, async_op=False,
+                       counts=None):
         """Reduce x over all ranks and return this rank's block of the result (1-D).
 
-        Blocks follow `cc.partition(x.size, size)`. x is not modified. Cost (ring): n-1
-        steps, (n-1)/n of the buffer sent, received and reduced per rank.
+        Blocks follow `cc.partition(x.size, size)`, or `counts` (one element count per
+        rank, adding up to x.size, the same on every rank). x is not modified. Cost
+        (ring): n-1 steps, (n-1)/n of the buffer sent, received and reduced per rank.
         """
         buffers.check_array(x, reduces=True)
         op = check_op(op, x.dtype)
-        offsets = partition(x.size, self.size)
+        if counts is None:
+            offsets = partition(x.size, self.size)
+        else:
+            offsets = offsets_from_counts(counts, self.size, "counts", self.rank)
+            if offsets[-1] != x.size:
+                raise ValueError(f"rank {self.rank}: counts add up to {offsets[-1]} but x has "
+                                 f"{x.size} elements")
         shape = (offsets[self.rank + 1] - offsets[self.rank],)
         if out is not None:
             buffers.check_out(out, x, shape)
@@ -316,7 +336,8 @@ class Communicator:
             run(self._route(x), buffers.flat(x), result, combine_op(op), offsets, self._workspace)
             finish_avg(result, op, self.size)
             return result
-        return self._run(("reduce_scatter", x.size, str(x.dtype), op, name), job, async_op)
+        count = x.size if counts is None else tuple(b - a for a, b in zip(offsets, offsets[1:]))
+        return self._run(("reduce_scatter", count, str(x.dtype), op, name), job, async_op)
 
     def allgather(self, x, *, algorithm="auto", out=None, async_op=False):
         """Concatenate every rank's x along axis 0 (a 0-d x counts as shape (1,)).
@@ -385,9 +406,10 @@ class Communicator:
             return target
         return self._run(("reduce", x.size, str(x.dtype), op, root, name), job, async_op)
 
-    def barrier(self):
-        """Return once every rank has entered the barrier (after this rank's queued work)."""
-        self._run(("barrier",), self.transport.barrier, async_op=False)
+    def barrier(self, *, async_op=False):
+        """Return once every rank has entered the barrier (after this rank's queued work);
+        with async_op, a Work whose wait() returns then. Cost: one barrier of the transport."""
+        return self._run(("barrier",), self.transport.barrier, async_op=async_op)
 
     def split(self, color, key=0):
         """A new Communicator over the ranks that passed the same `color`, ranked by
@@ -405,8 +427,10 @@ class Communicator:
         return child
 
 
-def _release(executor, transport, workspace):
-    """What a Communicator hands back, once: its thread, its transport, its workspaces."""
+def _release(executor, transport, workspace, point_to_point=None):
+    """What a Communicator hands back, once: its thread, its transports, its workspaces."""
     executor.close(wait=True)
     transport.free()
+    if point_to_point is not None:
+        point_to_point.free()
     workspace.clear()

@@ -50,3 +50,18 @@ def finish_avg(block, op, world_size):
     """Divide `block` by the world size in place if op is "avg" (one pass, on the final sum)."""
     if op == AVG and world_size > 1 and block.size:
         np.true_divide(block, world_size, out=block, casting="unsafe")
+
+
+def identity(op, dtype):
+    """The value x with x <op> y == y for every y of `dtype` (0, 1, lowest or highest)."""
+    dtype = np.dtype(dtype)
+    if op in (SUM, AVG):
+        return dtype.type(0)
+    if op == PROD:
+        return dtype.type(1)
+    if dtype.kind == "b":
+        return dtype.type(op == MIN)
+    if dtype.kind == "f":
+        return dtype.type(-np.inf if op == MAX else np.inf)
+    info = np.iinfo(dtype)
+    return dtype.type(info.min if op == MAX else info.max)

@@ -401,6 +401,8 @@ class SimulatedTransport:
     def barrier(self):
         self.allgather_object(None)
 
+    can_split = False
+
     def free(self):
         """Nothing to release: the simulation owns the shared state."""
 
