@@ -16,8 +16,6 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from collectives.transport.wrapper import TransportWrapper
-
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
@@ -61,7 +59,8 @@ def algorithm_names(collective: str, n: int, ranks_per_node: int | None = None) 
     import types
 
     from collectives import algorithms as registry
-    world = types.SimpleNamespace(size=n, ranks_per_node=ranks_per_node)
+    from collectives.transport.contract import Capabilities
+    world = types.SimpleNamespace(size=n, capabilities=Capabilities(ranks_per_node=ranks_per_node))
     return registry.names(collective, world)
 
 
@@ -149,21 +148,3 @@ def slowest_median(per_rank: Iterable[list[float]]) -> float:
     """The median over steps of the slowest rank's time: per_rank[rank][step] -> seconds."""
     per_rank = list(per_rank)
     return statistics.median(max(times[i] for times in per_rank) for i in range(len(per_rank[0])))
-
-
-# -- counting bytes ---------------------------------------------------------------------------------
-class CountingTransport(TransportWrapper):
-    """A transport wrapper whose `.sent` counts the bytes this rank sends (sendrecv and
-    isend). Install with `sub.transport = CountingTransport(sub.transport)`."""
-
-    def __init__(self, inner: Any):
-        super().__init__(inner)
-        self.sent = 0
-
-    def sendrecv(self, sendbuf, dest, recvbuf, source):
-        self.sent += 0 if sendbuf is None else sendbuf.nbytes
-        self.inner.sendrecv(sendbuf, dest, recvbuf, source)
-
-    def isend(self, buf, dest):
-        self.sent += buf.nbytes
-        return self.inner.isend(buf, dest)

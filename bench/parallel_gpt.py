@@ -36,7 +36,8 @@ import tracemalloc
 import numpy as np
 
 import nn
-from bench.common import CountingTransport, interleaved, slowest_median
+from bench.common import interleaved, slowest_median
+from collectives.transport.counting import CountingTransport
 from nn.parallel import DistributedDataParallel, ParallelGPT, ProcessGrid
 
 LAYOUTS = {"data parallel": (1, False), "tensor parallel": (0, False), "tensor + sequence": (0, True),
