@@ -58,6 +58,14 @@ def _single(tensors, what):
     return tensors[0]
 
 
+def _in_turn(jobs):
+    """One job that runs `jobs` one after another."""
+    def run():
+        for job in jobs:
+            job()
+    return run
+
+
 class ProcessGroup(dist.ProcessGroup):
     """torch.distributed operations over one collectives.Communicator (see the module
     docstring); `algorithms` maps a collective's name to the algorithm it uses."""
@@ -66,10 +74,24 @@ class ProcessGroup(dist.ProcessGroup):
         super().__init__(comm.rank, comm.size)
         self.comm = comm
         self.algorithms = dict(algorithms or {})
+        self._group_name = self._group_desc = ""
         self._executor = OrderedExecutor(f"torch-collectives-rank{comm.rank}")
 
     def getBackendName(self):
         return "collectives"
+
+    # torch names every group after creating it; a Python group keeps the names itself
+    def setGroupName(self, name):
+        self._group_name = name
+
+    def getGroupName(self):
+        return self._group_name
+
+    def setGroupDesc(self, desc):
+        self._group_desc = desc
+
+    def getGroupDesc(self):
+        return self._group_desc
 
     def __repr__(self):
         return f"<collectives ProcessGroup rank {self.comm.rank} of {self.comm.size}>"
@@ -140,9 +162,9 @@ class ProcessGroup(dist.ProcessGroup):
                 staged.finish()
         return self._submit("reduce", tensors, run, tensors)
 
-    def _reduce_scatter_into(self, name, output, joined, opts):
-        """Reduce `joined` (size * output.numel() elements) and leave this rank's block in
-        `output` (engine reduce_scatter with equal blocks)."""
+    def _reduce_scatter_job(self, name, output, joined, opts):
+        """The job that reduces `joined` (size * output.numel() elements) and leaves this
+        rank's block in `output` (engine reduce_scatter with equal blocks)."""
         if joined.numel() != output.numel() * self.comm.size or joined.dtype != output.dtype:
             raise ValueError(f"rank {self.comm.rank}: {name} needs an input of {self.comm.size} x "
                              f"{output.numel()} {output.dtype} elements (world size x output), got "
@@ -155,13 +177,23 @@ class ProcessGroup(dist.ProcessGroup):
             self.comm.reduce_scatter(source.array, op, out=target.array,
                                      algorithm=self._algorithm("reduce_scatter"))
             target.finish()
-        return self._submit(name, [joined, output], run, [output])
+        return run
 
     def reduce_scatter_single(self, output, input, opts=None):
         """reduce_scatter_tensor: block r of the reduced `input` lands in rank r's `output`."""
-        return self._reduce_scatter_into("reduce_scatter_tensor", output, input, opts)
+        run = self._reduce_scatter_job("reduce_scatter_tensor", output, input, opts)
+        return self._submit("reduce_scatter_tensor", [input, output], run, [output])
 
     _reduce_scatter_base = reduce_scatter_single
+
+    def reduce_scatter_single_coalesced(self, outputs, inputs, opts=None):
+        """Several reduce_scatter_tensor calls as one operation (FSDP2's gradient path)."""
+        jobs = [self._reduce_scatter_job("reduce_scatter_tensor_coalesced", o, i, opts)
+                for o, i in zip(outputs, inputs, strict=True)]
+        return self._submit("reduce_scatter_tensor_coalesced", list(inputs) + list(outputs),
+                            _in_turn(jobs), list(outputs))
+
+    reduce_scatter_tensor_coalesced = reduce_scatter_single_coalesced
 
     def reduce_scatter(self, output_tensors, input_tensors, opts=None):
         """reduce_scatter with a list: input_tensors[0][r] is the block for rank r (all
@@ -170,7 +202,8 @@ class ProcessGroup(dist.ProcessGroup):
         blocks = _single(input_tensors, "reduce_scatter")
         self._check_count(blocks, "reduce_scatter inputs")
         joined = torch.cat([b.detach().reshape(-1) for b in blocks])
-        return self._reduce_scatter_into("reduce_scatter", output, joined, opts)
+        run = self._reduce_scatter_job("reduce_scatter", output, joined, opts)
+        return self._submit("reduce_scatter", [joined, output], run, output_tensors)
 
     # -- data movement -----------------------------------------------------------------------
     def broadcast(self, tensors, opts=None):
@@ -184,8 +217,8 @@ class ProcessGroup(dist.ProcessGroup):
             staged.finish()
         return self._submit("broadcast", tensors, run, tensors)
 
-    def all_gather_single(self, output, input, opts=None):
-        """all_gather_into_tensor: rank r's input lands in block r of every output."""
+    def _all_gather_job(self, output, input):
+        """The job that puts rank r's `input` into block r of every rank's `output`."""
         if byte_size(output) != byte_size(input) * self.comm.size or output.dtype != input.dtype:
             raise ValueError(f"rank {self.comm.rank}: all_gather_into_tensor needs an output of "
                              f"{self.comm.size} x {input.numel()} {input.dtype} elements, got "
@@ -195,9 +228,22 @@ class ProcessGroup(dist.ProcessGroup):
         def run():
             self.comm.allgather(source.array, out=target.array, algorithm=self._algorithm("allgather"))
             target.finish()
+        return run
+
+    def all_gather_single(self, output, input, opts=None):
+        """all_gather_into_tensor: rank r's input lands in block r of every output."""
+        run = self._all_gather_job(output, input)
         return self._submit("all_gather_into_tensor", [input, output], run, [output])
 
     _allgather_base = all_gather_single
+
+    def all_gather_single_coalesced(self, outputs, inputs, opts=None):
+        """Several all_gather_into_tensor calls as one operation (FSDP2's parameter path)."""
+        jobs = [self._all_gather_job(o, i) for o, i in zip(outputs, inputs, strict=True)]
+        return self._submit("all_gather_into_tensor_coalesced", list(inputs) + list(outputs),
+                            _in_turn(jobs), list(outputs))
+
+    allgather_into_tensor_coalesced = all_gather_single_coalesced
 
     def allgather(self, output_tensors, input_tensors, opts=None):
         """all_gather into a list: output_tensors[0][r] receives rank r's input."""
