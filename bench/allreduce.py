@@ -6,7 +6,8 @@ in-place time, algbw and busbw = algbw * 2(n-1)/n, and the number of wrong eleme
 """
 import sys
 
-from bench.harness import Collective, main, reduce_float64
+from bench.common import reduce_float64
+from bench.harness import Collective, main
 
 
 def _run(comm, x, out, op, root, algorithm, inplace):

@@ -20,8 +20,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-import collectives as cc  # noqa: E402
 import nn  # noqa: E402
+from bench.common import interleaved, slowest_median, start  # noqa: E402
 from nn import functional as F  # noqa: E402
 from nn.parallel import DistributedDataParallel  # noqa: E402
 
@@ -83,7 +83,7 @@ def pytorch(comm, args, reference):
     return step
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[2])
     parser.add_argument("--features", type=int, default=512)
     parser.add_argument("--hidden", type=int, default=1536)
@@ -94,15 +94,17 @@ def main(argv=None):
     parser.add_argument("--buckets", default="1,5,25,100", help="bucket caps in MB for the sweep")
     parser.add_argument("--algorithm", default="auto")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch row")
-    args = parser.parse_args(argv)
-    comm = cc.init()
-    say = print if comm.rank == 0 else (lambda *a, **k: None)
+    return parser
+
+
+def contenders(comm, args, say):
+    """{configuration name: step function}, ours at every bucket cap with and without overlap
+    (and PyTorch's DDP where installed), and our model (its weights are everyone's start)."""
     configs = {}
     for mb in map(float, args.buckets.split(",")):
         configs[f"overlap, {mb:g} MB buckets"] = ours(comm, args, True, mb)
     configs["no overlap, 25 MB buckets"] = ours(comm, args, False, 25)
     reference = configs[next(iter(configs))][1].module
-    params = sum(p.size for p in reference.parameters())
     steps = {name: step for name, (step, _) in configs.items()}
     if not args.no_torch:
         torch_step = pytorch(comm, args, reference)
@@ -110,40 +112,44 @@ def main(argv=None):
             steps["PyTorch DDP (gloo), 25 MB"] = torch_step
         else:
             say("# PyTorch is not installed: no PyTorch DDP row")
+    return steps, reference
+
+
+def main(argv=None):
+    """Time every configuration, interleaved, and print the table of medians."""
+    args, comm, say = start(build_parser(), argv)
+    steps, reference = contenders(comm, args, say)
+    params = sum(p.size for p in reference.parameters())
     say(f"# bench.ddp: {comm.size} ranks, MLP {args.features}-{'-'.join([str(args.hidden)] * args.layers)}-10 "
         f"({params / 1e6:.1f} M float32 parameters, {4 * params / 1e6:.0f} MB of gradients), batch "
         f"{args.batch} per rank, {args.rounds} rounds x {args.steps} steps, interleaved")
-    samples = {name: [] for name in steps}
-    for step in steps.values():             # warm-up: buffers, workspaces, first-touch
-        step()
-    for round_index in range(args.rounds):
-        for name, step in steps.items():
-            comm.barrier()
-            for _ in range(args.steps):
-                start = time.perf_counter()
-                info = step()
-                samples[name].append(dict(info, step=time.perf_counter() - start))
-        say(f"# round {round_index + 1}/{args.rounds} done")
-    slowest = comm.transport.allgather_object(samples)
+    timed = interleaved(comm, steps, args.rounds, args.steps,
+                        after_round=lambda index: say(f"# round {index + 1}/{args.rounds} done"))
+    samples = {name: [dict(info, step=seconds) for seconds, info in timed[name]] for name in steps}
+    step_times = {name: [s["step"] for s in samples[name]] for name in steps}
+    slowest = comm.transport.allgather_object(step_times)
     say(f"{'configuration':>30} {'step ms':>9} {'wait ms':>9} {'comm ms':>9} {'hidden':>7} {'buckets':>8}")
     medians = {}
     for name in steps:
-        per_step = [max(rank[name][i]["step"] for rank in slowest) for i in range(len(samples[name]))]
-        medians[name] = statistics.median(per_step)
-        mine = samples[name]
-        if "wait" in mine[0]:
-            wait = statistics.median(s["wait"] for s in mine)
-            communication = statistics.median(s["communication"] for s in mine)
-            hidden = statistics.median(s["hidden"] / s["communication"] for s in mine if s["communication"])
-            say(f"{name:>30} {1e3 * medians[name]:>9.1f} {1e3 * wait:>9.1f} {1e3 * communication:>9.1f} "
-                f"{100 * hidden:>6.0f}% {mine[0]['buckets']:>8}")
-        else:
-            say(f"{name:>30} {1e3 * medians[name]:>9.1f} {'':>9} {'':>9} {'':>7} {'':>8}")
+        medians[name] = slowest_median(rank[name] for rank in slowest)
+        say(format_row(name, medians[name], samples[name]))
     best = min((n for n in medians if n.startswith("overlap")), key=medians.get)
     say(f"# overlap speed-up: {best} is {medians['no overlap, 25 MB buckets'] / medians[best]:.2f}x "
         f"faster than no overlap (step time, slowest rank, median)")
     say("# wait = time from the end of backward until every bucket's all-reduce finished (rank 0); "
         "hidden = share of communication time before backward ended")
+
+
+def format_row(name, median, mine):
+    """One configuration's line: step time (slowest rank), and this rank's wait, communication
+    time, share hidden behind backward and bucket count (blank for PyTorch's row)."""
+    if "wait" not in mine[0]:
+        return f"{name:>30} {1e3 * median:>9.1f} {'':>9} {'':>9} {'':>7} {'':>8}"
+    wait = statistics.median(s["wait"] for s in mine)
+    communication = statistics.median(s["communication"] for s in mine)
+    hidden = statistics.median(s["hidden"] / s["communication"] for s in mine if s["communication"])
+    return (f"{name:>30} {1e3 * median:>9.1f} {1e3 * wait:>9.1f} {1e3 * communication:>9.1f} "
+            f"{100 * hidden:>6.0f}% {mine[0]['buckets']:>8}")
 
 
 if __name__ == "__main__":

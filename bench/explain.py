@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.common import algorithm_names
 from collectives.transport.simulated import Network, simulate
 
 COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce")
@@ -36,7 +37,8 @@ def encode(rank, indices, n):
     return (np.asarray(indices, dtype=np.int64) << n) | np.int64(1 << rank)
 
 
-def _popcount(masks):
+def popcount(masks):
+    """How many bits each mask has set: the number of ranks' contributions a value holds."""
     masks = np.asarray(masks, dtype=np.int64)
     return np.array([bin(int(m)).count("1") for m in masks.reshape(-1)], dtype=np.int64).reshape(masks.shape)
 
@@ -46,7 +48,7 @@ def decode(values, n):
     no such sum (e.g. an uninitialised or zero element)."""
     values = np.asarray(values, dtype=np.int64)
     masks = values & ((1 << n) - 1)
-    counts = _popcount(masks)
+    counts = popcount(masks)
     high = values >> n
     valid = (counts > 0) & (high % np.maximum(counts, 1) == 0) & (values >= 0)
     index = np.where(valid, high // np.maximum(counts, 1), -1)
@@ -108,6 +110,10 @@ class Schedule:
     @property
     def steps(self):
         return len(self.holdings) - 1
+
+    def contributions(self, step):
+        """n x count: how many ranks' contributions each element of each rank holds after `step`."""
+        return popcount(self.holdings[step])
 
 
 def inputs(collective, n, count, root):
@@ -200,7 +206,7 @@ def schedule(algorithm, collective="allreduce", n=4, count=8, root=0, ranks_per_
                 continue
             ok = index >= 0
             index, masks = index[ok], masks[ok]
-            better = _popcount(masks) >= _popcount(held[rank, index])
+            better = popcount(masks) >= popcount(held[rank, index])
             held[rank, index[better]] = masks[better]
         holdings.append(held.copy())
     messages.sort(key=lambda m: (m.step, m.src, m.dst))
@@ -284,7 +290,6 @@ def build_parser():
 
 def main(argv=None, out=sys.stdout):
     args = build_parser().parse_args(argv)
-    from bench.simulate import algorithm_names
     valid = algorithm_names(args.collective, args.ranks, args.ranks_per_node)
     if args.algorithm not in valid:
         raise SystemExit(f"unknown {args.collective} algorithm {args.algorithm!r}: valid here are {valid}"

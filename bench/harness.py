@@ -17,17 +17,13 @@ from typing import Callable
 
 import numpy as np
 
-UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+from bench.common import count_wrong, fill, parse_size, rank0_printer, reduce_float64, size_sweep, start, to_host
 
-
-def parse_size(text):
-    """'8', '64K', '16M', '1G' -> bytes."""
-    text = str(text).strip().upper().rstrip("B")
-    unit = text[-1] if text and text[-1] in UNITS else ""
-    try:
-        return int(float(text[:len(text) - len(unit)]) * UNITS[unit])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 8, 64K, 16M)") from None
+# fill, count_wrong, parse_size, reduce_float64 and to_host live in bench.common; the
+# benchmark files and tests have always imported them from here too.
+__all__ = ["Collective", "Runner", "build_parser", "check", "count_wrong", "fill", "format_footer",
+           "format_header", "format_row", "main", "make_input", "parse_size", "reduce_float64", "sizes",
+           "time_rounds", "to_host", "total_wrong", "trace_calls"]
 
 
 @dataclass
@@ -65,36 +61,6 @@ class Collective:
         return (x, None) if inplace else (x, np.empty_like(x))
 
 
-def fill(rank, count, dtype, op):
-    """Rank `rank`'s input: small integers, so sums and products are exact in every dtype."""
-    i = np.arange(count)
-    if op == "prod":
-        values = 1 + (i + rank) % 2
-    else:
-        values = (i * 7 + rank * 3) % 11 - 5
-    if np.dtype(dtype).kind == "u":
-        values = values + 5
-    return values.astype(dtype)
-
-
-def to_host(array):
-    """A NumPy copy of a NumPy or CuPy array."""
-    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else array
-
-
-def count_wrong(got, expected):
-    """Elements of `got` off the float64 `expected` by more than a rounding of the dtype."""
-    if expected is None:
-        return 0
-    got = to_host(got)
-    got64 = np.asarray(got, dtype=np.float64).reshape(-1)
-    expected = np.asarray(expected, dtype=np.float64).reshape(-1)
-    if got64.shape != expected.shape:
-        return max(got64.size, expected.size)
-    eps = np.finfo(got.dtype).eps if got.dtype.kind == "f" else 0.0
-    return int(np.count_nonzero(np.abs(got64 - expected) > 2 * eps * np.abs(expected)))
-
-
 def build_parser(collective):
     parser = argparse.ArgumentParser(
         prog=f"python -m bench.{collective.name}",
@@ -126,13 +92,8 @@ def build_parser(collective):
 
 
 def sizes(args, itemsize):
-    if args.stepfactor < 2:
-        raise SystemExit("-f must be at least 2")
-    size, out = max(args.minbytes, itemsize), []
-    while size <= args.maxbytes:
-        out.append(size)
-        size *= args.stepfactor
-    return out
+    """The -b/-e/-f sweep in bytes, starting at one element at least."""
+    return size_sweep(args.minbytes, args.maxbytes, args.stepfactor, itemsize)
 
 
 class Runner:
@@ -217,55 +178,20 @@ def format_row(row):
 
 
 def main(collective, argv=None, out=sys.stdout):
-    """Run the sweep for `collective` on cc.init() and print the nccl-tests table."""
-    import collectives as cc
-    args = build_parser(collective).parse_args(argv)
-    comm = cc.init(timeout=args.timeout)
+    """Run the sweep for `collective` on cc.init() and print the nccl-tests table; returns
+    the exit status (1 if any result was wrong)."""
+    args, comm, say = start(build_parser(collective), argv, out, lambda args: {"timeout": args.timeout})
     dtype = np.dtype(args.datatype)
     if args.device == "gpu":
-        try:
-            import cupy
-            cupy.cuda.runtime.getDeviceCount()
-        except Exception as error:
-            raise SystemExit(f"--device gpu needs CuPy and a CUDA device: {error}") from None
-    say = (lambda *a, **k: print(*a, **k, file=out, flush=True)) if comm.rank == 0 else (lambda *a, **k: None)
+        require_gpu()
     baselines = collective.baselines(comm, args, say) if collective.baselines else {}
-    valid = comm.algorithms(collective.name) + list(baselines)
-    algorithms = valid if args.algorithms == "all" else args.algorithms.split(",")
-    unknown = [a for a in algorithms if a not in valid]
-    if unknown:
-        raise SystemExit(f"unknown {collective.name} algorithm(s) {unknown}: valid are {valid}")
-    progress = (lambda text: print(text, file=sys.stderr, flush=True)) if comm.rank == 0 else (lambda text: None)
+    algorithms = select_algorithms(comm, collective, args, baselines)
     say(f"# collectives bench.{collective.name}: {comm.size} ranks, dtype {dtype}, op {args.op}, "
         f"iters {args.iters}, warmup {args.warmup_iters}, check {args.check}, device {args.device}")
     run = Runner(comm, collective, args, baselines)
     say(f"# algorithms: {', '.join(algorithms)}")
-    rows = []
     size_list = sizes(args, dtype.itemsize)
-    np.seterr(over="ignore", invalid="ignore", under="ignore")   # in-place reruns grow values
-    for index, size in enumerate(size_list, 1):
-        count = collective.count_for(size, comm.size, dtype.itemsize)
-        calls = {inplace: collective.arguments(make_input(comm.rank, count, args),
-                                                comm.size, comm.rank, inplace)
-                 for inplace in collective.modes}
-        times = time_rounds(comm, run, algorithms, calls, args)
-        for algorithm in algorithms:
-            row = {"size": size, "count": count, "dtype": str(dtype), "op": args.op,
-                   "root": args.root if collective.rooted else -1, "algorithm": algorithm}
-            for inplace in (False, True):
-                prefix = "inplace_" if inplace else ""
-                if inplace not in collective.modes:
-                    row.update({prefix + key: None for key in ("time_us", "algbw", "busbw", "wrong")})
-                    continue
-                seconds = times[(algorithm, inplace)]
-                algbw = size / seconds / 1e9 if seconds > 0 else 0.0
-                row[prefix + "time_us"] = seconds * 1e6
-                row[prefix + "algbw"] = algbw
-                row[prefix + "busbw"] = algbw * collective.bus_factor(comm.size)
-                row[prefix + "wrong"] = (check(comm, run, collective, algorithm, count, args, inplace)
-                                         if args.check else 0)
-            rows.append(row)
-        progress(f"# [{index}/{len(size_list)}] {size} B done")
+    rows = sweep(comm, run, collective, algorithms, size_list, args)
     for algorithm in algorithms:
         say(f"#\n# algorithm: {algorithm}")
         say(format_header())
@@ -273,6 +199,70 @@ def main(collective, argv=None, out=sys.stdout):
             if row["algorithm"] == algorithm:
                 say(format_row(row))
     say(format_footer(rows, algorithms))
+    write_extras(comm, run, collective, algorithms, size_list, rows, args, say)
+    return 1 if total_wrong(rows) else 0
+
+
+def require_gpu():
+    """Exit with the reason when --device gpu cannot run here."""
+    try:
+        import cupy
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:
+        raise SystemExit(f"--device gpu needs CuPy and a CUDA device: {error}") from None
+
+
+def select_algorithms(comm, collective, args, baselines):
+    """The -a list (or every algorithm and baseline row); exits naming any unknown one."""
+    valid = comm.algorithms(collective.name) + list(baselines)
+    algorithms = valid if args.algorithms == "all" else args.algorithms.split(",")
+    unknown = [a for a in algorithms if a not in valid]
+    if unknown:
+        raise SystemExit(f"unknown {collective.name} algorithm(s) {unknown}: valid are {valid}")
+    return algorithms
+
+
+def sweep(comm, run, collective, algorithms, size_list, args):
+    """Time (and check) every algorithm at every size: the table's rows, size by size."""
+    progress = rank0_printer(comm.rank, sys.stderr)
+    itemsize = np.dtype(args.datatype).itemsize
+    rows = []
+    np.seterr(over="ignore", invalid="ignore", under="ignore")   # in-place reruns grow values
+    for index, size in enumerate(size_list, 1):
+        count = collective.count_for(size, comm.size, itemsize)
+        calls = {inplace: collective.arguments(make_input(comm.rank, count, args),
+                                                comm.size, comm.rank, inplace)
+                 for inplace in collective.modes}
+        times = time_rounds(comm, run, algorithms, calls, args)
+        rows += [result_row(comm, run, collective, algorithm, size, count, times, args)
+                 for algorithm in algorithms]
+        progress(f"# [{index}/{len(size_list)}] {size} B done")
+    return rows
+
+
+def result_row(comm, run, collective, algorithm, size, count, times, args):
+    """One table row: time, algbw, busbw and wrong elements, out of place and in place
+    (None where the collective has no such mode)."""
+    row = {"size": size, "count": count, "dtype": str(np.dtype(args.datatype)), "op": args.op,
+           "root": args.root if collective.rooted else -1, "algorithm": algorithm}
+    for inplace in (False, True):
+        prefix = "inplace_" if inplace else ""
+        if inplace not in collective.modes:
+            row.update({prefix + key: None for key in ("time_us", "algbw", "busbw", "wrong")})
+            continue
+        seconds = times[(algorithm, inplace)]
+        algbw = size / seconds / 1e9 if seconds > 0 else 0.0
+        row[prefix + "time_us"] = seconds * 1e6
+        row[prefix + "algbw"] = algbw
+        row[prefix + "busbw"] = algbw * collective.bus_factor(comm.size)
+        row[prefix + "wrong"] = (check(comm, run, collective, algorithm, count, args, inplace)
+                                 if args.check else 0)
+    return row
+
+
+def write_extras(comm, run, collective, algorithms, size_list, rows, args, say):
+    """The optional outputs after the table: --json rows, --plot picture, --trace file."""
+    dtype = np.dtype(args.datatype)
     if args.json and comm.rank == 0:
         with open(args.json, "w") as handle:
             json.dump({"world_size": comm.size, "collective": collective.name,
@@ -288,7 +278,6 @@ def main(collective, argv=None, out=sys.stdout):
             trace.write_chrome(args.trace, events, {"collective": collective.name, "world_size": comm.size,
                                                     "dtype": str(dtype), "op": args.op, "sizes": size_list})
             say(f"# trace: {args.trace} ({len(events)} events; open in ui.perfetto.dev or chrome://tracing)")
-    return 1 if total_wrong(rows) else 0
 
 
 def trace_calls(comm, run, collective, algorithms, size_list, args):
@@ -337,11 +326,3 @@ def format_footer(rows, algorithms):
             lines.append(f"#   {size:>10} B  {best:>18}  {best_time:>9.1f} us  "
                          f"mpi {mpi_time:>9.1f} us  busbw ratio {mpi_time / best_time:.2f}")
     return "\n".join(lines)
-
-
-def reduce_float64(inputs, op):
-    """The float64 reduction of the ranks' inputs under `op` (the benchmarks' expectation)."""
-    stack = np.stack([x.astype(np.float64) for x in inputs])
-    reduced = {"sum": stack.sum, "avg": stack.sum, "prod": stack.prod,
-               "max": stack.max, "min": stack.min}[op](axis=0)
-    return reduced / len(inputs) if op == "avg" else reduced

@@ -15,16 +15,14 @@ All collectives use the ring algorithm here, so that the formulas are exact.
 """
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # ranks share cores (see bench.ddp)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-import collectives as cc  # noqa: E402
 import nn  # noqa: E402
+from bench.common import interleaved, slowest_median, start  # noqa: E402
 from collectives.transport.wrapper import TransportWrapper  # noqa: E402
 from nn import functional as F  # noqa: E402
 from nn.parallel import DistributedDataParallel, ParallelMLP, ProcessGrid  # noqa: E402
@@ -60,7 +58,7 @@ def predicted_bytes(grid, args, params):
     return data + tensor
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[2])
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--hidden", type=int, default=2048)
@@ -68,51 +66,54 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=64, help="global batch")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args(argv)
-    comm = cc.init()
-    say = print if comm.rank == 0 else (lambda *a, **k: None)
-    layouts = {"data parallel": 1, "hybrid": 2, "tensor parallel": comm.size}
-    layouts = {name: tp for name, tp in layouts.items() if comm.size % tp == 0}
-    setups = {}
-    for name, tp in layouts.items():
-        grid = ProcessGrid(comm, tp=tp)
-        if args.batch % grid.dp_size:
-            raise SystemExit(f"--batch {args.batch} must divide by dp={grid.dp_size}")
-        model = build(grid, args)
-        for sub in (grid.tp, grid.dp):
-            sub.transport = CountingTransport(sub.transport)
-        optimizer = nn.optim.SGD(model.parameters(), lr=1e-3)
-        rng = np.random.default_rng(grid.dp_rank)
-        x = rng.standard_normal((args.batch // grid.dp_size, args.dim)).astype(np.float32)
-        target = nn.Tensor(rng.standard_normal(x.shape).astype(np.float32))
+    return parser
 
-        def step(model=model, optimizer=optimizer, x=x, target=target):
-            optimizer.zero_grad()
-            F.mse_loss(model(nn.Tensor(x)), target).backward()
-            optimizer.step()
-        setups[name] = (grid, model, step)
+
+def setup(comm, tp, args):
+    """(grid, model, step function) for one layout, with byte counting on its communicators."""
+    grid = ProcessGrid(comm, tp=tp)
+    if args.batch % grid.dp_size:
+        raise SystemExit(f"--batch {args.batch} must divide by dp={grid.dp_size}")
+    model = build(grid, args)
+    for sub in (grid.tp, grid.dp):
+        sub.transport = CountingTransport(sub.transport)
+    optimizer = nn.optim.SGD(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(grid.dp_rank)
+    x = rng.standard_normal((args.batch // grid.dp_size, args.dim)).astype(np.float32)
+    target = nn.Tensor(rng.standard_normal(x.shape).astype(np.float32))
+
+    def step():
+        optimizer.zero_grad()
+        F.mse_loss(model(nn.Tensor(x)), target).backward()
+        optimizer.step()
+    return grid, model, step
+
+
+def bytes_per_step(grid, step):
+    """Bytes this rank sends in one step (after a warm-up step)."""
+    step()
+    before = grid.tp.transport.sent + grid.dp.transport.sent
+    step()
+    return grid.tp.transport.sent + grid.dp.transport.sent - before
+
+
+def main(argv=None):
+    """Time and count every layout that divides the world; print one line per layout."""
+    args, comm, say = start(build_parser(), argv)
+    layouts = {"data parallel": 1, "hybrid": 2, "tensor parallel": comm.size}
+    setups = {name: setup(comm, tp, args) for name, tp in layouts.items() if comm.size % tp == 0}
     say(f"# bench.parallel: {comm.size} ranks; {args.blocks} x ParallelMLP({args.dim}, {args.hidden}); "
         f"global batch {args.batch}; float32; ring all-reduce")
-    times = {name: [] for name in setups}
-    for name, (grid, _model, step) in setups.items():
-        step()                                                       # warm-up
-        before = grid.tp.transport.sent + grid.dp.transport.sent
-        step()
-        setups[name] += (grid.tp.transport.sent + grid.dp.transport.sent - before,)
-    for _ in range(args.rounds):
-        for name, (_grid, _model, step, _) in setups.items():
-            comm.barrier()
-            for _ in range(args.steps):
-                start = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - start)
-    slowest = comm.transport.allgather_object(times)
+    sent = {name: bytes_per_step(grid, step) for name, (grid, _model, step) in setups.items()}
+    timed = interleaved(comm, {name: step for name, (_, _, step) in setups.items()}, args.rounds, args.steps,
+                        warmup=False)
+    slowest = comm.transport.allgather_object({name: [t for t, _ in timed[name]] for name in setups})
     say(f"{'layout':>16} {'tp':>3} {'dp':>3} {'step ms':>9} {'params/rank':>12} {'MB/rank':>8} "
         f"{'sent MB/step':>13} {'predicted':>10}")
-    for name, (grid, model, _step, sent) in setups.items():
+    for name, (grid, model, _step) in setups.items():
         params = sum(p.size for p in model.module.parameters())
-        median = statistics.median(max(rank[name][i] for rank in slowest) for i in range(len(times[name])))
-        sent_all = comm.transport.allgather_object(sent)
+        median = slowest_median(rank[name] for rank in slowest)
+        sent_all = comm.transport.allgather_object(sent[name])
         say(f"{name:>16} {grid.tp_size:>3} {grid.dp_size:>3} {1e3 * median:>9.1f} {params:>12,} "
             f"{4 * params / 1e6:>8.2f} {sent_all[0] / 1e6:>13.3f} {predicted_bytes(grid, args, params) / 1e6:>10.3f}")
     say("# MB/rank: parameter memory per rank; sent: bytes rank 0 sent in one training step")

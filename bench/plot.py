@@ -88,14 +88,13 @@ def schedule_diagram(schedule, path):
     """Ranks as rows, steps as columns: each cell shows the elements a rank holds after the
     step (colour: how many ranks' contributions), each arrow a message, labelled with the
     elements it carries."""
-    from bench.explain import _popcount
     n, count, steps = schedule.n, schedule.count, schedule.steps
     figure, axis = plt.subplots(figsize=(max(7.0, 1.6 + 1.35 * (steps + 1)), 1.1 + 0.75 * n))
     cmap = plt.get_cmap("viridis")
     cell_w, cell_h = 0.6, 0.42
-    most = max(1, int(_popcount(schedule.holdings[-1]).max()))    # n when reducing, else 1
-    for step, held in enumerate(schedule.holdings):
-        fraction = _popcount(held) / most
+    most = max(1, int(schedule.contributions(steps).max()))    # n when reducing, else 1
+    for step in range(steps + 1):
+        fraction = schedule.contributions(step) / most
         for rank in range(n):
             y = n - 1 - rank
             for i in range(count):

@@ -4,7 +4,8 @@ Reduce to root of every algorithm; busbw = algbw. Only root's result is checked.
 """
 import sys
 
-from bench.harness import Collective, main, reduce_float64
+from bench.common import reduce_float64
+from bench.harness import Collective, main
 
 REDUCE = Collective(
     name="reduce",

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 
 import collectives as cc
-from bench.harness import Collective, main, reduce_float64
+from bench.common import reduce_float64
+from bench.harness import Collective, main
 
 
 def _block(n, rank, count):

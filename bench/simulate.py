@@ -18,12 +18,10 @@ import json
 import math
 import sys
 import time
-import types
 
 import numpy as np
 
-from bench.harness import count_wrong, fill, parse_size
-from collectives import algorithms as registry
+from bench.common import algorithm_names, count_wrong, fill, human, parse_sizes
 from collectives import partition, tuning
 from collectives.transport.simulated import Network, SizeDependent, simulate
 
@@ -65,12 +63,6 @@ def expected_results(collective, inputs, root):
     if collective == "reduce":
         return lambda rank: total if rank == root else None
     return lambda rank: total
-
-
-def algorithm_names(collective, n, ranks_per_node):
-    """The registry's algorithms for this collective on such a world ("mpi" excluded)."""
-    world = types.SimpleNamespace(size=n, ranks_per_node=ranks_per_node)
-    return registry.names(collective, world)
 
 
 def run_one(spec, algorithm, n, network, sizes, count, root=0, record=False):
@@ -124,14 +116,6 @@ def describe(network):
     return text
 
 
-def human(size):
-    """1 KiB, 256 MiB; 3 significant digits where the size is not a whole unit (830 KiB)."""
-    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if size >= scale:
-            return f"{size // scale} {unit}iB" if size % scale == 0 else f"{size / scale:.3g} {unit}iB"
-    return f"{size:.0f} B"
-
-
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m bench.simulate", description=__doc__.split("\n\n")[1])
     parser.add_argument("-n", "--ranks", type=int, default=1024, help="simulated ranks")
@@ -155,21 +139,10 @@ def build_parser():
 
 
 def main(argv=None, out=sys.stdout):
+    """Simulate every chosen algorithm at every size and print the table; returns the exit
+    status (1 if any result was wrong)."""
     args = build_parser().parse_args(argv)
-    n = args.ranks
-    if n < 1:
-        raise SystemExit("-n must be at least 1")
-    if args.ranks_per_node is not None and (args.ranks_per_node < 1 or n % args.ranks_per_node):
-        raise SystemExit(f"--ranks-per-node must divide -n ({n}), got {args.ranks_per_node}")
-    if (args.inter_alpha is not None or args.inter_beta is not None) and not args.ranks_per_node:
-        raise SystemExit("--inter-alpha/--inter-beta need --ranks-per-node")
-    sizes = [parse_size(s) for s in args.sizes.split(",")]
-    network = Network(args.alpha, args.beta, args.gamma, args.ranks_per_node, args.inter_alpha, args.inter_beta)
-    valid = algorithm_names(args.collective, n, args.ranks_per_node)
-    algorithms = valid if args.algorithms == "all" else args.algorithms.split(",")
-    unknown = [a for a in algorithms if a not in valid]
-    if unknown:
-        raise SystemExit(f"unknown {args.collective} algorithm(s) {unknown}: valid here are {valid}")
+    n, sizes, network, algorithms = checked_setup(args)
     spec = collective_spec(args.collective)
     count = real_count(n, args.collective, args.count)
 
@@ -180,33 +153,13 @@ def main(argv=None, out=sys.stdout):
     say("#")
     say(f"# {'size':>10}  {'algorithm':<19} {'time (us)':>12} {'formula (us)':>13} {'sim/formula':>11} "
         f"{'algbw (GB/s)':>12} {'busbw (GB/s)':>12} {'messages':>9} {'#wrong':>6}")
-    rows, events, walls = [], [], {}
-    for algorithm in algorithms:
-        start = time.perf_counter()
-        times, wrong, messages, recorded = run_one(spec, algorithm, n, network, sizes, count, args.root,
-                                                   record=bool(args.trace))
-        walls[algorithm] = time.perf_counter() - start
-        offset = max((e["end"] for e in events), default=0.0)
-        events += [dict(e, start=e["start"] + offset, end=e["end"] + offset, name=f"{algorithm}: {e['name']}")
-                   for e in recorded]
-        for i, size in enumerate(sizes):
-            rows.append({"size": size, "algorithm": algorithm, "time": times[i],
-                         "formula": formula(args.collective, algorithm, size, n, network),
-                         "messages": messages[min(i, len(messages) - 1)], "wrong": wrong})
+    rows, events, walls = simulate_all(spec, algorithms, network, sizes, count, args)
     by_size = {}
     for row in rows:
-        t = row["time"]
-        row["algbw"] = row["size"] / t / 1e9 if t > 0 else 0.0
-        row["busbw"] = row["algbw"] * spec.bus_factor(n)
         by_size.setdefault(row["size"], []).append(row)
     for size in sizes:
         for row in by_size[size]:
-            predicted = row["formula"]
-            formula_text = "-" if predicted is None else f"{predicted * 1e6:.1f}"
-            ratio = "-" if not predicted else f"{row['time'] / predicted:.3f}"
-            say(f"  {human(size):>10}  {row['algorithm']:<19} {row['time'] * 1e6:>12.1f} "
-                f"{formula_text:>13} {ratio:>11} {row['algbw']:>12.3f} {row['busbw']:>12.3f} "
-                f"{row['messages']:>9} {row['wrong']:>6}")
+            say(format_row(row))
     say("#")
     best = [f"{human(s)}: {min(by_size[s], key=lambda r: r['time'])['algorithm']}" for s in sizes]
     say(f"# fastest (simulated): {', '.join(best)}")
@@ -222,6 +175,56 @@ def main(argv=None, out=sys.stdout):
             json.dump({"world_size": n, "collective": args.collective, "network": vars(network),
                        "count": count, "results": rows}, handle, indent=1)
     return 1 if wrong else 0
+
+
+def checked_setup(args):
+    """(n, sizes, network, algorithms) from the flags; exits naming the first bad one."""
+    n = args.ranks
+    if n < 1:
+        raise SystemExit("-n must be at least 1")
+    if args.ranks_per_node is not None and (args.ranks_per_node < 1 or n % args.ranks_per_node):
+        raise SystemExit(f"--ranks-per-node must divide -n ({n}), got {args.ranks_per_node}")
+    if (args.inter_alpha is not None or args.inter_beta is not None) and not args.ranks_per_node:
+        raise SystemExit("--inter-alpha/--inter-beta need --ranks-per-node")
+    network = Network(args.alpha, args.beta, args.gamma, args.ranks_per_node, args.inter_alpha, args.inter_beta)
+    valid = algorithm_names(args.collective, n, args.ranks_per_node)
+    algorithms = valid if args.algorithms == "all" else args.algorithms.split(",")
+    unknown = [a for a in algorithms if a not in valid]
+    if unknown:
+        raise SystemExit(f"unknown {args.collective} algorithm(s) {unknown}: valid here are {valid}")
+    return n, parse_sizes(args.sizes), network, algorithms
+
+
+def simulate_all(spec, algorithms, network, sizes, count, args):
+    """Run every algorithm: (rows with time, formula, algbw, busbw, messages and wrong elements,
+    the recorded events one algorithm after another on one time line, wall seconds per algorithm)."""
+    n = args.ranks
+    rows, events, walls = [], [], {}
+    for algorithm in algorithms:
+        begin = time.perf_counter()
+        times, wrong, messages, recorded = run_one(spec, algorithm, n, network, sizes, count, args.root,
+                                                   record=bool(args.trace))
+        walls[algorithm] = time.perf_counter() - begin
+        offset = max((e["end"] for e in events), default=0.0)
+        events += [dict(e, start=e["start"] + offset, end=e["end"] + offset, name=f"{algorithm}: {e['name']}")
+                   for e in recorded]
+        for i, size in enumerate(sizes):
+            algbw = size / times[i] / 1e9 if times[i] > 0 else 0.0
+            rows.append({"size": size, "algorithm": algorithm, "time": times[i],
+                         "formula": formula(args.collective, algorithm, size, n, network),
+                         "messages": messages[min(i, len(messages) - 1)], "wrong": wrong,
+                         "algbw": algbw, "busbw": algbw * spec.bus_factor(n)})
+    return rows, events, walls
+
+
+def format_row(row):
+    """One line of the table: simulated time next to the formula's, bandwidths, messages."""
+    predicted = row["formula"]
+    formula_text = "-" if predicted is None else f"{predicted * 1e6:.1f}"
+    ratio = "-" if not predicted else f"{row['time'] / predicted:.3f}"
+    return (f"  {human(row['size']):>10}  {row['algorithm']:<19} {row['time'] * 1e6:>12.1f} "
+            f"{formula_text:>13} {ratio:>11} {row['algbw']:>12.3f} {row['busbw']:>12.3f} "
+            f"{row['messages']:>9} {row['wrong']:>6}")
 
 
 if __name__ == "__main__":

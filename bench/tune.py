@@ -20,8 +20,9 @@ from itertools import combinations
 
 import numpy as np
 
-from bench.harness import Runner, make_input, parse_size, time_rounds
-from bench.simulate import collective_spec, human
+from bench.common import human, parse_size, size_sweep, start
+from bench.harness import Runner, make_input, time_rounds
+from bench.simulate import collective_spec
 from collectives import tuning
 
 WITHIN = 0.10     # "auto" should pick an algorithm within 10% of the measured best
@@ -141,22 +142,14 @@ def report(measured, model, n, say):
 
 
 def main(argv=None, out=sys.stdout):
-    import collectives as cc
-    args = build_parser().parse_args(argv)
-    comm = cc.init(timeout=0)
-    say = (lambda text="": print(text, file=out, flush=True)) if comm.rank == 0 else (lambda text="": None)
-    if args.stepfactor < 2:
-        raise SystemExit("-f must be at least 2")
-    sizes, size = [], max(args.minbytes, 4)
-    while size <= args.maxbytes:
-        sizes.append(size)
-        size *= args.stepfactor
+    args, comm, say = start(build_parser(), argv, out, lambda args: {"timeout": 0})
+    sizes = size_sweep(args.minbytes, args.maxbytes, args.stepfactor, smallest=4)
     names = args.collectives.split(",")
     say(f"# bench.tune: {comm.size} ranks on {socket.gethostname()}, float32 sum, sizes "
         f"{human(sizes[0])}..{human(sizes[-1])} x{args.stepfactor}, iters {args.iters}")
     np.seterr(over="ignore", invalid="ignore", under="ignore")
-    start = time.perf_counter()
-    progress = ((lambda text: print(f"{text} ({time.perf_counter() - start:.0f} s)", file=sys.stderr,
+    began = time.perf_counter()
+    progress = ((lambda text: print(f"{text} ({time.perf_counter() - began:.0f} s)", file=sys.stderr,
                                     flush=True)) if comm.rank == 0 else (lambda text: None))
     measured = measure(comm, names, sizes, args, progress)
     if comm.rank != 0:

@@ -11,6 +11,7 @@
 Algorithms are ours (ring, tree, recursive doubling, Rabenseifner, ...); MPI only moves
 bytes, except for algorithm "mpi", MPI's own collective, kept as the baseline.
 """
+from .arguments import as_int
 from .buffers import select_device
 from .communicator import Communicator, check_timeout, debug_from_env, timeout_from_env
 from .errors import CollectiveMismatch, CollectiveTimeout, TransportError, TransportTimeout
@@ -75,10 +76,14 @@ def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, **k
 
     Returns the results in rank order and re-raises the first rank's exception (a rank's
     own error rather than the errors it caused on others). A collective stuck longer
-    than `timeout` seconds raises CollectiveTimeout instead of hanging.
+    than `timeout` seconds raises CollectiveTimeout instead of hanging (None, 0 or inf:
+    no limit). When fn ends, each rank's Communicator is freed with every sub-communicator
+    still alive (its asynchronous work finished or failed first), so every thread started
+    here has ended when run_threads returns.
     """
     from .transport.local import run_threads as spawn
     timeout = check_timeout(timeout)
+    size = as_int(size, "size", low=1)
     return spawn(size, fn, *args, timeout=timeout,
                  wrap=lambda t: Communicator(t, debug=debug, timeout=timeout, flight_dir=flight_dir),
-                 **kwargs)
+                 release=Communicator.free, **kwargs)

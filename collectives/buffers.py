@@ -37,6 +37,10 @@ def check_array(x, name="x", writeable=False, reduces=False):
     if array_module(x) is None:
         raise TypeError(f"{name} must be a numpy.ndarray (or cupy.ndarray), got "
                         f"{type(x).__name__}: wrap it with numpy.asarray({name})")
+    if isinstance(x, np.ndarray) and type(x) is not np.ndarray:
+        raise TypeError(f"{name} is a {type(x).__module__}.{type(x).__name__}, a numpy.ndarray "
+                        f"subclass, whose shape and indexing rules differ: pass "
+                        f"numpy.asarray({name}) (the same memory, as a plain array)")
     check_dtype(x.dtype)
     if is_device(x):
         _check_device(x, name, reduces)

@@ -4,15 +4,22 @@ It checks arguments on the calling rank before any communication, optionally che
 all ranks called alike (debug mode), picks the algorithm, and runs it synchronously or on
 the communicator's ordered background thread.
 """
+import math
+import numbers
 import os
 import uuid
+import weakref
+
+import numpy as np
 
 from . import algorithms as registry
 from . import buffers, tuning
 from .algorithms.common import Workspace
+from .arguments import as_int
 from .errors import CollectiveMismatch, CollectiveTimeout, TransportError, TransportTimeout
+from .extended import Collectives, offsets_from_counts
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
-from .ops import check_op, combine_op, finish_avg
+from .ops import SUM, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
 from .transport.staged import DirectDeviceTransport, StagedTransport
 from .work import OrderedExecutor
@@ -39,19 +46,23 @@ def timeout_from_env(default=DEFAULT_TIMEOUT):
 
 
 def check_timeout(timeout):
-    """None for 'wait forever' (None or 0), else a positive float; ValueError otherwise."""
-    if timeout is None or timeout == 0:
+    """None for 'wait forever' (None, 0 or inf), else a positive float; ValueError otherwise."""
+    if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
-        raise ValueError(f"timeout must be a non-negative number of seconds or None, got {timeout!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout >= 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds, inf or None, got {timeout!r}")
+    if timeout == 0 or math.isinf(timeout):
+        return None
     return float(timeout)
 
 
-class Communicator:
+class Communicator(Collectives):
     """A group of ranks that run collectives together (see collectives/__init__.py).
 
     Create one with `cc.init()` (over MPI) or `cc.run_threads()` (in-process); `split`
-    makes sub-communicators.
+    makes sub-communicators. A Communicator owns its transport: `free()` (or the end of a
+    `with comm:` block, or garbage collection) releases the transport (the MPI
+    communicator), the background thread and the workspaces.
     """
 
     def __init__(self, transport, debug=False, timeout=DEFAULT_TIMEOUT, flight_dir=None):
@@ -72,6 +83,22 @@ class Communicator:
         self.cuda_aware = buffers.cuda_aware_mpi(getattr(transport, "query_cuda_support", None))
         self._device_transport = None
         self.device = None                    # the GPU this rank uses (set by cc.init), if any
+        # send/recv travel on a duplicate of the transport, so they never mix with collectives
+        self._p2p = transport.split(0, self.rank) if getattr(transport, "can_split", True) else None
+        self._freed = False
+        self._children = weakref.WeakSet()    # live sub-communicators: free() frees them too
+        # Runs once, on free() or when this object is collected; it must not reference self.
+        self._release = weakref.finalize(self, _release, self._executor, transport, self._workspace,
+                                         self._p2p)
+        self._release.atexit = False          # at exit the process ends: nothing to hand back
+
+    def _point_to_point(self):
+        """The duplicate transport that carries send/recv."""
+        self._check_usable("send/recv")
+        if self._p2p is None:
+            raise TypeError(f"send/recv need a transport that can split; "
+                            f"{type(self.transport).__name__} cannot")
+        return self._p2p
 
     def _route(self, x):
         """The transport for a collective on x, called when it starts: the host transport,
@@ -103,6 +130,39 @@ class Communicator:
         return (f"<Communicator rank {self.rank} of {self.size} over "
                 f"{type(self.transport).__name__}{' debug' if self.debug else ''}>")
 
+    # -- lifetime ------------------------------------------------------------------------
+    def free(self):
+        """Release this communicator and every sub-communicator split from it that is
+        still alive: queued asynchronous work finishes first (its Work handles keep their
+        results or errors), then the background thread ends, the transport (the MPI
+        communicator) is freed and the workspaces dropped. Call it on every rank; calling
+        it again does nothing, and any later collective raises RuntimeError. Local: no
+        messages."""
+        if self._freed:
+            return
+        self._freed = True
+        for child in list(self._children):
+            child.free()
+        self._executor.close(wait=True)
+        self._device_transport = None
+        self._release()
+
+    @property
+    def freed(self):
+        """True once free() was called."""
+        return self._freed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.free()
+
+    def _check_usable(self, what):
+        if self._freed:
+            raise RuntimeError(f"rank {self.rank}: {what} on a freed Communicator (comm.free() was "
+                               "called or its with-block ended): create or split a new one")
+
     # -- choosing algorithms -----------------------------------------------------------
     def algorithms(self, collective):
         """Algorithm names valid for `collective` on this communicator (no "auto")."""
@@ -123,13 +183,14 @@ class Communicator:
         return algorithm
 
     def _check_root(self, root):
-        if not isinstance(root, int) or isinstance(root, bool) or not 0 <= root < self.size:
-            raise ValueError(f"root must be an int in [0, {self.size}), got {root!r}")
+        """root as an int in [0, size) (NumPy integers accepted); ValueError otherwise."""
+        return as_int(root, "root", high=self.size)
 
     # -- running ----------------------------------------------------------------------------
     def _run(self, signature, job, async_op):
         """Run `job` in call order: on this thread, or queued when asynchronous; record it
         in the flight recorder and turn a stuck wait into CollectiveTimeout."""
+        self._check_usable(signature[0])
         self._sequence += 1
         sequence = self._sequence
         description = f"{signature[0]} #{sequence}"
@@ -202,6 +263,17 @@ class Communicator:
         raise CollectiveMismatch(f"collective #{sequence} was called differently across "
                                  f"ranks:\n" + "\n".join(lines))
 
+    def _average_wide(self, source, dest, reduce_sum):
+        """'avg' for 2-byte floats (see collectives.ops): source / size in float32,
+        `reduce_sum(wide)` sums it over the ranks (returning where the sum is, or None for
+        in place), and the result is rounded into `dest` (if not None)."""
+        wide = self._workspace.get("avg-wide", source.size, source, dtype=np.float32)
+        wide[...] = source
+        np.true_divide(wide, self.size, out=wide)
+        result = reduce_sum(wide)
+        if dest is not None:
+            dest[...] = wide if result is None else result
+
     # -- the collectives ----------------------------------------------------------------------
     def allreduce(self, x, op="sum", *, algorithm="auto", out=None, async_op=False):
         """Reduce x element-wise over all ranks; every rank gets the result.
@@ -221,20 +293,31 @@ class Communicator:
         def job():
             buf = buffers.flat(target)
             source = buf if target is x else buffers.flat(x)
+            if wide_avg(op, x.dtype):
+                self._average_wide(source, buf, lambda w: run(self._route(x), w, w, SUM, self._workspace))
+                return target
             run(self._route(x), source, buf, combine_op(op), self._workspace)
             finish_avg(buf, op, self.size)
             return target
         return self._run(("allreduce", x.size, str(x.dtype), op, name), job, async_op)
 
-    def reduce_scatter(self, x, op="sum", *, algorithm="auto", out=None, async_op=False):
+    def reduce_scatter(self, x, op="sum", *, algorithm="auto", out=None, async_op=False,
+                       counts=None):
         """Reduce x over all ranks and return this rank's block of the result (1-D).
 
-        Blocks follow `cc.partition(x.size, size)`. x is not modified. Cost (ring): n-1
-        steps, (n-1)/n of the buffer sent, received and reduced per rank.
+        Blocks follow `cc.partition(x.size, size)`, or `counts` (one element count per
+        rank, adding up to x.size, the same on every rank). x is not modified. Cost
+        (ring): n-1 steps, (n-1)/n of the buffer sent, received and reduced per rank.
         """
         buffers.check_array(x, reduces=True)
         op = check_op(op, x.dtype)
-        offsets = partition(x.size, self.size)
+        if counts is None:
+            offsets = partition(x.size, self.size)
+        else:
+            offsets = offsets_from_counts(counts, self.size, "counts", self.rank)
+            if offsets[-1] != x.size:
+                raise ValueError(f"rank {self.rank}: counts add up to {offsets[-1]} but x has "
+                                 f"{x.size} elements")
         shape = (offsets[self.rank + 1] - offsets[self.rank],)
         if out is not None:
             buffers.check_out(out, x, shape)
@@ -243,10 +326,18 @@ class Communicator:
 
         def job():
             result = buffers.empty(shape, x) if out is None else out
+            if wide_avg(op, x.dtype):
+                def wide(w):
+                    block = self._workspace.get("avg-wide-block", result.size, w)
+                    run(self._route(x), w, block, SUM, offsets, self._workspace)
+                    return block
+                self._average_wide(buffers.flat(x), result, wide)
+                return result
             run(self._route(x), buffers.flat(x), result, combine_op(op), offsets, self._workspace)
             finish_avg(result, op, self.size)
             return result
-        return self._run(("reduce_scatter", x.size, str(x.dtype), op, name), job, async_op)
+        count = x.size if counts is None else tuple(b - a for a, b in zip(offsets, offsets[1:]))
+        return self._run(("reduce_scatter", count, str(x.dtype), op, name), job, async_op)
 
     def allgather(self, x, *, algorithm="auto", out=None, async_op=False):
         """Concatenate every rank's x along axis 0 (a 0-d x counts as shape (1,)).
@@ -275,7 +366,7 @@ class Communicator:
         """Copy root's x into every rank's x, in place; returns x. Cost (tree): about
         log2(n) + chunks - 1 steps, each non-leaf sending the buffer to its children."""
         buffers.check_array(x, writeable=True)
-        self._check_root(root)
+        root = self._check_root(root)
         name = self._resolve("broadcast", algorithm, x.nbytes)
         run = registry.ALGORITHMS["broadcast"][name]
 
@@ -288,7 +379,7 @@ class Communicator:
         """Reduce x over all ranks into root only: into `out` there if given, else into
         root's x in place. Returns the result on root and None elsewhere; other ranks' x
         is not modified. Cost (tree): about log2(n) + chunks - 1 steps."""
-        self._check_root(root)
+        root = self._check_root(root)
         is_root = self.rank == root
         buffers.check_array(x, writeable=is_root and out is None, reduces=True)
         op = check_op(op, x.dtype)
@@ -305,22 +396,41 @@ class Communicator:
                 target, work = None, self._workspace.get("reduce", x.size, x)
             if not (is_root and out is None):
                 work[...] = buffers.flat(x)
+            if wide_avg(op, x.dtype):
+                self._average_wide(work, work if is_root else None,
+                                   lambda w: run(self._route(x), w, SUM, root, self._workspace))
+                return target
             run(self._route(x), work, combine_op(op), root, self._workspace)
             if is_root:
                 finish_avg(work, op, self.size)
             return target
         return self._run(("reduce", x.size, str(x.dtype), op, root, name), job, async_op)
 
-    def barrier(self):
-        """Return once every rank has entered the barrier (after this rank's queued work)."""
-        self._run(("barrier",), self.transport.barrier, async_op=False)
+    def barrier(self, *, async_op=False):
+        """Return once every rank has entered the barrier (after this rank's queued work);
+        with async_op, a Work whose wait() returns then. Cost: one barrier of the transport."""
+        return self._run(("barrier",), self.transport.barrier, async_op=async_op)
 
     def split(self, color, key=0):
         """A new Communicator over the ranks that passed the same `color`, ranked by
-        (key, old rank); color None leaves this rank out (returns None). Collective."""
+        (key, old rank); color None leaves this rank out (returns None). Collective.
+        Free the result with `free()` (or `with`) when done: each one holds an MPI
+        communicator, and MPI runs out of them after a few thousand."""
+        self._check_usable("split")
         self._executor.drain()
         sub = self.transport.split(color, key)
         if sub is None:
             return None
-        return Communicator(sub, debug=self.debug, timeout=self.timeout,
-                            flight_dir=os.path.join(self.flight_dir, f"split{self._sequence}-{color}"))
+        child = Communicator(sub, debug=self.debug, timeout=self.timeout,
+                             flight_dir=os.path.join(self.flight_dir, f"split{self._sequence}-{color}"))
+        self._children.add(child)
+        return child
+
+
+def _release(executor, transport, workspace, point_to_point=None):
+    """What a Communicator hands back, once: its thread, its transports, its workspaces."""
+    executor.close(wait=True)
+    transport.free()
+    if point_to_point is not None:
+        point_to_point.free()
+    workspace.clear()

@@ -115,6 +115,12 @@ def describe(signature):
     name, *args = signature
     labels = {"allreduce": ("count", "dtype", "op", "algorithm"),
               "reduce_scatter": ("count", "dtype", "op", "algorithm"),
+              "alltoall": ("count", "dtype", "algorithm"),
+              "alltoallv": ("dtype", "algorithm"),
+              "gather": ("shape", "dtype", "root", "algorithm"),
+              "scatter": ("count", "dtype", "root", "algorithm"),
+              "scan": ("count", "dtype", "op", "algorithm"),
+              "exscan": ("count", "dtype", "op", "algorithm"),
               "allgather": ("shape", "dtype", "algorithm"),
               "broadcast": ("count", "dtype", "root", "algorithm"),
               "reduce": ("count", "dtype", "op", "root", "algorithm"),

@@ -3,7 +3,12 @@
 An op is named by a string ("sum", "prod", "max", "min", "avg") or by the constants
 `SUM`, `PROD`, `MAX`, `MIN`, `AVG` (which are those strings). "avg" is carried out as
 "sum" followed by one division by the world size, done by whoever holds the final sum,
-so every rank still gets bitwise-identical results.
+so every rank still gets bitwise-identical results. For 2-byte floats (float16,
+bfloat16), whose sum overflows long before their mean does, "avg" divides before
+summing and accumulates wider: each rank's values are converted to float32 and divided
+by the world size, the float32 values are summed, and the result is rounded to the
+dtype once at the end (twice the bytes of a float16 sum on the wire). A mean that the
+dtype can represent is therefore never inf.
 """
 import numpy as np
 
@@ -36,7 +41,27 @@ def combine_op(op):
     return SUM if op == AVG else op
 
 
+def wide_avg(op, dtype):
+    """True when op "avg" on `dtype` runs in float32 (2-byte floats: see the module doc)."""
+    return op == AVG and dtype.itemsize == 2 and (dtype.kind == "f" or dtype.name == "bfloat16")
+
+
 def finish_avg(block, op, world_size):
     """Divide `block` by the world size in place if op is "avg" (one pass, on the final sum)."""
     if op == AVG and world_size > 1 and block.size:
         np.true_divide(block, world_size, out=block, casting="unsafe")
+
+
+def identity(op, dtype):
+    """The value x with x <op> y == y for every y of `dtype` (0, 1, lowest or highest)."""
+    dtype = np.dtype(dtype)
+    if op in (SUM, AVG):
+        return dtype.type(0)
+    if op == PROD:
+        return dtype.type(1)
+    if dtype.kind == "b":
+        return dtype.type(op == MIN)
+    if dtype.kind == "f":
+        return dtype.type(-np.inf if op == MAX else np.inf)
+    info = np.iinfo(dtype)
+    return dtype.type(info.min if op == MAX else info.max)

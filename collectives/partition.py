@@ -1,4 +1,5 @@
 """How a buffer of `count` elements is cut into blocks, one per rank."""
+from .arguments import as_int
 
 
 def partition(count, size):
@@ -8,10 +9,7 @@ def partition(count, size):
     longer than the rest, exactly as numpy.array_split cuts. Blocks may be empty when
     count < size.
     """
-    if not isinstance(count, int) or count < 0:
-        raise ValueError(f"count must be a non-negative int, got {count!r}")
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+    count, size = as_int(count, "count"), as_int(size, "size", low=1)
     base, extra = divmod(count, size)
     offsets = [0] * (size + 1)
     for i in range(size):

@@ -214,3 +214,65 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     if bias is not None:
         out = out + bias
     return out
+
+
+def embedding(indices, weight):
+    """Rows of `weight` (num_embeddings, dim) picked by integer `indices` of any shape:
+    output shape indices.shape + (dim,). Gradient: g scattered back into the rows used,
+    repeated indices adding up (rows never used get zero)."""
+    weight = as_tensor(weight)
+    idx = indices.data if isinstance(indices, Tensor) else indices
+    idx = array_module(weight.data).asarray(idx)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding indices must be integers, got dtype {idx.dtype}")
+    if weight.ndim != 2:
+        raise ValueError(f"embedding weight must be 2-D (num_embeddings, dim), got shape {weight.shape}")
+    rows = weight.shape[0]
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= rows):
+        bad = idx[(idx < 0) | (idx >= rows)]
+        raise IndexError(f"embedding indices must lie in [0, {rows}), got {bad[:5].tolist()}")
+    return weight[idx]
+
+
+def causal_mask(query_length, key_length, xp=np):
+    """Boolean (query_length, key_length) mask, True where query i may attend to key j
+    (j <= i + key_length - query_length: the lower triangle, aligned to the last key)."""
+    offset = key_length - query_length
+    return xp.arange(key_length)[None, :] <= xp.arange(query_length)[:, None] + offset
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, causal=False,
+                                 scale=None, *, is_causal=None):
+    """softmax(query @ key^T * scale + mask) @ value over the last two axes, as PyTorch's.
+
+    query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev); leading axes
+    (batch, heads) broadcast. scale defaults to 1/sqrt(E). causal=True (or PyTorch's
+    is_causal) lets position i see keys j <= i only. attn_mask: boolean (True = may
+    attend) or float (added to the scores), broadcast to (..., L, S). dropout_p drops
+    attention weights (nn generator). Built from primitives (matmul, masked_fill, the
+    stable softmax), which give the gradient; memory O(L * S) per head.
+    """
+    causal = bool(causal if is_causal is None else is_causal)
+    query, key, value = as_tensor(query), as_tensor(key), as_tensor(value)
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"attention shapes do not fit: query {query.shape}, key {key.shape}, "
+                         f"value {value.shape} (need query/key feature axes equal and as many "
+                         f"values as keys)")
+    if causal and attn_mask is not None:
+        raise ValueError("pass either attn_mask or causal=True, not both")
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = (query @ key.transpose(_swap_last(key.ndim))) * scale
+    xp = array_module(scores.data)
+    if causal:
+        allowed = causal_mask(query.shape[-2], key.shape[-2], xp)
+        scores = scores.masked_fill(~allowed, -math.inf)
+    elif attn_mask is not None:
+        mask = attn_mask.data if isinstance(attn_mask, Tensor) else xp.asarray(attn_mask)
+        scores = scores.masked_fill(~mask, -math.inf) if mask.dtype == bool else scores + as_tensor(mask, scores)
+    weights = dropout(softmax(scores, axis=-1), dropout_p) if dropout_p else softmax(scores, axis=-1)
+    return weights @ value
+
+
+def _swap_last(ndim):
+    """The axis order that swaps the last two of `ndim` axes."""
+    return tuple(range(ndim - 2)) + (ndim - 1, ndim - 2)

@@ -338,6 +338,24 @@ class Tensor:
             return (full,)
         return make(self.data[index], (self,), backward)
 
+    def masked_fill(self, mask, value):
+        """A copy with `value` wherever the boolean `mask` (broadcast to this shape) is True,
+        as PyTorch's Tensor.masked_fill; gradient: g where mask is False, 0 where True."""
+        mask = mask.data if isinstance(mask, Tensor) else mask
+        xp = array_module(self.data)
+        mask = xp.asarray(mask)
+        if mask.dtype != bool:
+            raise TypeError(f"masked_fill needs a boolean mask, got dtype {mask.dtype}")
+        try:
+            fits = np.broadcast_shapes(mask.shape, self.shape) == self.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast to the "
+                             f"tensor's shape {self.shape}")
+        out = xp.where(mask, xp.asarray(value, dtype=self.dtype), self.data)
+        return make(out, (self,), lambda g: (xp.where(mask, xp.zeros((), dtype=g.dtype), g),))
+
     # -- element-wise functions ------------------------------------------------------------------
     def exp(self):
         """e ** self; gradient: g * out."""

@@ -33,7 +33,7 @@ BAD_CALLS = {
     "root too large": (lambda c: c.broadcast(np.zeros(4), root=c.size), ValueError, "root"),
     "negative root": (lambda c: c.reduce(np.zeros(4), root=-1), ValueError, "root"),
     "root not int": (lambda c: c.reduce(np.zeros(4), root=1.0), ValueError, "root"),
-    "unknown collective": (lambda c: c.algorithms("alltoall"), ValueError, "allreduce"),
+    "unknown collective": (lambda c: c.algorithms("alltoallw"), ValueError, "allreduce"),
 }
 
 

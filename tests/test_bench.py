@@ -1,17 +1,67 @@
 """The benchmarks: their table, footer, JSON rows and result checking."""
+import ast
+import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import collectives as cc
+from bench.common import human, interleaved, rank0_printer, size_sweep, slowest_median
 from bench.harness import count_wrong, fill, parse_size
 from tests.mpirun import mpirun
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 KEYS = {"size", "count", "dtype", "op", "algorithm", "time_us", "algbw", "busbw", "wrong"}
 
 
 def test_parse_size_understands_units():
     assert [parse_size(s) for s in ("8", "64K", "16M", "1G", "4KB")] == [8, 65536, 16 << 20, 1 << 30, 4096]
+
+
+def test_size_sweep_is_nccl_tests_b_e_f():
+    assert size_sweep(8, 1024, 4) == [8, 32, 128, 512]
+    assert size_sweep(1, 16, 2, smallest=4) == [4, 8, 16]
+    with pytest.raises(SystemExit, match="-f must be at least 2"):
+        size_sweep(8, 64, 1)
+
+
+def test_human_sizes():
+    assert [human(s) for s in (8, 1024, 830 << 10, 3 << 20, 1 << 30)] == [
+        "8 B", "1 KiB", "830 KiB", "3 MiB", "1 GiB"]
+    assert human(1536) == "1.5 KiB"
+
+
+def test_only_rank_zero_prints():
+    shown, hidden = io.StringIO(), io.StringIO()
+    rank0_printer(0, shown)("a", 1)
+    rank0_printer(1, hidden)("a", 1)
+    assert shown.getvalue() == "a 1\n" and hidden.getvalue() == ""
+
+
+def test_interleaved_times_each_step_per_round_and_slowest_median_takes_the_slowest_rank():
+    calls = []
+
+    def body(comm):
+        steps = {"a": lambda: calls.append("a") or comm.rank, "b": lambda: calls.append("b")}
+        return interleaved(comm, steps, rounds=3, repeats=2)
+    results = cc.run_threads(2, body)
+    assert calls.count("a") == calls.count("b") == 2 * (1 + 3 * 2)       # warm-up + rounds x repeats
+    for rank, samples in enumerate(results):
+        assert [value for _, value in samples["a"]] == [rank] * 6 and len(samples["b"]) == 6
+    assert slowest_median([[1.0, 5.0, 2.0], [3.0, 1.0, 1.0]]) == 3.0      # median of 3, 5, 2
+
+
+def test_bench_common_is_a_leaf_and_harness_does_not_reach_into_explain():
+    def bench_imports(name):
+        tree = ast.parse((BENCH / f"{name}.py").read_text())
+        return {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bench")}
+    assert bench_imports("common") == set()
+    assert bench_imports("plot") == set()          # plot draws what it is given
+    assert "bench.harness" not in bench_imports("simulate")
 
 
 def test_count_wrong_counts_only_real_errors():

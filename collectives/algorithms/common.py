@@ -36,19 +36,25 @@ class Workspace:
     def __init__(self):
         self._buffers = {}
 
-    def get(self, slot, n, like):
-        key = (slot, like.dtype, type(like))
+    def get(self, slot, n, like, dtype=None):
+        """n elements of like's array module and dtype (or `dtype`), reused per slot."""
+        dtype = like.dtype if dtype is None else dtype
+        key = (slot, dtype, type(like))
         buf = self._buffers.get(key)
         if buf is None or buf.size < n:
-            buf = _empty_like(like, max(n, 1))
+            buf = _empty_like(like, max(n, 1), dtype)
             self._buffers[key] = buf
         return buf[:n]
 
+    def clear(self):
+        """Drop every cached buffer."""
+        self._buffers.clear()
 
-def _empty_like(like, n):
+
+def _empty_like(like, n, dtype):
     # np.empty_like / cupy.empty_like keep the array module (NumPy or CuPy) of `like`.
     import numpy as np
-    return np.empty_like(like, shape=(n,))
+    return np.empty_like(like, shape=(n,), dtype=dtype)
 
 
 def chunk_bounds(count, chunks):

@@ -57,6 +57,12 @@ class Fabric:
         return TransportTimeout(f"{text} after {timeout:g} s", peer=peer, what=what,
                                 waited=timeout, step=endpoint.step)
 
+    def forget(self, group, rank):
+        """Drop the channels into `rank` of `group` (its receives are over: it was freed)."""
+        with self.cond:
+            for key in [k for k in self.channels if k[0] == group and k[2] == rank]:
+                del self.channels[key]
+
     def post_send(self, key, payload):
         message = _Message(payload)
         with self.cond:
@@ -201,6 +207,10 @@ class LocalTransport:
         """Return once every rank of the group has entered the barrier."""
         self.allgather_object(None)
 
+    def free(self):
+        """Forget this endpoint's incoming channels (the sender side completed already)."""
+        self.fabric.forget(self.group, self.rank)
+
     def split(self, color, key=0):
         """A transport over the ranks that passed the same `color` (None: this rank joins none)."""
         entries = self.allgather_object((color, key, self.rank))
@@ -215,25 +225,39 @@ class LocalTransport:
         return sub
 
 
-def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, **kwargs):
+def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, release=None, **kwargs):
     """Run fn(endpoint, *args, **kwargs) on `size` in-process ranks, one thread each.
 
     `wrap(transport)` turns each rank's transport into what fn receives (the Communicator
-    does this); by default fn gets the bare transport. Returns the list of results in rank
-    order; the first exception raised by any rank is re-raised here, after all threads end.
+    does this); by default fn gets the bare transport. `release(obj)` is called on what fn
+    received once fn has ended, after a failing rank has aborted the others' waits, so it
+    may wait for the rank's outstanding work (the Communicator's free() does). Returns the
+    list of results in rank order; the first exception raised by any rank is re-raised
+    here, after all threads end.
     """
-    if not isinstance(size, int) or size < 1:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}")
     fabric = Fabric(timeout)
     results, errors = [None] * size, [None] * size
 
+    def fail(rank, exc):
+        if errors[rank] is None:
+            errors[rank] = exc
+        fabric.abort(f"rank {rank} failed with {type(exc).__name__}: {exc}")
+
     def body(rank):
+        endpoint = None
         try:
             endpoint = LocalTransport(fabric, "world", rank, size)
-            results[rank] = fn(wrap(endpoint) if wrap else endpoint, *args, **kwargs)
+            endpoint = wrap(endpoint) if wrap else endpoint
+            results[rank] = fn(endpoint, *args, **kwargs)
         except BaseException as exc:  # reported to the caller below
-            errors[rank] = exc
-            fabric.abort(f"rank {rank} failed with {type(exc).__name__}: {exc}")
+            fail(rank, exc)
+        if release is not None and endpoint is not None:
+            try:
+                release(endpoint)
+            except BaseException as exc:
+                fail(rank, exc)
 
     threads = [threading.Thread(target=body, args=(r,), name=f"rank-{r}", daemon=True)
                for r in range(size)]

@@ -107,6 +107,12 @@ class MPITransport:
         """MPI_Ibarrier, waited with the timeout."""
         self._collective(self.comm.Ibarrier(), "barrier")
 
+    def free(self):
+        """Free the MPI communicator (once; not after MPI_Finalize)."""
+        comm, self.comm = self.comm, MPI.COMM_NULL
+        if comm != MPI.COMM_NULL and not MPI.Is_finalized():
+            comm.Free()
+
     def split(self, color, key=0):
         """A transport over the ranks with the same `color` (None: this rank joins none)."""
         sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
@@ -139,6 +145,41 @@ class MPITransport:
             self._native("Reduce", MPI.IN_PLACE, buf, _MPI_OPS[op], root)
         else:
             self._native("Reduce", buf, None, _MPI_OPS[op], root)
+
+    def native_alltoall(self, x, out):
+        """MPI_Alltoall of n equal blocks."""
+        self._native("Alltoall", [x, MPI.BYTE], [out, MPI.BYTE])
+
+    def native_alltoallv(self, x, send_counts, out, recv_counts):
+        """MPI_Alltoallv; counts in elements."""
+        self._native("Alltoallv", _vector(x, send_counts), _vector(out, recv_counts))
+
+    def native_gather(self, mine, out, counts, root):
+        """MPI_Gather (MPI_Gatherv for unequal counts) into root's `out`."""
+        equal = len(set(counts)) == 1
+        recv = None if self.rank != root else [out, MPI.BYTE] if equal else _vector(out, counts)
+        self._native("Gather" if equal else "Gatherv", [mine, MPI.BYTE], recv, root)
+
+    def native_scatter(self, x, mine, counts, root):
+        """MPI_Scatter (MPI_Scatterv for unequal counts) of root's `x`."""
+        equal = len(set(counts)) == 1
+        send = None if self.rank != root else [x, MPI.BYTE] if equal else _vector(x, counts)
+        self._native("Scatter" if equal else "Scatterv", send, [mine, MPI.BYTE], root)
+
+    def native_scan(self, buf, op):
+        self._native("Scan", MPI.IN_PLACE, buf, _MPI_OPS[op])
+
+    def native_exscan(self, buf, op):
+        self._native("Exscan", MPI.IN_PLACE, buf, _MPI_OPS[op])
+
+
+def _vector(buf, counts):
+    """A byte-typed MPI buffer spec with per-rank counts and displacements (in elements)."""
+    size = buf.dtype.itemsize
+    displacements = [0]
+    for count in counts[:-1]:
+        displacements.append(displacements[-1] + count)
+    return [buf, ([c * size for c in counts], [d * size for d in displacements]), MPI.BYTE]
 
 
 def install_abort_on_fault():

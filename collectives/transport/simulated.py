@@ -401,6 +401,11 @@ class SimulatedTransport:
     def barrier(self):
         self.allgather_object(None)
 
+    can_split = False
+
+    def free(self):
+        """Nothing to release: the simulation owns the shared state."""
+
     def split(self, color, key=0):
         raise NotImplementedError("the simulated transport runs one communicator: split is not simulated")
 

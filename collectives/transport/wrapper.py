@@ -30,6 +30,9 @@ class TransportWrapper:
     def barrier(self):
         self.inner.barrier()
 
+    def free(self):
+        self.inner.free()
+
     def split(self, color, key=0):
         sub = self.inner.split(color, key)
         return None if sub is None else self.rewrap(sub)

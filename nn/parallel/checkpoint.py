@@ -5,9 +5,12 @@ every array under a flat key ("model/0.weight", "optimizer/state/3/exp_avg", ...
 JSON document "meta" with the format name, the step, the non-array parts of the
 optimizer and sampler state, and the list of array keys. Rank 0 writes it to a temporary
 file in the same folder and renames it into place, so a crash mid-write never leaves a
-half-written checkpoint under the real name. A truncated or foreign file is a clear
-error, and loading checks every key and shape before changing anything.
+half-written checkpoint under the real name, and the next save removes the temporary
+a killed save left. A truncated or foreign file is a clear error, and loading checks
+everything (model keys and shapes, the optimizer's kind, groups and state shapes, the
+sampler's settings) before changing anything.
 """
+import glob
 import json
 import os
 import zipfile
@@ -70,20 +73,34 @@ def save_checkpoint(path, model, optimizer, sampler=None, step=0, comm=None, ext
         meta = {"format": FORMAT, "step": int(step),
                 "model": _flatten("model", dict(_module(model).state_dict()), arrays),
                 "optimizer": _flatten("optimizer", optimizer.state_dict(), arrays) if optimizer else None,
+                "optimizer_type": type(optimizer).__name__ if optimizer else None,
                 "sampler": sampler.state_dict() if sampler is not None else None,
                 "extra": _flatten("extra", extra, arrays) if extra is not None else None}
         meta["arrays"] = sorted(arrays)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-        with open(temporary, "wb") as handle:
-            np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        _write_atomically(path, meta, arrays)
     if comm is not None:
         comm.barrier()
     return path
+
+
+def _write_atomically(path, meta, arrays):
+    """Write to a hidden temporary next to `path`, then rename it into place; first remove
+    the temporaries that killed saves to the same path left behind."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    prefix = os.path.join(folder, f".{os.path.basename(path)}.")
+    temporary = f"{prefix}{os.getpid()}.tmp"
+    for stale in glob.glob(glob.escape(prefix) + "*.tmp"):
+        if stale != temporary:
+            try:
+                os.remove(stale)
+            except FileNotFoundError:
+                pass
+    with open(temporary, "wb") as handle:
+        np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 def read_checkpoint(path):
@@ -109,23 +126,82 @@ def read_checkpoint(path):
                               f"{type(error).__name__}: {error}") from error
     return {"step": meta["step"], "model": _unflatten(meta["model"], arrays),
             "optimizer": _unflatten(meta["optimizer"], arrays) if meta["optimizer"] else None,
+            "optimizer_type": meta.get("optimizer_type"),
             "sampler": meta["sampler"], "extra": _unflatten(meta["extra"], arrays) if meta["extra"] else None}
 
 
 def load_checkpoint(path, model, optimizer=None, sampler=None):
     """Restore model, optimizer and sampler from `path` (on every rank); returns the step.
 
-    The model's load_state_dict checks keys and shapes and names what does not fit.
+    Everything is checked first (model keys and shapes, the optimizer's kind, parameter
+    groups, hyper-parameter names and state shapes, the sampler's settings such as its
+    world size); a CheckpointError names what does not fit, and nothing has changed then.
     """
     state = read_checkpoint(path)
     module = _module(model)
+    _check_model(path, state["model"], module.state_dict())
+    if optimizer is not None:
+        _check_optimizer(path, state, optimizer)
+    if sampler is not None:
+        _check_sampler(path, state["sampler"], sampler.state_dict())
     module.load_state_dict(state["model"])
     if optimizer is not None:
-        if state["optimizer"] is None:
-            raise CheckpointError(f"{path} holds no optimizer state")
         optimizer.load_state_dict(state["optimizer"])
     if sampler is not None:
-        if state["sampler"] is None:
-            raise CheckpointError(f"{path} holds no sampler state")
         sampler.load_state_dict(state["sampler"])
     return state["step"]
+
+
+def _shape(value):
+    return tuple(value.shape) if hasattr(value, "shape") else None
+
+
+def _check_model(path, saved, own):
+    missing = sorted(k for k in own if k not in saved)
+    unexpected = sorted(k for k in saved if k not in own)
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit the model: missing keys {missing[:5]}, "
+                              f"unexpected keys {unexpected[:5]}")
+    wrong = [f"{k}: checkpoint {_shape(saved[k])} vs model {_shape(own[k])}"
+             for k in own if _shape(saved[k]) != _shape(own[k])]
+    if wrong:
+        raise CheckpointError(f"{path} does not fit the model: shapes differ for " + "; ".join(wrong[:5]))
+
+
+def _check_optimizer(path, state, optimizer):
+    """The saved optimizer state is of this optimizer's kind and layout."""
+    saved, own, kind = state["optimizer"], optimizer.state_dict(), type(optimizer).__name__
+    if saved is None:
+        raise CheckpointError(f"{path} holds no optimizer state")
+    if state["optimizer_type"] not in (None, kind):
+        raise CheckpointError(f"{path} holds {state['optimizer_type']} state, but the optimizer is a "
+                              f"{kind}: load it into a {state['optimizer_type']}, or pass optimizer=None")
+    groups = [len(g["params"]) for g in saved["param_groups"]]
+    if groups != [len(g["params"]) for g in own["param_groups"]]:
+        raise CheckpointError(f"{path} holds parameter groups of {groups} parameters, the optimizer has "
+                              f"{[len(g['params']) for g in own['param_groups']]}")
+    for number, (old, new) in enumerate(zip(saved["param_groups"], own["param_groups"])):
+        if set(old) != set(new):
+            raise CheckpointError(f"{path}: parameter group {number} has hyper-parameters {sorted(old)}, "
+                                  f"the {kind} has {sorted(new)} (another kind of optimizer?)")
+    shapes = [p.shape for g in getattr(optimizer, "param_groups", ()) for p in g.get("params", ())
+              if hasattr(p, "shape")]
+    for index, entries in saved["state"].items():
+        index = int(index)
+        if shapes and not 0 <= index < len(shapes):
+            raise CheckpointError(f"{path} holds optimizer state for parameter {index}, the optimizer has "
+                                  f"{len(shapes)}")
+        for key, value in entries.items():
+            if shapes and _shape(value) not in (None, (), tuple(shapes[index])):
+                raise CheckpointError(f"{path}: optimizer state {index}.{key} has shape {_shape(value)}, "
+                                      f"the parameter has {tuple(shapes[index])}")
+
+
+def _check_sampler(path, saved, own):
+    if saved is None:
+        raise CheckpointError(f"{path} holds no sampler state")
+    differ = {k: (saved.get(k), v) for k, v in own.items() if k not in ("epoch", "consumed")
+              and saved.get(k) != v}
+    if differ:
+        raise CheckpointError(f"{path} was saved by a sampler with other settings (checkpoint vs this "
+                              "sampler): " + ", ".join(f"{k}={a!r} vs {b!r}" for k, (a, b) in differ.items()))

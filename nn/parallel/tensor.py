@@ -18,6 +18,10 @@ tiny autograd Function whose backward is the conjugate of its forward:
         and the full bias is added once after the reduction.
     ParallelMLP = column-parallel -> activation -> row-parallel: one all-reduce forward,
         one backward, and the hidden activations never leave their rank.
+
+With sequence_parallel=True (see sequence.py) the column-parallel layer's input is this
+rank's T/tp of the sequence, all-gathered on the way in, and the row-parallel layer's
+output is reduce-scattered back to T/tp: the all-reduce becomes its two halves.
 """
 import numpy as np
 
@@ -26,6 +30,7 @@ import collectives as cc
 from .. import functional as F
 from ..autograd import Function
 from ..modules import GELU, Linear, Module, Parameter, ReLU, Tanh, uniform
+from .sequence import gather_from_sequence_parallel_region, reduce_scatter_to_sequence_parallel_region
 
 
 def _last_axis_first(array):
@@ -126,12 +131,16 @@ class ColumnParallelLinear(Module):
 
     gather_output=False leaves y split along its last axis (feed it to a RowParallelLinear);
     True all-gathers it (then out_features must divide evenly by comm.size).
+    sequence_parallel=True takes this rank's (B, T/tp, in) and all-gathers the sequence
+    first (reduce-scatter of the input gradient backward) instead of copying x.
+    offsets: the boundaries of the rows each rank keeps (default cc.partition(out, tp)).
     """
 
     def __init__(self, in_features, out_features, comm, bias=True, gather_output=False,
-                 dtype=np.float32, algorithm="auto", _weights=None):
+                 dtype=np.float32, algorithm="auto", sequence_parallel=False, offsets=None, _weights=None):
         super().__init__()
         object.__setattr__(self, "algorithm", algorithm)
+        object.__setattr__(self, "sequence_parallel", sequence_parallel)
         if gather_output and out_features % comm.size:
             raise ValueError(f"ColumnParallelLinear: gather_output=True needs out_features "
                              f"({out_features}) divisible by the {comm.size} ranks; use "
@@ -139,21 +148,26 @@ class ColumnParallelLinear(Module):
         object.__setattr__(self, "comm", comm)
         self.in_features, self.out_features, self.gather_output = in_features, out_features, gather_output
         weight, full_bias = _weights or _full_weights(in_features, out_features, bias, dtype)
-        offsets = cc.partition(out_features, comm.size)
+        offsets = offsets or cc.partition(out_features, comm.size)
         rows = slice(offsets[comm.rank], offsets[comm.rank + 1])
         self.weight = Parameter(np.array(weight[rows], dtype=dtype))
         self.bias = Parameter(np.array(full_bias[rows], dtype=dtype)) if full_bias is not None else None
 
     @classmethod
-    def from_linear(cls, linear, comm, gather_output=False):
-        """Shard an existing nn.Linear: this rank keeps its rows of weight and bias."""
+    def from_linear(cls, linear, comm, gather_output=False, **options):
+        """Shard an existing nn.Linear: this rank keeps its rows of weight and bias.
+        options: algorithm, sequence_parallel (as the constructor)."""
         bias = None if linear.bias is None else linear.bias.data
         return cls(linear.in_features, linear.out_features, comm, bias=bias is not None,
                    gather_output=gather_output, dtype=linear.weight.dtype,
-                   _weights=(linear.weight.data, bias))
+                   _weights=(linear.weight.data, bias), **options)
 
     def forward(self, x):
-        y = F.linear(copy_to_parallel_region(x, self.comm, self.algorithm), self.weight, self.bias)
+        if self.sequence_parallel:
+            x = gather_from_sequence_parallel_region(x, self.comm)
+        else:
+            x = copy_to_parallel_region(x, self.comm, self.algorithm)
+        y = F.linear(x, self.weight, self.bias)
         return gather_from_parallel_region(y, self.comm) if self.gather_output else y
 
     def extra_repr(self):
@@ -167,28 +181,34 @@ class RowParallelLinear(Module):
     input_is_parallel=True expects this rank's slice of x's last axis (the output of a
     ColumnParallelLinear); False takes the full x and keeps its own slice. The bias is
     held whole and added once, after the partial products are summed.
+    sequence_parallel=True reduce-scatters the sum along the sequence (axis 1) instead of
+    all-reducing it: the output is this rank's (B, T/tp, out), and the bias gradient, from
+    T/tp tokens, is summed over the group.
+    offsets: the boundaries of the columns each rank keeps (default cc.partition(in, tp)).
     """
 
     def __init__(self, in_features, out_features, comm, bias=True, input_is_parallel=True,
-                 dtype=np.float32, algorithm="auto", _weights=None):
+                 dtype=np.float32, algorithm="auto", sequence_parallel=False, offsets=None, _weights=None):
         super().__init__()
         object.__setattr__(self, "comm", comm)
         object.__setattr__(self, "algorithm", algorithm)
+        object.__setattr__(self, "sequence_parallel", sequence_parallel)
         self.in_features, self.out_features = in_features, out_features
         self.input_is_parallel = input_is_parallel
         weight, full_bias = _weights or _full_weights(in_features, out_features, bias, dtype)
-        offsets = cc.partition(in_features, comm.size)
+        offsets = offsets or cc.partition(in_features, comm.size)
         columns = slice(offsets[comm.rank], offsets[comm.rank + 1])
         self.weight = Parameter(np.array(weight[:, columns], dtype=dtype))
         self.bias = Parameter(np.array(full_bias, dtype=dtype)) if full_bias is not None else None
 
     @classmethod
-    def from_linear(cls, linear, comm, input_is_parallel=True):
-        """Shard an existing nn.Linear: this rank keeps its columns of the weight."""
+    def from_linear(cls, linear, comm, input_is_parallel=True, **options):
+        """Shard an existing nn.Linear: this rank keeps its columns of the weight.
+        options: algorithm, sequence_parallel (as the constructor)."""
         bias = None if linear.bias is None else linear.bias.data
         return cls(linear.in_features, linear.out_features, comm, bias=bias is not None,
                    input_is_parallel=input_is_parallel, dtype=linear.weight.dtype,
-                   _weights=(linear.weight.data, bias))
+                   _weights=(linear.weight.data, bias), **options)
 
     def forward(self, x):
         if not self.input_is_parallel:
@@ -196,8 +216,13 @@ class RowParallelLinear(Module):
         if x.shape[-1] != self.weight.shape[1]:
             raise ValueError(f"RowParallelLinear on rank {self.comm.rank} expects its slice of "
                              f"{self.weight.shape[1]} input features, got shape {x.shape}")
-        y = reduce_from_parallel_region(F.linear(x, self.weight), self.comm, self.algorithm)
-        return y + self.bias if self.bias is not None else y
+        partial = F.linear(x, self.weight)
+        if self.sequence_parallel:
+            y = reduce_scatter_to_sequence_parallel_region(partial, self.comm)
+            bias = None if self.bias is None else copy_to_parallel_region(self.bias, self.comm, self.algorithm)
+        else:
+            y, bias = reduce_from_parallel_region(partial, self.comm, self.algorithm), self.bias
+        return y + bias if bias is not None else y
 
     def extra_repr(self):
         return (f"in_features={self.in_features} ({self.weight.shape[1]} here), "
