@@ -255,3 +255,67 @@ def test_backend_is_registered_for_cpu_and_cuda():
     assert "collectives" in dist.Backend.backend_list
     assert dist.Backend.backend_capability["collectives"] == ["cpu", "cuda"]
 
+
+
+def test_gather_and_scatter_through_the_root():
+    def main(pg, rank):
+        outs = [torch.empty(2, 2) for _ in range(N)] if rank == 1 else []
+        pg.gather([outs] if rank == 1 else [], [torch.full((2, 2), float(rank))], opts("GatherOptions", root=1)).wait()
+        got = torch.empty(3, dtype=torch.int16)
+        blocks = [torch.arange(3, dtype=torch.int16) + 10 * r for r in range(N)] if rank == 2 else []
+        pg.scatter([got], [blocks] if rank == 2 else [], opts("ScatterOptions", root=2)).wait()
+        return outs, got
+    results = on_ranks(main)
+    assert torch.equal(torch.stack(results[1][0]), torch.stack([torch.full((2, 2), float(r)) for r in range(N)]))
+    for rank, (_, got) in enumerate(results):
+        assert torch.equal(got, torch.arange(3, dtype=torch.int16) + 10 * rank)
+
+
+def test_all_to_all_single_even_and_uneven_and_the_list_form():
+    def main(pg, rank):
+        even_in = torch.arange(2 * N * 3, dtype=torch.float32).reshape(2 * N, 3) + 100 * rank
+        even_out = torch.empty_like(even_in)
+        pg.all_to_all_single(even_out, even_in, [], []).wait()
+        send = [(rank + j) % 3 for j in range(N)]                    # rows for rank j, zeros included
+        receive = [(i + rank) % 3 for i in range(N)]
+        uneven_in = torch.cat([torch.full((send[j], 2), 10.0 * rank + j) for j in range(N)])
+        uneven_out = torch.empty(sum(receive), 2)
+        pg.all_to_all_single(uneven_out, uneven_in, receive, send).wait()
+        list_out = [torch.empty(i + 1, dtype=torch.int64) for i in range(N)]
+        pg.alltoall(list_out, [torch.full((rank + 1,), rank * N + j) for j in range(N)]).wait()
+        return even_out, uneven_out, list_out
+    rows = torch.arange(2 * N * 3, dtype=torch.float32).reshape(2 * N, 3)
+    for rank, (even, uneven, listed) in enumerate(on_ranks(main)):
+        expected = torch.cat([(rows + 100 * i)[2 * rank:2 * rank + 2] for i in range(N)])
+        assert torch.equal(even, expected)
+        assert torch.equal(uneven, torch.cat([torch.full(((i + rank) % 3, 2), 10.0 * i + rank) for i in range(N)]))
+        assert [t.tolist() for t in listed] == [[i * N + rank] * (i + 1) for i in range(N)]
+
+
+def test_all_to_all_single_split_sizes_are_checked():
+    def main(pg, rank):
+        with pytest.raises(ValueError, match="add up to 4, not the 5 rows"):
+            pg.all_to_all_single(torch.empty(5), torch.empty(5), [], [1, 1, 2])
+        with pytest.raises(ValueError, match="cannot be split evenly"):
+            pg.all_to_all_single(torch.empty(4), torch.empty(4), [], [])
+    on_ranks(main)
+
+
+def test_send_and_recv_in_order_with_non_contiguous_receiver():
+    def main(pg, rank):
+        if rank == 0:
+            works = [pg.send([torch.full((2, 3), float(k))], 1) for k in range(3)]
+            for w in works:
+                w.wait()
+            return None
+        if rank == 1:
+            received = [torch.empty(3, 2).t() for _ in range(3)]        # non-contiguous targets
+            works = [pg.recv([t], 0) for t in received]
+            for w in reversed(works):
+                w.wait()
+            return received
+        with pytest.raises(ValueError, match="takes no tags"):
+            pg.send([torch.ones(1)], 0, 7)
+    received = on_ranks(main)[1]
+    assert [float(t[0, 0]) for t in received] == [0.0, 1.0, 2.0]
+    assert all(torch.equal(t, torch.full((2, 3), t[0, 0].item())) for t in received)

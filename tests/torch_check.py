@@ -12,6 +12,8 @@ Rank 0 prints "torch_check ok SECTION" at the end.
 """
 import hashlib
 import sys
+import threading
+import warnings
 from datetime import timedelta
 
 import torch
@@ -127,6 +129,61 @@ def check_movement(gloo, r, n):
     assert ours == theirs and ours[0][n - 1] == {"rank": n - 1, "tail": "x" * (n - 1)}, ours
 
 
+def check_rooted_and_all_to_all(gloo, r, n):
+    def gather_scatter(group):
+        root = n - 1
+        outs = [torch.empty(3, dtype=torch.int32) for _ in range(n)] if r == root else None
+        dist.gather(rank_tensor(r, 3, torch.int32, seed=11), outs, dst=root, group=group)
+        got = torch.empty(5, dtype=torch.float64)
+        blocks = [rank_tensor(q, 5, seed=12) for q in range(n)] if r == 1 else None
+        dist.scatter(got, blocks, src=1, group=group)
+        return (outs or []) + [got]
+    agree(*both(gather_scatter, gloo), "gather and scatter")
+
+    def objects(group):
+        gathered = [None] * n if r == 0 else None
+        dist.gather_object({"r": r}, gathered, dst=0, group=group)
+        received = [None]
+        dist.scatter_object_list(received, [f"for {q}" for q in range(n)] if r == 1 else None, src=1,
+                                 group=group)
+        return gathered, received
+    ours, theirs = both(objects, gloo)
+    assert ours == theirs and ours[1] == [f"for {r}"], ours
+
+    def even(group):
+        out = torch.empty(2 * n, 3, dtype=torch.float64)
+        dist.all_to_all_single(out, rank_tensor(r, 6 * n, seed=13).view(2 * n, 3), group=group)
+        return out
+    agree(*both(even, gloo), "all_to_all_single even")
+
+    def uneven(group):
+        send = [(r + 2 * j) % 4 for j in range(n)]                    # 0 rows to some ranks
+        receive = [(i + 2 * r) % 4 for i in range(n)]
+        out = torch.empty(sum(receive), 2, dtype=torch.int64)
+        data = rank_tensor(r, 2 * sum(send), torch.int64, seed=14).view(-1, 2)
+        dist.all_to_all_single(out, data, receive, send, group=group)
+        return out
+    agree(*both(uneven, gloo), "all_to_all_single uneven")
+
+    def point_to_point(group):
+        right, left = (r + 1) % n, (r - 1) % n
+        got = [torch.empty(4, dtype=torch.float32) for _ in range(2)]
+        ops = [dist.P2POp(dist.isend, rank_tensor(r, 4, torch.float32, seed=15 + k), right, group)
+               for k in range(2)] + [dist.P2POp(dist.irecv, t, left, group) for t in got]
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
+        if r == 0:
+            dist.send(rank_tensor(r, 2, torch.float32, seed=17), dst=n - 1, group=group)
+        if r == n - 1 and group is None:
+            dist.recv(got[0][::2], src=0, group=group)            # a strided view: written back
+        elif r == n - 1:                                           # gloo takes contiguous tensors only
+            contiguous = torch.empty(2, dtype=torch.float32)
+            dist.recv(contiguous, src=0, group=group)
+            got[0][::2] = contiguous
+        return got
+    agree(*both(point_to_point, gloo), "send/recv around a ring")
+
+
 def check_async_out_of_order(gloo, r, n):
     def run(group):
         tensors = [rank_tensor(r, 100 + k, seed=10 + k) for k in range(4)]
@@ -146,6 +203,7 @@ def ops():
     check_reductions(gloo, r, n)
     check_reduce_scatters(gloo, r, n)
     check_movement(gloo, r, n)
+    check_rooted_and_all_to_all(gloo, r, n)
     check_async_out_of_order(gloo, r, n)
     dist.barrier()
 
@@ -250,10 +308,14 @@ def fault():
 
 def main():
     section = sys.argv[1]
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch's renames of the *_tensor calls
     dist.init_process_group("collectives", timeout=timedelta(seconds=5 if section == "fault" else 60))
     rank = dist.get_rank()
+    world = dist.distributed_c10d._get_default_group()
     {"ops": ops, "train": training, "fault": fault}[section]()
     dist.destroy_process_group()
+    assert world.comm.freed, "destroy_process_group left the Communicator alive"
+    assert not [t for t in threading.enumerate() if t.name.startswith("torch-collectives")]
     if rank == 0:
         print(f"torch_check ok {section}", flush=True)
 

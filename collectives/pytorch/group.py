@@ -7,11 +7,13 @@ synchronous collectives on NumPy views of the tensors (tensors.Staged), copies w
 copies back, and completes the Work's future with the output tensors, or with the
 exception, whose type survives: a stuck call ends in CollectiveTimeout naming the rank.
 """
+import math
+
 import torch
 import torch.distributed as dist
 
 from ..work import OrderedExecutor
-from .tensors import Staged, byte_size, reduce_op, split_bytes_into, synchronize_device
+from .tensors import Staged, byte_size, joined_bytes, reduce_op, split_bytes_into, synchronize_device
 
 
 class Work(dist._Work):
@@ -50,6 +52,40 @@ class Work(dist._Work):
 
     def result(self):
         return self._future.value()
+
+
+class PointToPointWork(Work):
+    """The Work of a send or receive: the engine posts it at once; wait() completes it
+    (bounded by the communicator's timeout), copies a working copy back into the
+    tensor and completes the future (get_future's value appears once waited)."""
+
+    def __init__(self, request, staged, tensors):
+        super().__init__(torch.futures.Future())
+        self._request, self._staged, self._tensors = request, staged, tensors
+
+    def wait(self, timeout=None):
+        if not self._future.done():
+            try:
+                self._request.wait()
+                self._staged.finish()
+            except BaseException as error:
+                self._future.set_exception(error)
+                raise
+            self._future.set_result(self._tensors)
+        return super().wait(timeout)
+
+    def is_completed(self):
+        return self._future.done() or self._request.test()
+
+
+def _check_tag(tag, rank):
+    if tag != 0:
+        raise ValueError(f"rank {rank}: backend 'collectives' matches messages between two ranks in "
+                         f"the order they were sent and takes no tags (got tag={tag})")
+
+
+def _even(total, parts):
+    return [total // parts] * parts
 
 
 def _single(tensors, what):
@@ -250,15 +286,125 @@ class ProcessGroup(dist.ProcessGroup):
         outputs = _single(output_tensors, "allgather")
         tensor = _single(input_tensors, "allgather")
         self._check_count(outputs, "all_gather outputs")
-        if any(byte_size(o) != byte_size(tensor) for o in outputs):
-            raise ValueError(f"rank {self.comm.rank}: all_gather outputs must each hold "
-                             f"{tensor.numel()} {tensor.dtype} elements like the input")
+        self._check_sizes(outputs, byte_size(tensor), "all_gather outputs")
         source = Staged(tensor)
 
         def run():
             gathered = self.comm.allgather(source.array, algorithm=self._algorithm("allgather"))
             split_bytes_into(gathered, outputs)
         return self._submit("allgather", [tensor], run, output_tensors)
+
+    def gather(self, output_tensors, input_tensors, opts=None):
+        """Rank r's input lands in output_tensors[0][r] on the root (engine gather)."""
+        tensor = _single(input_tensors, "gather")
+        root = (opts or dist.GatherOptions()).rootRank
+        outputs = _single(output_tensors, "gather") if self.comm.rank == root else []
+        if self.comm.rank == root:
+            self._check_count(outputs, "gather outputs")
+            self._check_sizes(outputs, byte_size(tensor), "gather outputs")
+        source = Staged(tensor)
+
+        def run():
+            gathered = self.comm.gather(source.array, root, algorithm=self._algorithm("gather"))
+            if gathered is not None:
+                split_bytes_into(gathered, outputs)
+        return self._submit("gather", [tensor], run, output_tensors)
+
+    def scatter(self, output_tensors, input_tensors, opts=None):
+        """input_tensors[0][r] on the root lands in rank r's output (engine scatter)."""
+        output = _single(output_tensors, "scatter")
+        root = (opts or dist.ScatterOptions()).rootRank
+        if self.comm.rank == root:
+            blocks = _single(input_tensors, "scatter")
+            self._check_count(blocks, "scatter inputs")
+            self._check_sizes(blocks, byte_size(output), "scatter inputs")
+            source = joined_bytes(blocks)
+        else:                           # same shape everywhere; only the root's bytes are read
+            source = torch.empty(byte_size(output) * self.comm.size, dtype=torch.uint8)
+        target = Staged(output, fill=False)
+        data = Staged(source)
+
+        def run():
+            self.comm.scatter(data.array, root, out=target.array, algorithm=self._algorithm("scatter"))
+            target.finish()
+        return self._submit("scatter", [source, output], run, output_tensors)
+
+    def all_to_all_single(self, output, input, output_split_sizes, input_split_sizes, opts=None):
+        """all_to_all_single: rows of `input` go to the ranks in blocks of
+        input_split_sizes (equal blocks when empty), rows from rank i land in output's
+        block i (output_split_sizes). Engine alltoall, or alltoallv for uneven splits."""
+        if output.dtype != input.dtype:
+            raise ValueError(f"rank {self.comm.rank}: all_to_all_single input is {input.dtype} but "
+                             f"output is {output.dtype}")
+        send = self._split_bytes(input, input_split_sizes, "input")
+        receive = self._split_bytes(output, output_split_sizes, "output")
+        source, target = Staged(input), Staged(output, fill=False)
+
+        def run():
+            if send is None and receive is None:
+                self.comm.alltoall(source.array, out=target.array, algorithm=self._algorithm("alltoall"))
+            else:
+                self.comm.alltoallv(source.array, send or _even(byte_size(input), self.comm.size),
+                                    receive or _even(byte_size(output), self.comm.size), out=target.array)
+            target.finish()
+        return self._submit("all_to_all_single", [input, output], run, [output])
+
+    alltoall_base = all_to_all_single
+
+    def alltoall(self, output_tensors, input_tensors, opts=None):
+        """all_to_all with lists: input_tensors[j] goes to rank j, output_tensors[i]
+        comes from rank i (any sizes; engine alltoallv over the joined bytes)."""
+        self._check_count(input_tensors, "all_to_all inputs")
+        self._check_count(output_tensors, "all_to_all outputs")
+        source = Staged(joined_bytes(input_tensors))
+        send = [byte_size(t) for t in input_tensors]
+        receive = [byte_size(t) for t in output_tensors]
+
+        def run():
+            received = self.comm.alltoallv(source.array, send, receive)
+            split_bytes_into(received, output_tensors)
+        return self._submit("all_to_all", list(input_tensors), run, output_tensors)
+
+    def _split_bytes(self, tensor, split_sizes, what):
+        """Byte counts per rank for rows split as `split_sizes` (None when empty: even)."""
+        if not split_sizes:
+            if tensor.dim() == 0 or tensor.shape[0] % self.comm.size:
+                raise ValueError(f"rank {self.comm.rank}: all_to_all_single {what} of shape "
+                                 f"{tuple(tensor.shape)} cannot be split evenly over "
+                                 f"{self.comm.size} ranks: give split sizes")
+            return None
+        self._check_count(split_sizes, f"all_to_all_single {what} split sizes")
+        if sum(split_sizes) != tensor.shape[0]:
+            raise ValueError(f"rank {self.comm.rank}: all_to_all_single {what} split sizes "
+                             f"{list(split_sizes)} add up to {sum(split_sizes)}, not the "
+                             f"{tensor.shape[0]} rows of the {what}")
+        row = tensor.element_size() * math.prod(tensor.shape[1:])
+        return [int(s) * row for s in split_sizes]
+
+    # -- point to point --------------------------------------------------------------------
+    def send(self, tensors, dstRank, tag=0):
+        """Send the tensor to rank dstRank (engine send: posted at once, not queued
+        behind collectives; messages between a pair arrive in the order sent)."""
+        tensor = _single(tensors, "send")
+        _check_tag(tag, self.comm.rank)
+        staged = Staged(tensor)
+        return PointToPointWork(self.comm.send(staged.array, dstRank, async_op=True), staged, tensors)
+
+    def recv(self, tensors, srcRank, tag=0):
+        """Receive the next message from rank srcRank into the tensor (engine recv)."""
+        tensor = _single(tensors, "recv")
+        _check_tag(tag, self.comm.rank)
+        staged = Staged(tensor, fill=False)
+        return PointToPointWork(self.comm.recv(staged.array, srcRank, async_op=True), staged, tensors)
+
+    def recv_anysource(self, tensors, tag=0):
+        raise ValueError(f"rank {self.comm.rank}: backend 'collectives' receives from a named rank "
+                         "only: pass src= to recv/irecv")
+
+    def _check_sizes(self, tensors, size, what):
+        if any(byte_size(t) != size for t in tensors):
+            raise ValueError(f"rank {self.comm.rank}: {what} must each hold {size} bytes, got "
+                             f"{[byte_size(t) for t in tensors]}")
 
     def barrier(self, opts=None):
         """Return (through the Work) once every rank has entered the barrier."""
@@ -270,10 +416,11 @@ class ProcessGroup(dist.ProcessGroup):
                              f"tensors (one per rank), got {len(tensors)}")
 
     def shutdown(self):
-        """Finish queued operations (torch calls this from destroy_process_group)."""
-        self._executor.drain()
+        """Finish queued operations, end the group's thread and free its Communicator
+        (torch calls this from destroy_process_group). Local: no messages."""
+        self._executor.close(wait=True)
+        self.comm.free()
 
     def abort(self):
         """Nothing in flight can be cancelled: same as shutdown."""
         self.shutdown()
-
