@@ -59,7 +59,8 @@ def algorithm_names(collective: str, n: int, ranks_per_node: int | None = None) 
     import types
 
     from collectives import algorithms as registry
-    world = types.SimpleNamespace(size=n, ranks_per_node=ranks_per_node)
+    from collectives.transport.contract import Capabilities
+    world = types.SimpleNamespace(size=n, capabilities=Capabilities(ranks_per_node=ranks_per_node))
     return registry.names(collective, world)
 
 

@@ -131,7 +131,7 @@ def time_rounds(comm, run, algorithms, calls, args):
                 run(algorithm, *calls[inplace], inplace)
             run.synchronize()
             total[(algorithm, inplace)] += time.perf_counter() - start
-    slowest = comm.transport.allgather_object(total)
+    slowest = comm.allgather_object(total)
     return {key: max(t[key] for t in slowest) / max(args.iters, 1) for key in total}
 
 
@@ -152,7 +152,7 @@ def check(comm, run, collective, algorithm, count, args, inplace):
     run.synchronize()
     expected = collective.expected(inputs, args.op, args.root, comm.rank)
     wrong = count_wrong(got, expected)
-    return sum(comm.transport.allgather_object(wrong))
+    return sum(comm.allgather_object(wrong))
 
 
 HEADER = ("#\n# {title:>66}{inplace:>31}\n"

@@ -124,7 +124,7 @@ def describe(signature):
               "allgather": ("shape", "dtype", "algorithm"),
               "broadcast": ("count", "dtype", "root", "algorithm"),
               "reduce": ("count", "dtype", "op", "root", "algorithm"),
-              "barrier": ()}.get(name, ())
+              "barrier": (), "allgather_object": (), "broadcast_object": ("root", "algorithm")}.get(name, ())
     return f"{name}(" + ", ".join(f"{k}={v}" for k, v in zip(labels, args)) + ")"
 
 

@@ -322,5 +322,5 @@ def use(tuning=None):
 
 def model_for(transport):
     """The model an algorithm running over `transport` plans with: the transport's own
-    (a simulated network) if it has one, else the current tuning's."""
-    return getattr(transport, "cost_model", None) or current().model
+    (a simulated network) if it declares one, else the current tuning's."""
+    return transport.capabilities.cost_model or current().model

@@ -25,8 +25,9 @@ NATIVE_METHOD = {"alltoall": "alltoallv"}
 
 def _chunks(t, collective, algorithm, buf):
     """The pipeline chunk count for buf, from the model the transport plans with (a
-    transport may fix it with `pipeline_chunks`: bench.explain does, to show pipelining)."""
-    return getattr(t, "pipeline_chunks", None) or tuning.algorithm_chunks(
+    transport may fix it with its `pipeline_chunks` capability: bench.explain does, to
+    show pipelining)."""
+    return t.capabilities.pipeline_chunks or tuning.algorithm_chunks(
         collective, algorithm, nominal_nbytes(t, buf), t.size, tuning.model_for(t))
 
 
@@ -107,7 +108,7 @@ ALGORITHMS = {
 def names(collective, transport):
     """Algorithm names valid for `collective` over `transport` ("mpi" only where it is
     native, "hierarchical" only where the transport knows nodes that divide its ranks)."""
-    has_native = hasattr(transport, "native_" + NATIVE_METHOD.get(collective, collective))
+    has_native = NATIVE_METHOD.get(collective, collective) in transport.capabilities.native
     has_nodes = hierarchical.ranks_per_node(transport) is not None
     return [name for name in ALGORITHMS[collective]
             if (name != NATIVE or has_native) and (name not in NEEDS_NODES or has_nodes)]

@@ -7,16 +7,37 @@ own collectives, the baseline behind algorithm "mpi".
 Every call is nonblocking underneath and completed by `waiting.poll_until`, so a wait on
 a peer that never answers ends in TransportTimeout after `timeout` seconds (None: never)
 instead of a hang, and an idle rank sleeps rather than spins. MPI errors are returned,
-not fatal, so a broken peer becomes a Python exception.
+not fatal, and every call turns an MPI exception into `MessageError` (a TransportError),
+so a broken peer or message becomes the engine's own error type.
 """
 import pickle
+from contextlib import contextmanager
 
 import numpy as np
 from mpi4py import MPI
 
+from ..errors import MessageError
+from .contract import NATIVE_COLLECTIVES, CallState, Capabilities
 from .waiting import poll_until
 
 _MPI_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
+_LOGICAL_OPS = {"max": MPI.LOR, "min": MPI.LAND}     # bool: max is or, min is and
+
+
+def _mpi_op(op, dtype):
+    """MPI's op for `op` on `dtype`; TypeError where MPI has no such reduction."""
+    if dtype.kind == "V":
+        raise TypeError(f"MPI has no {dtype} type: algorithm 'mpi' cannot reduce it; use one of ours")
+    return (_LOGICAL_OPS if dtype.kind == "b" else _MPI_OPS)[op]
+
+
+@contextmanager
+def _mpi_errors(describe):
+    """Raise MessageError, worded by describe(), for an MPI exception inside."""
+    try:
+        yield
+    except MPI.Exception as exc:
+        raise MessageError(f"{describe()}: MPI error: {exc}") from exc
 
 
 class _Request:
@@ -33,49 +54,59 @@ class _Request:
         return self.request.Test()
 
 
-class MPITransport:
-    """One rank's endpoint over an mpi4py communicator (see collectives.transport)."""
+class MPITransport(CallState):
+    """One rank's endpoint over an mpi4py communicator (see collectives.transport).
 
-    def __init__(self, comm, timeout=None):
+    ranks_per_node: declared when the job spans equal nodes of consecutive ranks (cc.init
+    finds out). Natively it offers MPI's own collectives; it is CUDA-aware where the MPI
+    library says so.
+    """
+
+    def __init__(self, comm, timeout=None, ranks_per_node=None):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
-        self.timeout = timeout
-        self.step = 0          # waits completed in the current collective (for error messages)
-        self.ranks_per_node = None   # set by cc.init when the job spans equal nodes of consecutive ranks
+        self.set_timeout(timeout)
+        self.capabilities = Capabilities(ranks_per_node=ranks_per_node, native=frozenset(NATIVE_COLLECTIVES),
+                                         cuda_aware=self.query_cuda_support())
         comm.Set_errhandler(MPI.ERRORS_RETURN)
 
     def _complete(self, requests, peer, what):
         """Wait for raw MPI requests with the timeout; counts one step."""
         self.step += 1
-        poll_until(lambda: MPI.Request.Testall(requests), self.timeout,
-                   lambda: f"rank {self.rank} waiting to {what} rank {peer} (step {self.step})",
-                   peer=peer, what=what, step=self.step)
+        describe = lambda: f"rank {self.rank} waiting to {what} rank {peer} (step {self.step})"
+        with _mpi_errors(describe):
+            poll_until(lambda: MPI.Request.Testall(requests), self.timeout, describe,
+                       peer=peer, what=what, step=self.step)
 
     # -- point to point ----------------------------------------------------------------
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         """Send `sendbuf` to `dest` and receive `recvbuf` from `source` (either may be None)."""
         requests = []
-        if recvbuf is not None:
-            requests.append(self.comm.Irecv([recvbuf, MPI.BYTE], source))
-        if sendbuf is not None:
-            requests.append(self.comm.Isend([sendbuf, MPI.BYTE], dest))
         peer, what = (source, "receive from") if recvbuf is not None else (dest, "send to")
+        with _mpi_errors(lambda: f"rank {self.rank} posting to {what} rank {peer}"):
+            if recvbuf is not None:
+                requests.append(self.comm.Irecv([recvbuf, MPI.BYTE], source))
+            if sendbuf is not None:
+                requests.append(self.comm.Isend([sendbuf, MPI.BYTE], dest))
         self._complete(requests, peer, what)
 
     def isend(self, buf, dest):
         """Start sending `buf` to `dest`; returns a request (wait() completes it)."""
-        return _Request(self, self.comm.Isend([buf, MPI.BYTE], dest), dest, "send to")
+        with _mpi_errors(lambda: f"rank {self.rank} posting a send to rank {dest}"):
+            return _Request(self, self.comm.Isend([buf, MPI.BYTE], dest), dest, "send to")
 
     def irecv(self, buf, source):
         """Post a receive of `buf` from `source`; returns a request."""
-        return _Request(self, self.comm.Irecv([buf, MPI.BYTE], source), source, "receive from")
+        with _mpi_errors(lambda: f"rank {self.rank} posting a receive from rank {source}"):
+            return _Request(self, self.comm.Irecv([buf, MPI.BYTE], source), source, "receive from")
 
     def waitall(self, requests):
         """Wait for every request (bounded by the timeout); names the first pending peer."""
         if not requests:
             return
-        pending = [r for r in requests if not r.test()]
+        with _mpi_errors(lambda: f"rank {self.rank} testing requests"):
+            pending = [r for r in requests if not r.test()]
         if pending:
             first = pending[0]
             self._complete([r.request for r in pending], first.peer, first.what)
@@ -99,9 +130,9 @@ class MPITransport:
 
     def _collective(self, request, what):
         self.step += 1
-        poll_until(request.Test, self.timeout,
-                   lambda: f"rank {self.rank} in MPI {what} (step {self.step}), some rank has not joined",
-                   what=what, step=self.step)
+        describe = lambda: f"rank {self.rank} in MPI {what} (step {self.step}), some rank has not joined"
+        with _mpi_errors(describe):
+            poll_until(request.Test, self.timeout, describe, what=what, step=self.step)
 
     def barrier(self):
         """MPI_Ibarrier, waited with the timeout."""
@@ -115,7 +146,8 @@ class MPITransport:
 
     def split(self, color, key=0):
         """A transport over the ranks with the same `color` (None: this rank joins none)."""
-        sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
+        with _mpi_errors(lambda: f"rank {self.rank} splitting its communicator"):
+            sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
         return None if sub == MPI.COMM_NULL else MPITransport(sub, self.timeout)
 
     # -- MPI's own collectives (algorithm "mpi") -------------------------------------------
@@ -124,15 +156,18 @@ class MPITransport:
     def _native(self, name, *args):
         if self.timeout:
             nonblocking = getattr(self.comm, "I" + name[0].lower() + name[1:])   # Allreduce -> Iallreduce
-            self._collective(nonblocking(*args), name.lower())
+            with _mpi_errors(lambda: f"rank {self.rank} starting MPI {name}"):
+                request = nonblocking(*args)
+            self._collective(request, name.lower())
         else:
-            getattr(self.comm, name)(*args)
+            with _mpi_errors(lambda: f"rank {self.rank} in MPI {name}"):
+                getattr(self.comm, name)(*args)
 
     def native_allreduce(self, x, out, op):
-        self._native("Allreduce", MPI.IN_PLACE if x is out else x, out, _MPI_OPS[op])
+        self._native("Allreduce", MPI.IN_PLACE if x is out else x, out, _mpi_op(op, x.dtype))
 
     def native_reduce_scatter(self, buf, op, counts, out):
-        self._native("Reduce_scatter", buf, out, counts, _MPI_OPS[op])
+        self._native("Reduce_scatter", buf, out, counts, _mpi_op(op, buf.dtype))
 
     def native_allgather(self, buf):
         self._native("Allgather", MPI.IN_PLACE, buf)
@@ -142,9 +177,9 @@ class MPITransport:
 
     def native_reduce(self, buf, op, root):
         if self.rank == root:
-            self._native("Reduce", MPI.IN_PLACE, buf, _MPI_OPS[op], root)
+            self._native("Reduce", MPI.IN_PLACE, buf, _mpi_op(op, buf.dtype), root)
         else:
-            self._native("Reduce", buf, None, _MPI_OPS[op], root)
+            self._native("Reduce", buf, None, _mpi_op(op, buf.dtype), root)
 
     def native_alltoall(self, x, out):
         """MPI_Alltoall of n equal blocks."""
@@ -167,10 +202,10 @@ class MPITransport:
         self._native("Scatter" if equal else "Scatterv", send, [mine, MPI.BYTE], root)
 
     def native_scan(self, buf, op):
-        self._native("Scan", MPI.IN_PLACE, buf, _MPI_OPS[op])
+        self._native("Scan", MPI.IN_PLACE, buf, _mpi_op(op, buf.dtype))
 
     def native_exscan(self, buf, op):
-        self._native("Exscan", MPI.IN_PLACE, buf, _MPI_OPS[op])
+        self._native("Exscan", MPI.IN_PLACE, buf, _mpi_op(op, buf.dtype))
 
 
 def _vector(buf, counts):
