@@ -6,7 +6,7 @@ import numpy as np
 
 import collectives as cc
 from tests.mpirun import run_or_abort
-from tests.reference import assert_matches, make_input
+from tests.reference import NEW_DTYPE_OPS, assert_matches, make_input
 
 
 def check_alltoall(comm):
@@ -77,12 +77,50 @@ def check_point_to_point(comm):
     comm.barrier(async_op=True).wait()
 
 
+def check_dtypes(comm):
+    """The new dtypes through every reduction algorithm, against MPI's own where MPI has
+    the type (bool's max/min are MPI's LOR/LAND), and bitwise equal on all ranks."""
+    n, r = comm.size, comm.rank
+    for dtype, ops in NEW_DTYPE_OPS.items():
+        for op in ops:
+            inputs = [make_input(q, 301, dtype, op) for q in range(n)]
+            mine = inputs[r]
+            if dtype != "bfloat16":
+                expected = comm.allreduce(mine.copy(), op, algorithm="mpi")
+                assert_matches(expected, inputs, op, f"mpi {dtype} {op}")
+            for name in comm.algorithms("allreduce"):
+                if dtype == "bfloat16" and name == "mpi":
+                    continue
+                got = comm.allreduce(mine.copy(), op, algorithm=name)
+                what = f"allreduce {name} {dtype} {op}"
+                assert_matches(got, inputs, op, what)
+                assert same_everywhere(comm, got), what + " differs across ranks"
+                exact = dtype in ("bool", "uint16", "uint32", "uint64") or op in ("max", "min")
+                if exact and dtype != "bfloat16":
+                    assert got.tobytes() == expected.tobytes(), what + " differs from mpi"
+            if op != "avg":
+                got = comm.scan(mine.copy(), op)
+                assert_matches(got, inputs[:r + 1], op, f"scan {dtype} {op}")
+    if NEW_DTYPE_OPS.get("bfloat16"):
+        try:
+            comm.allreduce(np.ones(3, "bfloat16"), algorithm="mpi")
+        except TypeError as error:
+            assert "MPI has no bfloat16" in str(error), error
+        else:
+            raise AssertionError("'mpi' accepted bfloat16")
+
+
+def same_everywhere(comm, array):
+    return len(set(comm.transport.allgather_object(array.tobytes()))) == 1
+
+
 def main():
     comm = cc.init()
     check_alltoall(comm)
     check_rooted(comm)
     check_prefix_and_counts(comm)
     check_point_to_point(comm)
+    check_dtypes(comm)
     if comm.rank == 0:
         print("collset ok", comm.size, flush=True)
 

@@ -16,7 +16,7 @@ def run(size, fn, **kwargs):
 BAD_CALLS = {
     "a list": (lambda c: c.allreduce([1.0, 2.0]), TypeError, "numpy.ndarray"),
     "object dtype": (lambda c: c.allreduce(np.array([1, "a"], dtype=object)), TypeError, "unsupported dtype"),
-    "complex dtype": (lambda c: c.allgather(np.zeros(3, np.complex128)), TypeError, "unsupported dtype"),
+    "datetime dtype": (lambda c: c.allgather(np.zeros(3, "datetime64[s]")), TypeError, "unsupported dtype"),
     "non-contiguous": (lambda c: c.allreduce(np.zeros((4, 4))[:, 1]), ValueError, "C-contiguous"),
     "read-only in place": (lambda c: c.allreduce(_read_only()), ValueError, "read-only"),
     "read-only broadcast": (lambda c: c.broadcast(_read_only()), ValueError, "read-only"),

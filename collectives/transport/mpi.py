@@ -21,6 +21,14 @@ from .contract import NATIVE_COLLECTIVES, CallState, Capabilities
 from .waiting import poll_until
 
 _MPI_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
+_LOGICAL_OPS = {"max": MPI.LOR, "min": MPI.LAND}     # bool: max is or, min is and
+
+
+def _mpi_op(op, dtype):
+    """MPI's op for `op` on `dtype`; TypeError where MPI has no such reduction."""
+    if dtype.kind == "V":
+        raise TypeError(f"MPI has no {dtype} type: algorithm 'mpi' cannot reduce it; use one of ours")
+    return (_LOGICAL_OPS if dtype.kind == "b" else _MPI_OPS)[op]
 
 
 @contextmanager
@@ -156,10 +164,10 @@ class MPITransport(CallState):
                 getattr(self.comm, name)(*args)
 
     def native_allreduce(self, x, out, op):
-        self._native("Allreduce", MPI.IN_PLACE if x is out else x, out, _MPI_OPS[op])
+        self._native("Allreduce", MPI.IN_PLACE if x is out else x, out, _mpi_op(op, x.dtype))
 
     def native_reduce_scatter(self, buf, op, counts, out):
-        self._native("Reduce_scatter", buf, out, counts, _MPI_OPS[op])
+        self._native("Reduce_scatter", buf, out, counts, _mpi_op(op, buf.dtype))
 
     def native_allgather(self, buf):
         self._native("Allgather", MPI.IN_PLACE, buf)
@@ -169,9 +177,9 @@ class MPITransport(CallState):
 
     def native_reduce(self, buf, op, root):
         if self.rank == root:
-            self._native("Reduce", MPI.IN_PLACE, buf, _MPI_OPS[op], root)
+            self._native("Reduce", MPI.IN_PLACE, buf, _mpi_op(op, buf.dtype), root)
         else:
-            self._native("Reduce", buf, None, _MPI_OPS[op], root)
+            self._native("Reduce", buf, None, _mpi_op(op, buf.dtype), root)
 
     def native_alltoall(self, x, out):
         """MPI_Alltoall of n equal blocks."""
@@ -194,10 +202,10 @@ class MPITransport(CallState):
         self._native("Scatter" if equal else "Scatterv", send, [mine, MPI.BYTE], root)
 
     def native_scan(self, buf, op):
-        self._native("Scan", MPI.IN_PLACE, buf, _MPI_OPS[op])
+        self._native("Scan", MPI.IN_PLACE, buf, _mpi_op(op, buf.dtype))
 
     def native_exscan(self, buf, op):
-        self._native("Exscan", MPI.IN_PLACE, buf, _MPI_OPS[op])
+        self._native("Exscan", MPI.IN_PLACE, buf, _mpi_op(op, buf.dtype))
 
 
 def _vector(buf, counts):
@@ -221,12 +229,17 @@ def install_abort_on_fault():
     """
     import os
     import sys
+    import traceback
     previous = sys.excepthook
     if getattr(previous, "_collectives_exit", False) or MPI.COMM_WORLD.Get_size() == 1:
         return
 
     def hook(exc_type, exc, tb):
         previous(exc_type, exc, tb)
+        if sys.stderr is not sys.__stderr__:
+            # an outer hook captures stderr to reformat it (torch.distributed prefixes the
+            # rank) and would print it after we return, which we never do: print it now
+            traceback.print_exception(exc_type, exc, tb, file=sys.__stderr__)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
