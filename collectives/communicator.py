@@ -16,13 +16,15 @@ import numpy as np
 from . import algorithms as registry
 from . import buffers, tuning
 from .algorithms.common import Workspace, plain_reduce, reductions_through
+from .algorithms.shm import segment_of
 from .arguments import as_int
 from .errors import CollectiveMismatch, CollectiveTimeout, MessageError, TransportError, TransportTimeout
 from .extended import Collectives, offsets_from_counts
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
 from .observe import Observer, chain_reducers
-from .ops import SUM, check_op, combine_op, finish_avg, wide_avg
+from .ops import SUM, check_dtype, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
+from .transport.segment import heap_array
 from .transport.staged import DirectDeviceTransport, StagedTransport
 from .work import OrderedExecutor
 
@@ -201,6 +203,29 @@ class Communicator(Collectives):
         if self._freed:
             raise RuntimeError(f"rank {self.rank}: {what} on a freed Communicator (comm.free() was "
                                "called or its with-block ended): create or split a new one")
+
+    # -- buffers in the shared segment -------------------------------------------------
+    def empty(self, shape, dtype=np.float64) -> np.ndarray:
+        """An uninitialised NumPy array for collectives on this communicator.
+
+        Where the ranks share a segment with room left, the array lives in this rank's
+        part of it (the CPU analogue of NCCL's registered buffers): a shared-memory
+        collective on it reads it in place instead of copying it in first. Otherwise it is
+        ordinary memory. Its bytes go back to the segment when the array and every view
+        of it are gone. Local: no communication.
+        """
+        dtype = np.dtype(dtype)
+        check_dtype(dtype)
+        shape = tuple(as_int(d, "shape entry", low=0) for d in ((shape,) if np.ndim(shape) == 0 else shape))
+        segment = segment_of(self.transport)
+        array = heap_array(segment, shape, dtype) if segment is not None else None
+        return np.empty(shape, dtype) if array is None else array
+
+    def zeros(self, shape, dtype=np.float64) -> np.ndarray:
+        """As `empty`, filled with zeros."""
+        array = self.empty(shape, dtype)
+        array[...] = 0
+        return array
 
     # -- choosing algorithms -----------------------------------------------------------
     def algorithms(self, collective):
