@@ -18,6 +18,7 @@ from .algorithms.common import Workspace
 from .arguments import as_int
 from .errors import CollectiveMismatch, CollectiveTimeout, TransportError, TransportTimeout
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
+from .mismatch import explain
 from .ops import SUM, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
 from .transport.staged import DirectDeviceTransport, StagedTransport
@@ -185,14 +186,16 @@ class Communicator:
 
         def recorded():
             entry = self._flight.enter(sequence, signature, signature[-1] if len(signature) > 1 else None)
-            self._endpoint.step = 0
             try:
-                if self.debug:
+                if self.debug:          # before begin_call: its exchange carries the last call's tag
                     self._check_alike(sequence, signature)
+                self._endpoint.begin_call(sequence, signature)
                 result = job()
             except TransportTimeout as exc:
                 self._flight.leave(entry, "timed out", step=exc.step, peer=exc.peer)
                 raise self._timeout_error(entry, exc) from exc
+            except CollectiveMismatch as exc:
+                raise self._mismatch_error(entry, exc) from None
             except BaseException as exc:
                 self._flight.leave(entry, "failed", error=f"{type(exc).__name__}: {exc}"[:300])
                 if type(exc).__module__.startswith("mpi4py"):   # MPI reported a broken message
@@ -227,6 +230,20 @@ class Communicator:
                    f"{self.timeout:g} s; at step {exc.step} it was{peer or ' waiting'}.{where}\n{summary}")
         return CollectiveTimeout(message, collective=dict(entry), peer=exc.peer,
                                  step=exc.step, summary=summary)
+
+    def _mismatch_error(self, entry, exc):
+        """The CollectiveMismatch naming both calls, for one a transport found (debug
+        mode's own passes through); recorded in the flight record, which is written so
+        that ranks still waiting can name this one."""
+        if exc.tags is not None:
+            recent = [e["signature"] for e in self._flight.entries if e.get("signature")]
+            exc = explain(exc, recent, self.size)
+        self._flight.leave(entry, "mismatched", error=str(exc)[:500])
+        try:
+            self._flight.dump(self.flight_dir)
+        except OSError:
+            pass
+        return exc
 
     def _transport_error(self, entry, exc):
         """A TransportError for an MPI failure inside a collective (e.g. a message longer

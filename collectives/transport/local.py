@@ -11,15 +11,16 @@ from collections import defaultdict
 import numpy as np
 
 from ..errors import CollectiveTimeout, TransportError, TransportTimeout
+from .calls import CallTags
 
 DEFAULT_TIMEOUT = 60.0
 
 
 class _Message:
-    __slots__ = ("payload", "done", "error")
+    __slots__ = ("payload", "tag", "done", "error")
 
-    def __init__(self, payload):
-        self.payload = payload
+    def __init__(self, payload, tag):
+        self.payload, self.tag = payload, tag
         self.done = threading.Event()
         self.error = None
 
@@ -63,8 +64,8 @@ class Fabric:
             for key in [k for k in self.channels if k[0] == group and k[2] == rank]:
                 del self.channels[key]
 
-    def post_send(self, key, payload):
-        message = _Message(payload)
+    def post_send(self, key, payload, tag):
+        message = _Message(payload, tag)
         with self.cond:
             channel = self.channels[key]
             channel.messages[channel.sent] = message
@@ -145,13 +146,19 @@ class LocalTransport:
         self.fabric, self.group, self.rank, self.size = fabric, group, rank, size
         self.timeout = fabric.timeout   # seconds a wait may take (None or 0: forever)
         self.step = 0                   # waits in the current collective (for error messages)
+        self.tags = CallTags()          # the call in progress: its tag goes with every message
         self._splits = 0
+
+    def begin_call(self, sequence, signature):
+        """A collective starts: tag the messages with it, restart the step count."""
+        self.step = 0
+        self.tags.begin(sequence, signature)
 
     # -- point to point ----------------------------------------------------------------
     def isend(self, buf, dest, payload=None):
         """Start sending `buf` to `dest`; the request completes once `dest` has received it."""
         message = self.fabric.post_send((self.group, self.rank, dest),
-                                        buf if payload is None else payload)
+                                        buf if payload is None else payload, self.tags.tag)
         return _SendRequest(self, message, dest)
 
     def irecv(self, buf, source):
@@ -163,6 +170,9 @@ class LocalTransport:
         message = self.fabric.take((self.group, source, self.rank), ticket,
                                    lambda: f"rank {self.rank} receiving from rank {source}",
                                    self, source)
+        if message.tag != self.tags.tag:     # sent in another call: matched, not used
+            message.done.set()
+            raise self.tags.mismatch(self.rank, source, message.tag)
         data = message.payload
         if buf is None:                      # an object message (control plane)
             message.done.set()

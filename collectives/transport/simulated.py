@@ -401,6 +401,10 @@ class SimulatedTransport:
     def barrier(self):
         self.allgather_object(None)
 
+    def begin_call(self, sequence, signature):
+        """A collective starts: restart the step count (simulated messages are not tagged)."""
+        self.step = 0
+
     def free(self):
         """Nothing to release: the simulation owns the shared state."""
 
