@@ -6,6 +6,8 @@ most likely made: this rank's own call with one argument changed (another op, dt
 count, root or algorithm), and the calls this rank made recently (a rank that skipped or
 reordered calls). Only the error path pays for this.
 """
+import itertools
+
 from . import algorithms as registry
 from .errors import CollectiveMismatch
 from .flight import FIELDS, describe
@@ -20,7 +22,8 @@ def explain(error, recent, size):
     rank called lately, `size` is the communicator's size."""
     theirs = None
     if error.tags is not None and error.signature is not None:
-        likely = list(_one_change(error.signature, size)) + [tuple(s) for s in recent] + [("barrier",)]
+        likely = (list(_one_change(error.signature, size)) + [tuple(s) for s in recent]
+                  + list(_other_collectives(error.signature, size)))
         theirs = recover(error.peer_sequence, error.peer_tag, error.tags, likely)
     rank, peer = error.rank, error.peer
     mine = f"{describe(error.signature)} #{error.sequence}" if error.signature else f"call #{error.sequence}"
@@ -60,6 +63,20 @@ def _one_change(signature, size):
                 changed[position] = other
                 variants.append((name, *changed))
     return variants
+
+
+def _other_collectives(signature, size):
+    """Every collective called on the same count and dtype with any op, root and algorithm
+    (a rank that skipped a call, or called another collective)."""
+    labels = dict(zip(FIELDS.get(signature[0], ()), signature[1:]))
+    count = labels.get("count", (labels.get("shape") or (1,))[0])
+    dtype = labels.get("dtype", "float32")
+    for name, fields in FIELDS.items():
+        choices = [{"count": [count], "shape": [(count,)], "dtype": [dtype], "op": list(OPS),
+                    "root": list(range(size)),
+                    "algorithm": list(registry.ALGORITHMS.get(name, ())) + [registry.NATIVE]}[f]
+                   for f in fields]
+        yield from ((name, *values) for values in itertools.product(*choices))
 
 
 def _values(label, value, collective, size):
