@@ -4,6 +4,7 @@ Extras:
   mpi       mpi4py 4.x and the `mpich` wheel, so a fresh machine needs no system MPI
             (skip it if you already have an MPI and an mpi4py built against it)
   test      pytest, ruff (the linter the test command runs) and what the test-suite uses
+            (ml_dtypes: the bfloat16 dtype, optional at run time)
   examples  scikit-learn (the bundled digits data set) and matplotlib (plots)
   gpu       CuPy for CUDA 12 (GPU buffers and the custom kernels)
 """
@@ -24,7 +25,8 @@ setup(
     install_requires=["numpy>=1.24"],
     extras_require={
         "mpi": ["mpi4py>=4,<5", "mpich"],
-        "test": ["pytest>=7", "pytest-timeout", "hypothesis", "scikit-learn", "matplotlib", "ruff"],
+        "test": ["pytest>=7", "pytest-timeout", "hypothesis", "scikit-learn", "matplotlib", "ruff",
+                 "ml_dtypes"],
         "examples": ["scikit-learn", "matplotlib"],
         "gpu": ["cupy-cuda12x"],
     },

@@ -35,12 +35,12 @@ def nccl_baseline(comm, args, say):
     if args.op == "avg" or args.datatype not in _NCCL_TYPES:
         say(f"# nccl: op {args.op} / dtype {args.datatype} not mapped; no nccl rows")
         return {}
-    devices = comm.transport.allgather_object(cupy.cuda.runtime.getDevice())
+    devices = comm.allgather_object(cupy.cuda.runtime.getDevice())
     if len(set(devices)) < comm.size:
         say(f"# nccl: {comm.size} ranks share {len(set(devices))} GPU(s) and NCCL refuses several "
             "ranks on one GPU; no nccl rows (run one rank per GPU to compare with NCCL)")
         return {}
-    uid = comm.transport.allgather_object(nccl.get_unique_id() if comm.rank == 0 else None)[0]
+    uid = comm.broadcast_object(nccl.get_unique_id() if comm.rank == 0 else None)
     nccl_comm = nccl.NcclCommunicator(comm.size, uid, comm.rank)
     dtype = getattr(nccl, _NCCL_TYPES[args.datatype])
     op = getattr(nccl, "NCCL_" + args.op.upper())

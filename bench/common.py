@@ -16,6 +16,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from kernels.arrays import to_numpy
+
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
@@ -59,7 +61,8 @@ def algorithm_names(collective: str, n: int, ranks_per_node: int | None = None) 
     import types
 
     from collectives import algorithms as registry
-    world = types.SimpleNamespace(size=n, ranks_per_node=ranks_per_node)
+    from collectives.transport.contract import Capabilities
+    world = types.SimpleNamespace(size=n, capabilities=Capabilities(ranks_per_node=ranks_per_node))
     return registry.names(collective, world)
 
 
@@ -76,16 +79,11 @@ def fill(rank: int, count: int, dtype: Any, op: str) -> np.ndarray:
     return values.astype(dtype)
 
 
-def to_host(array: Any) -> np.ndarray:
-    """A NumPy copy of a NumPy or CuPy array (the NumPy array itself, not copied)."""
-    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else array
-
-
 def count_wrong(got: Any, expected: Any) -> int:
     """Elements of `got` off the float64 `expected` by more than a rounding of the dtype."""
     if expected is None:
         return 0
-    got = to_host(got)
+    got = to_numpy(got)
     got64 = np.asarray(got, dtype=np.float64).reshape(-1)
     expected = np.asarray(expected, dtype=np.float64).reshape(-1)
     if got64.shape != expected.shape:

@@ -59,7 +59,7 @@ def pytorch(comm, args, reference):
     except ImportError:
         return None
     if not dist.is_initialized():
-        port = comm.transport.allgather_object(29500 + (int(time.time()) % 1000) if comm.rank == 0 else None)[0]
+        port = comm.broadcast_object(29500 + (int(time.time()) % 1000) if comm.rank == 0 else None)
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=comm.rank,
                                 world_size=comm.size)
     torch.set_num_threads(1)
@@ -127,7 +127,7 @@ def main(argv=None):
                         after_round=lambda index: say(f"# round {index + 1}/{args.rounds} done"))
     samples = {name: [dict(info, step=seconds) for seconds, info in timed[name]] for name in steps}
     step_times = {name: [s["step"] for s in samples[name]] for name in steps}
-    slowest = comm.transport.allgather_object(step_times)
+    slowest = comm.allgather_object(step_times)
     say(f"{'configuration':>30} {'step ms':>9} {'wait ms':>9} {'comm ms':>9} {'hidden':>7} {'buckets':>8}")
     medians = {}
     for name in steps:

@@ -17,13 +17,13 @@ from typing import Callable
 
 import numpy as np
 
-from bench.common import count_wrong, fill, parse_size, rank0_printer, reduce_float64, size_sweep, start, to_host
+from bench.common import count_wrong, fill, parse_size, rank0_printer, reduce_float64, size_sweep, start
 
-# fill, count_wrong, parse_size, reduce_float64 and to_host live in bench.common; the
+# fill, count_wrong, parse_size and reduce_float64 live in bench.common; the
 # benchmark files and tests have always imported them from here too.
 __all__ = ["Collective", "Runner", "build_parser", "check", "count_wrong", "fill", "format_footer",
            "format_header", "format_row", "main", "make_input", "parse_size", "reduce_float64", "sizes",
-           "time_rounds", "to_host", "total_wrong", "trace_calls"]
+           "time_rounds", "total_wrong", "trace_calls"]
 
 
 @dataclass
@@ -131,7 +131,7 @@ def time_rounds(comm, run, algorithms, calls, args):
                 run(algorithm, *calls[inplace], inplace)
             run.synchronize()
             total[(algorithm, inplace)] += time.perf_counter() - start
-    slowest = comm.transport.allgather_object(total)
+    slowest = comm.allgather_object(total)
     return {key: max(t[key] for t in slowest) / max(args.iters, 1) for key in total}
 
 
@@ -152,7 +152,7 @@ def check(comm, run, collective, algorithm, count, args, inplace):
     run.synchronize()
     expected = collective.expected(inputs, args.op, args.root, comm.rank)
     wrong = count_wrong(got, expected)
-    return sum(comm.transport.allgather_object(wrong))
+    return sum(comm.allgather_object(wrong))
 
 
 HEADER = ("#\n# {title:>66}{inplace:>31}\n"

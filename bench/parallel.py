@@ -23,25 +23,9 @@ import numpy as np  # noqa: E402
 
 import nn  # noqa: E402
 from bench.common import interleaved, slowest_median, start  # noqa: E402
-from collectives.transport.wrapper import TransportWrapper  # noqa: E402
+from collectives.transport.counting import CountingTransport  # noqa: E402
 from nn import functional as F  # noqa: E402
 from nn.parallel import DistributedDataParallel, ParallelMLP, ProcessGrid  # noqa: E402
-
-
-class CountingTransport(TransportWrapper):
-    """Counts the bytes this rank sends."""
-
-    def __init__(self, inner):
-        super().__init__(inner)
-        self.sent = 0
-
-    def sendrecv(self, sendbuf, dest, recvbuf, source):
-        self.sent += 0 if sendbuf is None else sendbuf.nbytes
-        self.inner.sendrecv(sendbuf, dest, recvbuf, source)
-
-    def isend(self, buf, dest):
-        self.sent += buf.nbytes
-        return self.inner.isend(buf, dest)
 
 
 def build(grid, args):
@@ -107,13 +91,13 @@ def main(argv=None):
     sent = {name: bytes_per_step(grid, step) for name, (grid, _model, step) in setups.items()}
     timed = interleaved(comm, {name: step for name, (_, _, step) in setups.items()}, args.rounds, args.steps,
                         warmup=False)
-    slowest = comm.transport.allgather_object({name: [t for t, _ in timed[name]] for name in setups})
+    slowest = comm.allgather_object({name: [t for t, _ in timed[name]] for name in setups})
     say(f"{'layout':>16} {'tp':>3} {'dp':>3} {'step ms':>9} {'params/rank':>12} {'MB/rank':>8} "
         f"{'sent MB/step':>13} {'predicted':>10}")
     for name, (grid, model, _step) in setups.items():
         params = sum(p.size for p in model.module.parameters())
         median = slowest_median(rank[name] for rank in slowest)
-        sent_all = comm.transport.allgather_object(sent[name])
+        sent_all = comm.allgather_object(sent[name])
         say(f"{name:>16} {grid.tp_size:>3} {grid.dp_size:>3} {1e3 * median:>9.1f} {params:>12,} "
             f"{4 * params / 1e6:>8.2f} {sent_all[0] / 1e6:>13.3f} {predicted_bytes(grid, args, params) / 1e6:>10.3f}")
     say("# MB/rank: parameter memory per rank; sent: bytes rank 0 sent in one training step")

@@ -52,8 +52,7 @@ def init(comm=None, *, debug=None, timeout=_UNSET, flight_dir=None):
     device = select_device(node.Get_rank())
     layout = comm.allgather((node.Get_size(), comm.Get_rank() - node.Get_rank()))
     node.Free()
-    transport = MPITransport(comm.Dup())
-    transport.ranks_per_node = _equal_consecutive_nodes(layout)
+    transport = MPITransport(comm.Dup(), ranks_per_node=_equal_consecutive_nodes(layout))
     communicator = Communicator(transport, timeout=timeout, flight_dir=flight_dir,
                                 debug=debug_from_env() if debug is None else debug)
     communicator.device = device
@@ -71,7 +70,7 @@ def _equal_consecutive_nodes(layout):
     return g
 
 
-def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, **kwargs):
+def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, ranks_per_node=None, **kwargs):
     """Run fn(comm, *args, **kwargs) on `size` ranks in this process, one thread each.
 
     Returns the results in rank order and re-raises the first rank's exception (a rank's
@@ -79,11 +78,15 @@ def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, **k
     than `timeout` seconds raises CollectiveTimeout instead of hanging (None, 0 or inf:
     no limit). When fn ends, each rank's Communicator is freed with every sub-communicator
     still alive (its asynchronous work finished or failed first), so every thread started
-    here has ended when run_threads returns.
+    here has ended when run_threads returns. ranks_per_node: the ranks declare nodes of
+    that many consecutive ranks (the "hierarchical" algorithm becomes available where it
+    divides `size`).
     """
+    from .transport.contract import Capabilities
     from .transport.local import run_threads as spawn
     timeout = check_timeout(timeout)
     size = as_int(size, "size", low=1)
     return spawn(size, fn, *args, timeout=timeout,
                  wrap=lambda t: Communicator(t, debug=debug, timeout=timeout, flight_dir=flight_dir),
-                 release=Communicator.free, **kwargs)
+                 release=Communicator.free, capabilities=Capabilities(ranks_per_node=ranks_per_node),
+                 **kwargs)

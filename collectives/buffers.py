@@ -5,21 +5,12 @@ import os
 
 import numpy as np
 
+from kernels.arrays import array_module
+
 from .ops import check_dtype
 
 # dtypes the CUDA reduction kernel is instantiated for; data movement takes any dtype
 DEVICE_REDUCE_DTYPES = tuple(np.dtype(n) for n in ("float16", "float32", "float64", "int32", "int64"))
-
-
-def array_module(x):
-    """numpy for NumPy arrays, cupy for CuPy arrays (cupy is imported only if x is one)."""
-    if isinstance(x, np.ndarray):
-        return np
-    module = type(x).__module__.split(".")[0]
-    if module == "cupy":
-        import cupy
-        return cupy
-    return None
 
 
 def is_device(x):

@@ -9,6 +9,7 @@ import numbers
 import os
 import uuid
 import weakref
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,8 @@ from . import algorithms as registry
 from . import buffers, tuning
 from .algorithms.common import Workspace
 from .arguments import as_int
-from .errors import CollectiveMismatch, CollectiveTimeout, TransportError, TransportTimeout
+from .errors import CollectiveMismatch, CollectiveTimeout, MessageError, TransportError, TransportTimeout
+from .extended import Collectives, offsets_from_counts
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
 from .mismatch import explain
 from .ops import SUM, check_op, combine_op, finish_avg, wide_avg
@@ -56,7 +58,7 @@ def check_timeout(timeout):
     return float(timeout)
 
 
-class Communicator:
+class Communicator(Collectives):
     """A group of ranks that run collectives together (see collectives/__init__.py).
 
     Create one with `cc.init()` (over MPI) or `cc.run_threads()` (in-process); `split`
@@ -70,8 +72,7 @@ class Communicator:
         self.rank = transport.rank
         self.size = transport.size
         self.debug = debug
-        self._endpoint = transport          # the transport that counts steps and times out
-        self._endpoint.timeout = check_timeout(timeout)
+        transport.set_timeout(check_timeout(timeout))
         self._workspace = Workspace()
         self._executor = OrderedExecutor(f"collectives-rank{self.rank}")
         self._sequence = 0
@@ -80,14 +81,25 @@ class Communicator:
             job = transport.allgather_object(uuid.uuid4().hex[:12] if self.rank == 0 else None)[0]
             flight_dir = default_directory(job)
         self.flight_dir = flight_dir
-        self.cuda_aware = buffers.cuda_aware_mpi(getattr(transport, "query_cuda_support", None))
+        self.cuda_aware = buffers.cuda_aware_mpi(lambda: transport.capabilities.cuda_aware)
         self._device_transport = None
         self.device = None                    # the GPU this rank uses (set by cc.init), if any
+        # send/recv travel on a duplicate of the transport, so they never mix with collectives
+        self._p2p = transport.split(0, self.rank) if transport.capabilities.can_split else None
         self._freed = False
         self._children = weakref.WeakSet()    # live sub-communicators: free() frees them too
         # Runs once, on free() or when this object is collected; it must not reference self.
-        self._release = weakref.finalize(self, _release, self._executor, transport, self._workspace)
+        self._release = weakref.finalize(self, _release, self._executor, transport, self._workspace,
+                                         self._p2p)
         self._release.atexit = False          # at exit the process ends: nothing to hand back
+
+    def _point_to_point(self):
+        """The duplicate transport that carries send/recv."""
+        self._check_usable("send/recv")
+        if self._p2p is None:
+            raise TypeError(f"send/recv need a transport that can split; "
+                            f"{type(self.transport).__name__} cannot")
+        return self._p2p
 
     def _route(self, x):
         """The transport for a collective on x, called when it starts: the host transport,
@@ -105,7 +117,7 @@ class Communicator:
     @property
     def timeout(self):
         """Seconds a collective may wait on a peer before CollectiveTimeout (None: forever)."""
-        return self._endpoint.timeout
+        return self.transport.timeout
 
     def flight_record(self):
         """The last collectives this rank entered: dicts with seq, call, algorithm, state, times."""
@@ -165,7 +177,7 @@ class Communicator:
         if algorithm == "auto":
             ours = [name for name in valid if name != registry.NATIVE]
             return tuning.choose(collective, ours, nbytes, self.size,
-                                 ranks_per_node=getattr(self.transport, "ranks_per_node", None))
+                                 ranks_per_node=self.transport.capabilities.ranks_per_node)
         if algorithm not in valid:
             raise ValueError(f"unknown {collective} algorithm {algorithm!r}: valid are 'auto', "
                              f"{', '.join(map(repr, valid))}")
@@ -189,17 +201,18 @@ class Communicator:
             try:
                 if self.debug:          # before begin_call: its exchange carries the last call's tag
                     self._check_alike(sequence, signature)
-                self._endpoint.begin_call(sequence, signature)
+                self.transport.begin_call(sequence, signature)
                 result = job()
             except TransportTimeout as exc:
                 self._flight.leave(entry, "timed out", step=exc.step, peer=exc.peer)
                 raise self._timeout_error(entry, exc) from exc
             except CollectiveMismatch as exc:
                 raise self._mismatch_error(entry, exc) from None
+            except MessageError as exc:      # the transport's library reported a broken message
+                self._flight.leave(entry, "failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                raise self._transport_error(entry, exc) from exc
             except BaseException as exc:
                 self._flight.leave(entry, "failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                if type(exc).__module__.startswith("mpi4py"):   # MPI reported a broken message
-                    raise self._transport_error(entry, exc) from exc
                 raise
             self._flight.leave(entry)
             return result
@@ -207,7 +220,7 @@ class Communicator:
             return self._executor.submit(recorded, description)
         if self._executor.busy():
             return self._executor.submit(recorded, description).wait()
-        return recorded()
+        return self._executor.run(recorded)
 
     def _fault_summary(self, entry, peer):
         """Dump this rank's flight record and summarise every record that appears within
@@ -246,11 +259,12 @@ class Communicator:
         return exc
 
     def _transport_error(self, entry, exc):
-        """A TransportError for an MPI failure inside a collective (e.g. a message longer
-        than expected: the ranks disagree on the count), with the flight summary."""
+        """A TransportError for a message failure the transport reported inside a
+        collective (e.g. a message longer than expected: the ranks disagree on the count),
+        with the flight summary."""
         summary, where = self._fault_summary(entry, None)
         message = (f"rank {self.rank}: {entry['call']} #{entry['seq']} failed at step "
-                   f"{self._endpoint.step}: MPI error: {exc} (typically a message longer than this rank "
+                   f"{self.transport.step}: {exc} (typically a message longer than this rank "
                    f"expected: ranks passing different counts or calling collectives in a "
                    f"different order cause this, and debug mode names them){where}\n{summary}")
         return TransportError(message)
@@ -306,15 +320,23 @@ class Communicator:
             return target
         return self._run(("allreduce", x.size, str(x.dtype), op, name), job, async_op)
 
-    def reduce_scatter(self, x, op="sum", *, algorithm="auto", out=None, async_op=False):
+    def reduce_scatter(self, x, op="sum", *, algorithm="auto", out=None, async_op=False,
+                       counts=None):
         """Reduce x over all ranks and return this rank's block of the result (1-D).
 
-        Blocks follow `cc.partition(x.size, size)`. x is not modified. Cost (ring): n-1
-        steps, (n-1)/n of the buffer sent, received and reduced per rank.
+        Blocks follow `cc.partition(x.size, size)`, or `counts` (one element count per
+        rank, adding up to x.size, the same on every rank). x is not modified. Cost
+        (ring): n-1 steps, (n-1)/n of the buffer sent, received and reduced per rank.
         """
         buffers.check_array(x, reduces=True)
         op = check_op(op, x.dtype)
-        offsets = partition(x.size, self.size)
+        if counts is None:
+            offsets = partition(x.size, self.size)
+        else:
+            offsets = offsets_from_counts(counts, self.size, "counts", self.rank)
+            if offsets[-1] != x.size:
+                raise ValueError(f"rank {self.rank}: counts add up to {offsets[-1]} but x has "
+                                 f"{x.size} elements")
         shape = (offsets[self.rank + 1] - offsets[self.rank],)
         if out is not None:
             buffers.check_out(out, x, shape)
@@ -333,7 +355,8 @@ class Communicator:
             run(self._route(x), buffers.flat(x), result, combine_op(op), offsets, self._workspace)
             finish_avg(result, op, self.size)
             return result
-        return self._run(("reduce_scatter", x.size, str(x.dtype), op, name), job, async_op)
+        count = x.size if counts is None else tuple(b - a for a, b in zip(offsets, offsets[1:]))
+        return self._run(("reduce_scatter", count, str(x.dtype), op, name), job, async_op)
 
     def allgather(self, x, *, algorithm="auto", out=None, async_op=False):
         """Concatenate every rank's x along axis 0 (a 0-d x counts as shape (1,)).
@@ -402,9 +425,27 @@ class Communicator:
             return target
         return self._run(("reduce", x.size, str(x.dtype), op, root, name), job, async_op)
 
-    def barrier(self):
-        """Return once every rank has entered the barrier (after this rank's queued work)."""
-        self._run(("barrier",), self.transport.barrier, async_op=False)
+    def barrier(self, *, async_op: bool = False):
+        """Return once every rank has entered the barrier (after this rank's queued work);
+        with async_op, a Work whose wait() returns then. Cost: one barrier of the transport."""
+        return self._run(("barrier",), self.transport.barrier, async_op=async_op)
+
+    def allgather_object(self, obj: Any) -> list:
+        """Every rank's picklable `obj`, in rank order, on every rank.
+
+        Runs in call order like every collective (after this rank's queued asynchronous
+        work), so it never mixes with their messages. For small control data: the cost is
+        the transport's (MPI: two MPI all-gathers; in-process: n-1 messages each way).
+        """
+        return self._run(("allgather_object",), lambda: self.transport.allgather_object(obj), async_op=False)
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        """Root's picklable `obj` on every rank (the others' `obj` is ignored), in call
+        order like allgather_object; costs one allgather_object of root's object."""
+        self._check_root(root)
+        mine = obj if self.rank == root else None
+        return self._run(("broadcast_object", root, "allgather_object"),
+                         lambda: self.transport.allgather_object(mine)[root], async_op=False)
 
     def split(self, color, key=0):
         """A new Communicator over the ranks that passed the same `color`, ranked by
@@ -422,8 +463,10 @@ class Communicator:
         return child
 
 
-def _release(executor, transport, workspace):
-    """What a Communicator hands back, once: its thread, its transport, its workspaces."""
+def _release(executor, transport, workspace, point_to_point=None):
+    """What a Communicator hands back, once: its thread, its transports, its workspaces."""
     executor.close(wait=True)
     transport.free()
+    if point_to_point is not None:
+        point_to_point.free()
     workspace.clear()

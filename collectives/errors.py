@@ -24,6 +24,12 @@ class TransportError(RuntimeError):
     """A point-to-point operation failed (a mismatched message, a broken peer)."""
 
 
+class MessageError(TransportError):
+    """The transport's library reported a failed message (MPI: a message longer than the
+    receive posted for it, a broken peer). Raised by the transport in place of the
+    library's own exception; the Communicator adds the flight records' summary."""
+
+
 class TransportTimeout(TransportError):
     """A point-to-point wait ran past the timeout.
 

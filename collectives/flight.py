@@ -113,10 +113,16 @@ def summarize(records, size, waiting=None):
 # The names of the arguments in each collective's call signature (after its name).
 FIELDS = {"allreduce": ("count", "dtype", "op", "algorithm"),
           "reduce_scatter": ("count", "dtype", "op", "algorithm"),
+          "alltoall": ("count", "dtype", "algorithm"),
+          "alltoallv": ("dtype", "algorithm"),
+          "gather": ("shape", "dtype", "root", "algorithm"),
+          "scatter": ("count", "dtype", "root", "algorithm"),
+          "scan": ("count", "dtype", "op", "algorithm"),
+          "exscan": ("count", "dtype", "op", "algorithm"),
           "allgather": ("shape", "dtype", "algorithm"),
           "broadcast": ("count", "dtype", "root", "algorithm"),
           "reduce": ("count", "dtype", "op", "root", "algorithm"),
-          "barrier": ()}
+          "barrier": (), "allgather_object": (), "broadcast_object": ("root", "algorithm")}
 
 
 def describe(signature):

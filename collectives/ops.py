@@ -1,5 +1,11 @@
 """Reduction operators and the data types the engine moves.
 
+Dtypes: float16/32/64, bfloat16 (with ml_dtypes; every reduction step computes in float32
+and rounds once), int8/16/32/64, uint8/16/32/64 (all ops but "avg"), complex64/128
+("sum", "prod", "avg"; no order, so no "max"/"min"), and bool ("max" is logical or,
+"min" logical and; nothing else). Any dtype moves through the data-movement
+collectives.
+
 An op is named by a string ("sum", "prod", "max", "min", "avg") or by the constants
 `SUM`, `PROD`, `MAX`, `MIN`, `AVG` (which are those strings). "avg" is carried out as
 "sum" followed by one division by the world size, done by whoever holds the final sum,
@@ -15,15 +21,33 @@ import numpy as np
 SUM, PROD, MAX, MIN, AVG = "sum", "prod", "max", "min", "avg"
 OPS = (SUM, PROD, MAX, MIN, AVG)
 
+try:                                    # bfloat16 (JAX's NumPy type) when ml_dtypes is installed
+    import ml_dtypes
+    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:
+    BFLOAT16 = None
+
 DTYPES = tuple(np.dtype(name) for name in
-               ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8"))
+               ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+                "uint16", "uint32", "uint64", "bool", "complex64", "complex128")
+               ) + ((BFLOAT16,) if BFLOAT16 is not None else ())
+
+
+def is_floating(dtype):
+    """True for real floating-point dtypes, bfloat16 included (NumPy calls its kind 'V')."""
+    return dtype.kind == "f" or (BFLOAT16 is not None and dtype == BFLOAT16)
 
 
 def check_op(op, dtype):
     """Return the validated op name for `dtype`, or raise ValueError/TypeError saying why not."""
     if not isinstance(op, str) or op not in OPS:
         raise ValueError(f"unknown op {op!r}: valid ops are {', '.join(map(repr, OPS))}")
-    if op == AVG and dtype.kind != "f":
+    if dtype.kind == "b" and op not in (MAX, MIN):
+        raise TypeError(f"bool reduces with 'max' (logical or) and 'min' (logical and), not {op!r}")
+    if dtype.kind == "c" and op in (MAX, MIN):
+        raise TypeError(f"op {op!r} is undefined for {dtype}: complex numbers have no order "
+                        "(as in MPI); use 'sum', 'prod' or 'avg'")
+    if op == AVG and not (is_floating(dtype) or dtype.kind == "c"):
         raise TypeError(f"op 'avg' needs a floating-point dtype, got {dtype}: "
                         "use 'sum' and divide yourself for integers")
     return op
@@ -50,3 +74,18 @@ def finish_avg(block, op, world_size):
     """Divide `block` by the world size in place if op is "avg" (one pass, on the final sum)."""
     if op == AVG and world_size > 1 and block.size:
         np.true_divide(block, world_size, out=block, casting="unsafe")
+
+
+def identity(op, dtype):
+    """The value x with x <op> y == y for every y of `dtype` (0, 1, lowest or highest)."""
+    dtype = np.dtype(dtype)
+    if op in (SUM, AVG):
+        return dtype.type(0)
+    if op == PROD:
+        return dtype.type(1)
+    if dtype.kind == "b":
+        return dtype.type(op == MIN)
+    if is_floating(dtype):
+        return dtype.type(-np.inf if op == MAX else np.inf)
+    info = np.iinfo(dtype)
+    return dtype.type(info.min if op == MAX else info.max)

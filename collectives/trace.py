@@ -278,7 +278,7 @@ def portable(events, origin=0.0):
 
 def gather(comm, recorder):
     """Every rank's events (collective call): the full list on rank 0, None elsewhere."""
-    everything = comm.transport.allgather_object(portable(recorder.events, recorder.origin))
+    everything = comm.allgather_object(portable(recorder.events, recorder.origin))
     return [event for events in everything for event in events] if comm.rank == 0 else None
 
 

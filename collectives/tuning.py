@@ -54,6 +54,16 @@ def _log2_fold(n):
     return p, p.bit_length() - 1, int(p != n)
 
 
+def bruck_blocks(n):
+    """Blocks one rank sends in Bruck's all-to-all over n ranks: at step k, the slots
+    i < n with bit k set."""
+    total, k = 0, 1
+    while k < n:
+        total += sum(1 for i in range(n) if i & k)
+        k *= 2
+    return total
+
+
 def tree_depth(n, arity):
     """Depth of the k-ary heap-ordered tree over n ranks (arity 1: a chain of n-1 links)."""
     if arity == 1:
@@ -117,6 +127,7 @@ def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, rank
     if n == 1:
         return (0.0, 0.0, 0.0)
     p, lg, fold = _log2_fold(n)
+    clg = (n - 1).bit_length()            # ceil(log2 n)
     share, pshare = (n - 1) / n, (p - 1) / p
     if (collective, algorithm) in PIPELINED:
         arity, reduces = PIPELINED[(collective, algorithm)]
@@ -139,6 +150,18 @@ def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, rank
         ("allgather", "recursive_doubling"): lambda: (lg + 2 * fold, pshare * m + fold * (m + m / n), 0.0),
         # reduce by ring: ring reduce-scatter, then one gather step into root
         ("reduce", "ring"): lambda: (n, 2 * share * m, share * m),
+        # nbytes: one rank's send buffer (alltoall) / the gathered buffer (gather, scatter)
+        ("alltoall", "pairwise"): lambda: (n - 1, share * m, 0.0),
+        ("alltoall", "linear"): lambda: (n - 1, share * m, 0.0),
+        ("alltoall", "bruck"): lambda: (clg, bruck_blocks(n) * math.ceil(m / n), 0.0),
+        ("alltoallv", "pairwise"): lambda: (n - 1, share * m, 0.0),
+        ("alltoallv", "linear"): lambda: (n - 1, share * m, 0.0),
+        ("gather", "tree"): lambda: (clg, share * m, 0.0),
+        ("gather", "linear"): lambda: (n - 1, share * m, 0.0),
+        ("scatter", "tree"): lambda: (clg, share * m, 0.0),
+        ("scatter", "linear"): lambda: (n - 1, share * m, 0.0),
+        ("scan", "recursive_doubling"): lambda: (clg, clg * m, clg * m),
+        ("exscan", "recursive_doubling"): lambda: (clg, clg * m, 2 * clg * m),
     }
     formula = table.get((collective, algorithm))
     if formula is None:
@@ -299,5 +322,5 @@ def use(tuning=None):
 
 def model_for(transport):
     """The model an algorithm running over `transport` plans with: the transport's own
-    (a simulated network) if it has one, else the current tuning's."""
-    return getattr(transport, "cost_model", None) or current().model
+    (a simulated network) if it declares one, else the current tuning's."""
+    return transport.capabilities.cost_model or current().model

@@ -210,6 +210,16 @@ def _op_name(node):
     return name.replace(".<locals>", "").replace(".<lambda>", "").replace(".backward", "") + " backward"
 
 
+# The reference-count rule. An array that only the engine holds is named by exactly
+# OWNED_REFCOUNT references when owned() looks at it: `g` in backward()'s loop, `grad` in
+# Tensor._accumulate, `array` here, and getrefcount's own argument (4 on CPython 3.11;
+# _frame_refcount measures it at import through the same chain of calls, since Python
+# versions count frame references differently). Anyone else holding it (the caller kept
+# it, another tensor's .data or .grad, a closure that saved it for its own backward) adds
+# one, so owned() says False and .grad gets a copy instead of sharing memory with them. A
+# view (base is not None) shares its base's memory and is never owned. Check it with
+# `python -c "import nn.autograd as a; print(a.OWNED_REFCOUNT)"` and the two
+# test_first_gradient_* tests in tests/test_nn_autograd.py.
 def owned(array):
     """True when the engine may keep `array` as a gradient without copying: it owns its
     memory and nothing but the engine's own frames refer to it (as PyTorch's gradient

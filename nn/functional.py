@@ -77,14 +77,21 @@ def softmax(x, axis=-1):
     return make(out, (x,), lambda g: (out * (g - (g * out).sum(axis=axis, keepdims=True)),))
 
 
+def _log_softmax_array(data, axis):
+    """The array x - log(sum(exp(x))) along `axis`, shifted by the maximum first so that
+    exp never overflows (the one place log-softmax is computed)."""
+    xp = array_module(data)
+    shifted = data - data.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
 def log_softmax(x, axis=-1):
     """x - log(sum(exp(x))) along `axis`, computed stably.
 
     Gradient: g - softmax(x) * sum(g) along `axis`."""
     x = as_tensor(x)
     xp = array_module(x.data)
-    shifted = x.data - x.data.max(axis=axis, keepdims=True)
-    out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    out = _log_softmax_array(x.data, axis)
     return make(out, (x,), lambda g: (g - xp.exp(out) * g.sum(axis=axis, keepdims=True),))
 
 
@@ -98,8 +105,7 @@ def cross_entropy(logits, targets, reduction="mean"):
     t = _class_targets("cross_entropy", logits, targets)
     n = logits.shape[0]
     xp = array_module(logits.data)
-    shifted = logits.data - logits.data.max(axis=1, keepdims=True)
-    log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = _log_softmax_array(logits.data, axis=1)
     rows = xp.arange(n)
     losses = -log_probs[rows, t]
     if reduction == "none":

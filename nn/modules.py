@@ -3,9 +3,10 @@ from collections import OrderedDict
 
 import numpy as np
 
+from kernels.arrays import to_numpy
+
 from . import functional as F
 from .init import linear_parameters
-from .random import generator
 from .tensor import Tensor, array_module
 
 
@@ -135,12 +136,6 @@ class Module:
         return f"{type(self).__name__}({self.extra_repr()}{inner})"
 
 
-def uniform(shape, bound, dtype):
-    """U(-bound, bound) samples of `shape` from the nn generator, drawn in float64 and cast
-    (nn.parallel's sharded layers draw their full weights with it)."""
-    return generator().uniform(-bound, bound, size=shape).astype(dtype)
-
-
 def _shape(value):
     """The shape of an ndarray, CuPy array, PyTorch tensor or nested list, as a tuple."""
     return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
@@ -151,7 +146,7 @@ def _on_module(value, like):
     if hasattr(value, "detach") and hasattr(value, "numpy"):       # a PyTorch tensor
         value = value.detach().cpu().numpy()
     if array_module(like) is np:
-        return value.get() if hasattr(value, "get") else np.asarray(value)
+        return to_numpy(value)
     return array_module(like).asarray(value)
 
 

@@ -7,6 +7,10 @@ live in `optimizer.param_groups` (a list of dicts, as in PyTorch): changing
 """
 import math
 
+import numpy as np
+
+from kernels.arrays import to_numpy
+
 from .autograd import no_grad
 from .tensor import array_module
 
@@ -92,7 +96,7 @@ class Optimizer:
         """A saved state entry as an array like the parameter's data (or a plain number)."""
         if hasattr(value, "shape") and tuple(value.shape) == data.shape:
             xp = array_module(data)
-            value = value.get() if hasattr(value, "get") and xp is not array_module(value) else value
+            value = to_numpy(value) if xp is np else value
             return xp.array(value, dtype=data.dtype)
         return value.item() if hasattr(value, "item") and getattr(value, "shape", None) == () else value
 

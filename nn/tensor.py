@@ -13,18 +13,16 @@ import operator
 
 import numpy as np
 
+from kernels import arrays
+
 from . import autograd
 from .autograd import Handle, is_grad_enabled
 
 
 def array_module(data):
-    """numpy, or cupy for CuPy arrays (cupy is imported only then)."""
-    if isinstance(data, np.ndarray) or np.isscalar(data):
-        return np
-    if type(data).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy
-    return np
+    """numpy, or cupy for CuPy arrays; plain data (numbers, lists) counts as NumPy's.
+    The lookup itself is kernels.arrays.array_module, shared with the collectives."""
+    return arrays.array_module(data) or np
 
 
 def unbroadcast(grad, shape):
@@ -104,7 +102,7 @@ class Tensor:
 
     def numpy(self):
         """The data as a NumPy array (copied from the GPU for CuPy data)."""
-        return self.data.get() if array_module(self.data) is not np else self.data
+        return arrays.to_numpy(self.data)
 
     def item(self):
         """The value of a one-element tensor as a Python number."""

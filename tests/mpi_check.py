@@ -15,7 +15,7 @@ from tests.reference import DTYPES, assert_matches, make_input
 
 def same_everywhere(comm, array):
     digest = hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
-    return len(set(comm.transport.allgather_object(digest))) == 1
+    return len(set(comm.allgather_object(digest))) == 1
 
 
 def check_reductions(comm):

@@ -30,13 +30,12 @@ def real_sends(collective, algorithm, n, count, root=1, ranks_per_node=None):
     xs, _ = explain.inputs(collective, n, count, root)
 
     def body(comm):
-        if ranks_per_node:
-            comm.transport.ranks_per_node = ranks_per_node
         recorder = trace.enable(comm, keep_data=True)
         explain._call(comm, collective, xs[comm.rank].copy(), algorithm, root)
         trace.disable(comm)
         return recorder.events
-    return sends_per_rank([e for events in cc.run_threads(n, body) for e in events], n)
+    results = cc.run_threads(n, body, ranks_per_node=ranks_per_node)
+    return sends_per_rank([e for events in results for e in events], n)
 
 
 @pytest.mark.parametrize("collective, algorithm", CASES)

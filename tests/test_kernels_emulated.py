@@ -10,5 +10,5 @@ from tests.test_kernels_cuda import *  # noqa: F401,F403  (the tests, run again 
 def cp(monkeypatch, tmp_path_factory):             # replaces the real-CuPy fixture imported above
     if cupy_standin.GXX is None:
         pytest.skip("g++ is not installed")
-    yield cupy_standin.install(monkeypatch, tmp_path_factory.getbasetemp())
+    yield cupy_standin.install(monkeypatch, tmp_path_factory.getbasetemp(), devices=2)
     cupy_standin.clear_caches()

@@ -285,3 +285,43 @@ def test_a_fresh_gradient_is_kept_without_a_copy():
     leaf = nn.Tensor(np.ones(3), requires_grad=True)
     Twice.apply(leaf).sum().backward()
     assert id(leaf.grad) == made[0]
+
+
+class _PassGradient(nn.Function):
+    """Identity forward; backward returns whatever `make` builds from the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, x, make):
+        ctx.make = make
+        return x.copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.make(grad), None
+
+
+def test_first_gradient_that_only_the_engine_holds_becomes_grad_without_a_copy():
+    made = []
+
+    def fresh(grad):
+        out = grad * 2.0
+        made.append(id(out))                # its id only: no reference kept
+        return out
+    x = nn.Tensor(np.ones(3), requires_grad=True)
+    _PassGradient.apply(x, fresh).sum().backward()
+    assert id(x.grad) == made[0]
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])
+
+
+def test_first_gradient_someone_else_holds_is_copied_into_grad():
+    kept = []
+
+    def shared(grad):
+        out = grad * 2.0
+        kept.append(out)                    # a reference outside the engine
+        return out
+    x = nn.Tensor(np.ones(3), requires_grad=True)
+    _PassGradient.apply(x, shared).sum().backward()
+    assert x.grad is not kept[0] and not np.shares_memory(x.grad, kept[0])
+    kept[0][...] = 0
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])

@@ -6,6 +6,7 @@ import pytest
 import collectives as cc
 from collectives.algorithms import names
 from collectives.communicator import Communicator
+from collectives.transport.contract import Capabilities
 from collectives.transport.local import run_threads
 from tests.reference import DTYPES, assert_matches, make_input
 
@@ -15,9 +16,8 @@ LAYOUTS = [(n, g) for n in (1, 2, 3, 4, 6, 8, 12, 16) for g in range(1, n + 1) i
 def run(n, g, fn):
     """fn(comm) on n in-process ranks whose transport says it has g ranks per node."""
     def wrap(transport):
-        transport.ranks_per_node = g
         return Communicator(transport, timeout=20, flight_dir="(test)")
-    return run_threads(n, fn, timeout=20, wrap=wrap)
+    return run_threads(n, fn, timeout=20, wrap=wrap, capabilities=Capabilities(ranks_per_node=g))
 
 
 def test_offered_only_where_nodes_are_known_and_divide_the_world():
@@ -26,7 +26,7 @@ def test_offered_only_where_nodes_are_known_and_divide_the_world():
     assert "hierarchical" not in run(6, 4, lambda comm: comm.algorithms("allreduce"))[0]
 
     class Endpoint:
-        size, ranks_per_node = 8, 4
+        size, capabilities = 8, Capabilities(ranks_per_node=4)
     assert "hierarchical" in names("allreduce", Endpoint())
 
 

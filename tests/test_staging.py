@@ -26,6 +26,9 @@ class HostCopies(staged.DeviceCopies):
     def synchronize(self):
         pass
 
+    def record(self):
+        return self                                 # copies are immediate: nothing to wait for
+
     def empty_pinned(self, nbytes):
         self.allocations += 1
         return np.full(nbytes, 0xAB, np.uint8)      # poisoned: unwritten bytes would show

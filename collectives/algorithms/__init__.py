@@ -6,21 +6,28 @@ Every algorithm of one collective has the same signature:
     allgather(t, buf, offsets, ws)                in place, block r filled by the caller
     broadcast(t, buf, root, ws)                   in place
     reduce(t, work, op, root, ws)                 result in root's work
+    alltoall(t, x, out, send_offsets, recv_offsets, ws)   (alltoallv alike: any counts)
+    gather(t, mine, out, offsets, root, ws)       root's out (None elsewhere)
+    scatter(t, x, mine, offsets, root, ws)        root's x (None elsewhere) into mine
+    scan(t, buf, op, ws), exscan(t, buf, op, ws)  in place
 t is the transport, op a combine op ("sum", "prod", "max", "min"), ws the Workspace.
 """
 from .. import tuning
-from . import hierarchical, native, recursive, ring, tree
+from . import alltoall, gather, hierarchical, native, recursive, ring, scan, tree
 from .common import nominal_nbytes
 
 NATIVE = "mpi"
 # Offered only where the transport knows which ranks share a node (`ranks_per_node`).
 NEEDS_NODES = {"hierarchical"}
+# Where a collective's "mpi" algorithm calls a transport method of another name.
+NATIVE_METHOD = {"alltoall": "alltoallv"}
 
 
 def _chunks(t, collective, algorithm, buf):
     """The pipeline chunk count for buf, from the model the transport plans with (a
-    transport may fix it with `pipeline_chunks`: bench.explain does, to show pipelining)."""
-    return getattr(t, "pipeline_chunks", None) or tuning.algorithm_chunks(
+    transport may fix it with its `pipeline_chunks` capability: bench.explain does, to
+    show pipelining)."""
+    return t.capabilities.pipeline_chunks or tuning.algorithm_chunks(
         collective, algorithm, nominal_nbytes(t, buf), t.size, tuning.model_for(t))
 
 
@@ -66,13 +73,42 @@ ALGORITHMS = {
         "ring": ring.reduce,
         NATIVE: native.reduce,
     },
+    "alltoall": {
+        "pairwise": alltoall.pairwise,
+        "bruck": alltoall.bruck,
+        "linear": alltoall.linear,
+        NATIVE: native.alltoall,
+    },
+    "alltoallv": {
+        "pairwise": alltoall.pairwise,
+        "linear": alltoall.linear,
+        NATIVE: native.alltoall,
+    },
+    "gather": {
+        "tree": gather.gather_tree,
+        "linear": gather.gather_linear,
+        NATIVE: native.gather,
+    },
+    "scatter": {
+        "tree": gather.scatter_tree,
+        "linear": gather.scatter_linear,
+        NATIVE: native.scatter,
+    },
+    "scan": {
+        "recursive_doubling": scan.scan,
+        NATIVE: native.scan,
+    },
+    "exscan": {
+        "recursive_doubling": scan.exscan,
+        NATIVE: native.exscan,
+    },
 }
 
 
 def names(collective, transport):
     """Algorithm names valid for `collective` over `transport` ("mpi" only where it is
     native, "hierarchical" only where the transport knows nodes that divide its ranks)."""
-    has_native = hasattr(transport, "native_" + collective)
+    has_native = NATIVE_METHOD.get(collective, collective) in transport.capabilities.native
     has_nodes = hierarchical.ranks_per_node(transport) is not None
     return [name for name in ALGORITHMS[collective]
             if (name != NATIVE or has_native) and (name not in NEEDS_NODES or has_nodes)]

@@ -21,8 +21,8 @@ def reduce_into(dst, src, op, reverse=False):
 
 def nominal_nbytes(t, buf):
     """The bytes `buf` stands for: buf.nbytes, except on a transport that simulates larger
-    buffers than it moves (collectives.transport.simulated), which says how many."""
-    scaled = getattr(t, "nominal_nbytes", None)
+    buffers than it moves (collectives.transport.simulated), which declares how many."""
+    scaled = t.capabilities.nominal_nbytes
     return buf.nbytes if scaled is None else scaled(buf)
 
 

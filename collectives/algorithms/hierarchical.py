@@ -7,17 +7,39 @@ as on rail-optimised GPU clusters), where a flat ring pays the slow link at ever
 its 2(n-1) steps.
 """
 from ..partition import block, partition
+from ..transport import objects
 from . import ring
 
 
 class Group:
     """Transport `t` seen from inside a group of its ranks: `members` lists the group's
-    ranks (a range), and group rank i is t's rank members[i]. Lets the ring functions run
-    unchanged on a node, or on the ranks with the same place in every node."""
+    ranks (a range or list), and group rank i is t's rank members[i]. Lets the ring
+    functions run unchanged on a node, or on the ranks with the same place in every node.
+
+    A full transport: only the group's ranks take part in its calls (barrier and object
+    exchange go point to point). It declares t's capabilities less those that describe
+    all of t's ranks (node size, native collectives, shared segment); its timeout and
+    step are t's.
+    """
 
     def __init__(self, t, members):
         self.t, self.members = t, members
         self.rank, self.size = members.index(t.rank), len(members)
+        self.capabilities = t.capabilities.replace(ranks_per_node=None, native=frozenset(), shared_segment=None)
+
+    @property
+    def timeout(self):
+        return self.t.timeout
+
+    @property
+    def step(self):
+        return self.t.step
+
+    def set_timeout(self, seconds):
+        self.t.set_timeout(seconds)
+
+    def begin_call(self, sequence, signature):
+        self.t.begin_call(sequence, signature)
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         members = self.members
@@ -33,10 +55,29 @@ class Group:
     def waitall(self, requests):
         self.t.waitall(requests)
 
+    def allgather_object(self, obj):
+        """Every group rank's obj, in group rank order (2(size-1) messages each way)."""
+        return objects.allgather_object(self, obj)
+
+    def barrier(self):
+        """Return once every rank of the group has entered it."""
+        self.allgather_object(None)
+
+    def free(self):
+        """Nothing to release: the group owns none of t's resources."""
+
+    def split(self, color, key=0):
+        """The group's ranks with the same color, as a Group of t (None: joins none)."""
+        entries = self.allgather_object((color, key, self.rank))
+        if color is None:
+            return None
+        chosen = sorted((k, r) for c, k, r in entries if c == color)
+        return Group(self.t, [self.members[r] for _, r in chosen])
+
 
 def ranks_per_node(t):
-    """The transport's node size g if it knows one that divides its size, else None."""
-    g = getattr(t, "ranks_per_node", None)
+    """The transport's node size g if it declares one that divides its size, else None."""
+    g = t.capabilities.ranks_per_node
     return g if g and t.size % g == 0 else None
 
 

@@ -29,3 +29,36 @@ def broadcast(t, buf, root, ws=None):
 def reduce(t, work, op, root, ws):
     """MPI_Reduce into root's `work`."""
     t.native_reduce(work, op, root)
+
+
+def _counts(offsets):
+    return [offsets[i + 1] - offsets[i] for i in range(len(offsets) - 1)]
+
+
+def alltoall(t, x, out, send_offsets, recv_offsets, ws=None):
+    """MPI_Alltoall when every block has one length, else MPI_Alltoallv."""
+    send, recv = _counts(send_offsets), _counts(recv_offsets)
+    if len(set(send)) == 1 and len(set(recv)) == 1:
+        t.native_alltoall(x, out)
+        return
+    t.native_alltoallv(x, send, out, recv)
+
+
+def gather(t, mine, out, offsets, root, ws=None):
+    """MPI_Gather (MPI_Gatherv for unequal blocks) into root's `out`."""
+    t.native_gather(mine, out, _counts(offsets), root)
+
+
+def scatter(t, x, mine, offsets, root, ws=None):
+    """MPI_Scatter (MPI_Scatterv for unequal blocks) of root's `x`."""
+    t.native_scatter(x, mine, _counts(offsets), root)
+
+
+def scan(t, buf, op, ws=None):
+    """MPI_Scan in place."""
+    t.native_scan(buf, op)
+
+
+def exscan(t, buf, op, ws=None):
+    """MPI_Exscan in place (rank 0's buffer is left for the caller to fill)."""
+    t.native_exscan(buf, op)

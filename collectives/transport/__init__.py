@@ -1,20 +1,17 @@
 """Point-to-point transports: the only thing the algorithms talk to.
 
-A transport is one rank's endpoint. Every transport offers the same small interface:
+The contract every transport and wrapper implements is code: `contract.Transport` (the
+required calls: rank, size, sendrecv, isend, irecv, waitall, barrier, allgather_object,
+split, set_timeout, begin_call) and `contract.Capabilities` (what a transport offers
+beyond them, declared, never probed). docs/ARCHITECTURE.md explains both.
 
-    rank, size                       this endpoint's rank and the group size
-    sendrecv(sendbuf, dest, recvbuf, source)   send and receive at once (either side may be None)
-    isend(buf, dest) / irecv(buf, source) -> request with wait()
-    waitall(requests)
-    barrier()
-    allgather_object(obj) -> list    small control-plane exchange (argument checks, split)
-    split(color, key) -> transport   the ranks that passed the same color, ordered by (key, rank)
+    local.py       one thread per rank, in memory (tests, teaching)
+    mpi.py         one process per rank over mpi4py; MPI's own collectives as native_*
+    simulated.py   thousands of ranks on a virtual alpha-beta-gamma clock
+    wrapper.py     the base of wrappers; staged.py stages GPU buffers; counting.py counts bytes
+    waiting.py     the bounded wait; objects.py object exchange over point-to-point
 
-Buffers are 1-D contiguous arrays (views of the user's data or of a workspace). Messages
-between one pair of ranks are matched in the order they were posted, as in MPI; there are
-no tags because collectives on one communicator run in the same order on every rank.
-
-A transport may also offer `native_<collective>` methods: the library's own collective
-(MPI's), which the "mpi" algorithm calls. The in-process transport has none.
+Nothing here imports the layers above (Communicator, algorithms, tracing, simulation).
 """
+from .contract import Capabilities, Transport  # noqa: F401
 from .local import LocalTransport, run_threads  # noqa: F401

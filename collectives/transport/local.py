@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import CollectiveTimeout, TransportError, TransportTimeout
 from .calls import CallTags
+from .contract import NO_CAPABILITIES, CallState
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -139,19 +140,20 @@ class _RecvRequest:
         return self.done
 
 
-class LocalTransport:
-    """One rank's endpoint in an in-process world (see module docstring)."""
+class LocalTransport(CallState):
+    """One rank's endpoint in an in-process world (see module docstring). It declares
+    `capabilities` as given (default: none; tests pass ranks_per_node)."""
 
-    def __init__(self, fabric, group, rank, size):
+    def __init__(self, fabric, group, rank, size, capabilities=NO_CAPABILITIES):
         self.fabric, self.group, self.rank, self.size = fabric, group, rank, size
-        self.timeout = fabric.timeout   # seconds a wait may take (None or 0: forever)
-        self.step = 0                   # waits in the current collective (for error messages)
+        self.capabilities = capabilities
+        self.set_timeout(fabric.timeout)
         self.tags = CallTags()          # the call in progress: its tag goes with every message
         self._splits = 0
 
     def begin_call(self, sequence, signature):
-        """A collective starts: tag the messages with it, restart the step count."""
-        self.step = 0
+        """A collective starts: tag its messages with it, restart the step count."""
+        super().begin_call(sequence, signature)
         self.tags.begin(sequence, signature)
 
     # -- point to point ----------------------------------------------------------------
@@ -231,19 +233,21 @@ class LocalTransport:
         new_rank = members.index((key, self.rank))
         group = (self.group, self._splits, color)
         sub = LocalTransport(self.fabric, group, new_rank, len(members))
-        sub.timeout = self.timeout
+        sub.set_timeout(self.timeout)
         return sub
 
 
-def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, release=None, **kwargs):
+def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, release=None,
+                capabilities=NO_CAPABILITIES, **kwargs):
     """Run fn(endpoint, *args, **kwargs) on `size` in-process ranks, one thread each.
 
-    `wrap(transport)` turns each rank's transport into what fn receives (the Communicator
-    does this); by default fn gets the bare transport. `release(obj)` is called on what fn
-    received once fn has ended, after a failing rank has aborted the others' waits, so it
-    may wait for the rank's outstanding work (the Communicator's free() does). Returns the
-    list of results in rank order; the first exception raised by any rank is re-raised
-    here, after all threads end.
+    Every endpoint declares `capabilities` (e.g. Capabilities(ranks_per_node=2) to test
+    the hierarchical algorithm). `wrap(transport)` turns each rank's transport into what
+    fn receives (the Communicator does this); by default fn gets the bare transport.
+    `release(obj)` is called on what fn received once fn has ended, after a failing rank
+    has aborted the others' waits, so it may wait for the rank's outstanding work (the
+    Communicator's free() does). Returns the list of results in rank order; the first
+    exception raised by any rank is re-raised here, after all threads end.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}")
@@ -258,7 +262,7 @@ def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, release=Non
     def body(rank):
         endpoint = None
         try:
-            endpoint = LocalTransport(fabric, "world", rank, size)
+            endpoint = LocalTransport(fabric, "world", rank, size, capabilities)
             endpoint = wrap(endpoint) if wrap else endpoint
             results[rank] = fn(endpoint, *args, **kwargs)
         except BaseException as exc:  # reported to the caller below

@@ -7,22 +7,43 @@ own collectives, the baseline behind algorithm "mpi".
 Every call is nonblocking underneath and completed by `waiting.poll_until`, so a wait on
 a peer that never answers ends in TransportTimeout after `timeout` seconds (None: never)
 instead of a hang, and an idle rank sleeps rather than spins. MPI errors are returned,
-not fatal, so a broken peer becomes a Python exception.
+not fatal, and every call turns an MPI exception into `MessageError` (a TransportError),
+so a broken peer or message becomes the engine's own error type.
 
 Every message carries the call tag of the collective that sent it (see
 collectives.transport.calls): receives accept any tag and compare it, and the byte count,
-with this rank's own call before the data are used.
+with this rank's own call before the data are used; a message from another call raises
+CollectiveMismatch.
 """
 import pickle
+from contextlib import contextmanager
 
 import numpy as np
 from mpi4py import MPI
 
-from ..errors import TransportError
+from ..errors import MessageError
 from .calls import CallTags
+from .contract import NATIVE_COLLECTIVES, CallState, Capabilities
 from .waiting import poll_until
 
 _MPI_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
+_LOGICAL_OPS = {"max": MPI.LOR, "min": MPI.LAND}     # bool: max is or, min is and
+
+
+def _mpi_op(op, dtype):
+    """MPI's op for `op` on `dtype`; TypeError where MPI has no such reduction."""
+    if dtype.kind == "V":
+        raise TypeError(f"MPI has no {dtype} type: algorithm 'mpi' cannot reduce it; use one of ours")
+    return (_LOGICAL_OPS if dtype.kind == "b" else _MPI_OPS)[op]
+
+
+@contextmanager
+def _mpi_errors(describe):
+    """Raise MessageError, worded by describe(), for an MPI exception inside."""
+    try:
+        yield
+    except MPI.Exception as exc:
+        raise MessageError(f"{describe()}: MPI error: {exc}") from exc
 
 
 class _Request:
@@ -44,40 +65,48 @@ class _Request:
             done = self.request.Test(self.status)
         except MPI.Exception as error:
             self.transport._received_badly(error, [self])
-            raise
         if done:
             self.transport._received(self)
         return done
 
 
-class MPITransport:
-    """One rank's endpoint over an mpi4py communicator (see collectives.transport)."""
+class MPITransport(CallState):
+    """One rank's endpoint over an mpi4py communicator (see collectives.transport).
 
-    def __init__(self, comm, timeout=None):
+    ranks_per_node: declared when the job spans equal nodes of consecutive ranks (cc.init
+    finds out). Natively it offers MPI's own collectives; it is CUDA-aware where the MPI
+    library says so.
+    """
+
+    def __init__(self, comm, timeout=None, ranks_per_node=None):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
-        self.timeout = timeout
-        self.step = 0          # waits completed in the current collective (for error messages)
-        self.ranks_per_node = None   # set by cc.init when the job spans equal nodes of consecutive ranks
+        self.set_timeout(timeout)
+        self.capabilities = Capabilities(ranks_per_node=ranks_per_node, native=frozenset(NATIVE_COLLECTIVES),
+                                         cuda_aware=self.query_cuda_support())
         comm.Set_errhandler(MPI.ERRORS_RETURN)
         self.tags = CallTags(int(comm.Get_attr(MPI.TAG_UB)).bit_length())
-        self._status = MPI.Status()  # sendrecv's receive status (one call at a time per transport)
-        self._ignored = MPI.Status() # where the statuses of sends go
+        self._status = MPI.Status()   # sendrecv's receive status (one call at a time per transport)
+        self._ignored = MPI.Status()  # where the statuses of sends go
 
     def begin_call(self, sequence, signature):
-        """A collective starts: tag the messages with it, restart the step count."""
-        self.step = 0
+        """A collective starts: tag its messages with it, restart the step count."""
+        super().begin_call(sequence, signature)
         self.tags.begin(sequence, signature)
 
     def _complete(self, requests, peer, what, statuses=None):
-        """Wait for raw MPI requests with the timeout (filling `statuses`); one step."""
+        """Wait for raw MPI requests with the timeout (filling `statuses`, and then leaving
+        MPI's exception to the caller, which checks them); counts one step."""
         self.step += 1
-        test = (lambda: MPI.Request.Testall(requests)) if statuses is None else \
-            (lambda: MPI.Request.Testall(requests, statuses))
-        poll_until(test, self.timeout,
-                   lambda: f"rank {self.rank} waiting to {what} rank {peer} (step {self.step})",
-                   peer=peer, what=what, step=self.step)
+        describe = lambda: f"rank {self.rank} waiting to {what} rank {peer} (step {self.step})"
+        if statuses is not None:
+            poll_until(lambda: MPI.Request.Testall(requests, statuses), self.timeout, describe,
+                       peer=peer, what=what, step=self.step)
+            return
+        with _mpi_errors(describe):
+            poll_until(lambda: MPI.Request.Testall(requests), self.timeout, describe,
+                       peer=peer, what=what, step=self.step)
 
     def _received(self, request):
         """Check a completed receive against this rank's call before its bytes are used."""
@@ -87,48 +116,54 @@ class MPITransport:
             raise self.tags.mismatch(self.rank, request.peer, tag)
         count = status.Get_count(MPI.BYTE)
         if count != request.nbytes:
-            raise TransportError(f"rank {self.rank}: rank {request.peer} sent {count} bytes in the same "
-                                 f"call, where {request.nbytes} were expected")
+            raise MessageError(f"rank {self.rank}: rank {request.peer} sent {count} bytes in the same "
+                               f"call, where {request.nbytes} were expected")
 
     def _received_badly(self, error, receives):
         """An MPI error completing `receives` (e.g. a message longer than the buffer): a
-        call mismatch if a message came with another call's tag, else TransportError."""
+        call mismatch if a message came with another call's tag, else MessageError."""
         for request in receives:
             tag = request.status.Get_tag() if request.status is not None else -1
             if tag >= 0 and tag != self.tags.tag:
                 raise self.tags.mismatch(self.rank, request.peer, tag) from error
         peers = sorted({r.peer for r in receives})
-        raise TransportError(f"rank {self.rank}: MPI failed receiving from rank(s) {peers} in the same "
-                             f"call (a message longer than expected?): {error}") from error
+        raise MessageError(f"rank {self.rank} receiving from rank(s) {peers}: MPI error: {error} "
+                           "(a message longer than expected, sent in the same call)") from error
 
     # -- point to point ----------------------------------------------------------------
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         """Send `sendbuf` to `dest` and receive `recvbuf` from `source` (either may be None)."""
         if recvbuf is None:
-            self._complete([self.comm.Isend([sendbuf, MPI.BYTE], dest, self.tags.tag)], dest, "send to")
+            with _mpi_errors(lambda: f"rank {self.rank} posting a send to rank {dest}"):
+                request = self.comm.Isend([sendbuf, MPI.BYTE], dest, self.tags.tag)
+            self._complete([request], dest, "send to")
             return
-        receive = _Request(self, self.comm.Irecv([recvbuf, MPI.BYTE], source, MPI.ANY_TAG),
-                           source, "receive from", self._status, recvbuf.nbytes)
-        requests, statuses = [receive.request], [self._status]
-        if sendbuf is not None:
-            requests.append(self.comm.Isend([sendbuf, MPI.BYTE], dest, self.tags.tag))
-            statuses.append(self._ignored)
+        with _mpi_errors(lambda: f"rank {self.rank} posting to receive from rank {source}"):
+            receive = _Request(self, self.comm.Irecv([recvbuf, MPI.BYTE], source, MPI.ANY_TAG),
+                               source, "receive from", self._status, recvbuf.nbytes)
+            requests, statuses = [receive.request], [self._status]
+            if sendbuf is not None:
+                requests.append(self.comm.Isend([sendbuf, MPI.BYTE], dest, self.tags.tag))
+                statuses.append(self._ignored)
         self._wait_checked(requests, statuses, [receive], source, "receive from")
 
     def isend(self, buf, dest):
         """Start sending `buf` to `dest`; returns a request (wait() completes it)."""
-        return _Request(self, self.comm.Isend([buf, MPI.BYTE], dest, self.tags.tag), dest, "send to")
+        with _mpi_errors(lambda: f"rank {self.rank} posting a send to rank {dest}"):
+            return _Request(self, self.comm.Isend([buf, MPI.BYTE], dest, self.tags.tag), dest, "send to")
 
     def irecv(self, buf, source):
-        """Post a receive of `buf` from `source`; returns a request."""
-        return _Request(self, self.comm.Irecv([buf, MPI.BYTE], source, MPI.ANY_TAG), source,
-                        "receive from", MPI.Status(), buf.nbytes)
+        """Post a receive of `buf` from `source` (any tag: checked on completion)."""
+        with _mpi_errors(lambda: f"rank {self.rank} posting a receive from rank {source}"):
+            return _Request(self, self.comm.Irecv([buf, MPI.BYTE], source, MPI.ANY_TAG), source,
+                            "receive from", MPI.Status(), buf.nbytes)
 
     def waitall(self, requests):
         """Wait for every request (bounded by the timeout); names the first pending peer."""
         if not requests:
             return
-        pending = [r for r in requests if not r.test()]
+        with _mpi_errors(lambda: f"rank {self.rank} testing requests"):
+            pending = [r for r in requests if not r.test()]
         if pending:
             first = pending[0]
             statuses = [r.status if r.status is not None else self._ignored for r in pending]
@@ -136,7 +171,7 @@ class MPITransport:
                                [r for r in pending if r.status is not None], first.peer, first.what)
 
     def _wait_checked(self, requests, statuses, receives, peer, what):
-        """Complete `requests`, then check each of `receives` (an MPI error included)."""
+        """Complete `requests`, then check each of `receives` (after an MPI error too)."""
         try:
             self._complete(requests, peer, what, statuses)
         except MPI.Exception as error:
@@ -163,9 +198,9 @@ class MPITransport:
 
     def _collective(self, request, what):
         self.step += 1
-        poll_until(request.Test, self.timeout,
-                   lambda: f"rank {self.rank} in MPI {what} (step {self.step}), some rank has not joined",
-                   what=what, step=self.step)
+        describe = lambda: f"rank {self.rank} in MPI {what} (step {self.step}), some rank has not joined"
+        with _mpi_errors(describe):
+            poll_until(request.Test, self.timeout, describe, what=what, step=self.step)
 
     def barrier(self):
         """MPI_Ibarrier, waited with the timeout."""
@@ -179,7 +214,8 @@ class MPITransport:
 
     def split(self, color, key=0):
         """A transport over the ranks with the same `color` (None: this rank joins none)."""
-        sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
+        with _mpi_errors(lambda: f"rank {self.rank} splitting its communicator"):
+            sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
         return None if sub == MPI.COMM_NULL else MPITransport(sub, self.timeout)
 
     # -- MPI's own collectives (algorithm "mpi") -------------------------------------------
@@ -188,15 +224,18 @@ class MPITransport:
     def _native(self, name, *args):
         if self.timeout:
             nonblocking = getattr(self.comm, "I" + name[0].lower() + name[1:])   # Allreduce -> Iallreduce
-            self._collective(nonblocking(*args), name.lower())
+            with _mpi_errors(lambda: f"rank {self.rank} starting MPI {name}"):
+                request = nonblocking(*args)
+            self._collective(request, name.lower())
         else:
-            getattr(self.comm, name)(*args)
+            with _mpi_errors(lambda: f"rank {self.rank} in MPI {name}"):
+                getattr(self.comm, name)(*args)
 
     def native_allreduce(self, x, out, op):
-        self._native("Allreduce", MPI.IN_PLACE if x is out else x, out, _MPI_OPS[op])
+        self._native("Allreduce", MPI.IN_PLACE if x is out else x, out, _mpi_op(op, x.dtype))
 
     def native_reduce_scatter(self, buf, op, counts, out):
-        self._native("Reduce_scatter", buf, out, counts, _MPI_OPS[op])
+        self._native("Reduce_scatter", buf, out, counts, _mpi_op(op, buf.dtype))
 
     def native_allgather(self, buf):
         self._native("Allgather", MPI.IN_PLACE, buf)
@@ -206,9 +245,44 @@ class MPITransport:
 
     def native_reduce(self, buf, op, root):
         if self.rank == root:
-            self._native("Reduce", MPI.IN_PLACE, buf, _MPI_OPS[op], root)
+            self._native("Reduce", MPI.IN_PLACE, buf, _mpi_op(op, buf.dtype), root)
         else:
-            self._native("Reduce", buf, None, _MPI_OPS[op], root)
+            self._native("Reduce", buf, None, _mpi_op(op, buf.dtype), root)
+
+    def native_alltoall(self, x, out):
+        """MPI_Alltoall of n equal blocks."""
+        self._native("Alltoall", [x, MPI.BYTE], [out, MPI.BYTE])
+
+    def native_alltoallv(self, x, send_counts, out, recv_counts):
+        """MPI_Alltoallv; counts in elements."""
+        self._native("Alltoallv", _vector(x, send_counts), _vector(out, recv_counts))
+
+    def native_gather(self, mine, out, counts, root):
+        """MPI_Gather (MPI_Gatherv for unequal counts) into root's `out`."""
+        equal = len(set(counts)) == 1
+        recv = None if self.rank != root else [out, MPI.BYTE] if equal else _vector(out, counts)
+        self._native("Gather" if equal else "Gatherv", [mine, MPI.BYTE], recv, root)
+
+    def native_scatter(self, x, mine, counts, root):
+        """MPI_Scatter (MPI_Scatterv for unequal counts) of root's `x`."""
+        equal = len(set(counts)) == 1
+        send = None if self.rank != root else [x, MPI.BYTE] if equal else _vector(x, counts)
+        self._native("Scatter" if equal else "Scatterv", send, [mine, MPI.BYTE], root)
+
+    def native_scan(self, buf, op):
+        self._native("Scan", MPI.IN_PLACE, buf, _mpi_op(op, buf.dtype))
+
+    def native_exscan(self, buf, op):
+        self._native("Exscan", MPI.IN_PLACE, buf, _mpi_op(op, buf.dtype))
+
+
+def _vector(buf, counts):
+    """A byte-typed MPI buffer spec with per-rank counts and displacements (in elements)."""
+    size = buf.dtype.itemsize
+    displacements = [0]
+    for count in counts[:-1]:
+        displacements.append(displacements[-1] + count)
+    return [buf, ([c * size for c in counts], [d * size for d in displacements]), MPI.BYTE]
 
 
 def install_abort_on_fault():

@@ -53,6 +53,7 @@ import kernels
 
 from .. import tuning
 from ..errors import TransportError
+from .contract import CallState, Capabilities
 
 STACK_BYTES = 1 << 20     # per simulated rank; algorithms recurse little
 RUN_AHEAD = 16            # sends a rank makes without waiting before it lets others run
@@ -293,15 +294,17 @@ class _RecvRequest:
         return self.done
 
 
-class SimulatedTransport:
-    """One simulated rank's endpoint (the interface of collectives.transport)."""
+class SimulatedTransport(CallState):
+    """One simulated rank's endpoint (the interface of collectives.transport). It declares
+    the network's node size and cost model, the nominal sizes it stands for, and a fixed
+    pipeline chunk count if the run asked for one. The timeout does not apply: a wait
+    that could never end is a deadlock, raised at once."""
 
     def __init__(self, fabric, rank, recorder=None):
         self.fabric, self.rank, self.size = fabric, rank, fabric.size
-        self.timeout, self.step = None, 0
-        self.ranks_per_node = fabric.network.ranks_per_node
-        self.cost_model = fabric.network.model       # what the algorithms plan with
-        self.pipeline_chunks = fabric.pipeline_chunks  # None: the algorithms choose
+        self.capabilities = Capabilities(ranks_per_node=fabric.network.ranks_per_node,
+                                         cost_model=fabric.network.model, nominal_nbytes=self.nominal_nbytes,
+                                         pipeline_chunks=fabric.pipeline_chunks, can_split=False)
         zeros = [0.0] * len(fabric.scale)
         self.clock, self.egress = list(zeros), list(zeros)        # now; when the outgoing port is free
         self.in_from, self.in_until = list(zeros), list(zeros)    # the incoming port's last busy stretch
@@ -401,9 +404,6 @@ class SimulatedTransport:
     def barrier(self):
         self.allgather_object(None)
 
-    def begin_call(self, sequence, signature):
-        """A collective starts: restart the step count (simulated messages are not tagged)."""
-        self.step = 0
 
     def free(self):
         """Nothing to release: the simulation owns the shared state."""

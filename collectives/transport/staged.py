@@ -10,6 +10,27 @@ The pinned memory is an arena reset at the start of every collective: a collecti
 as many host bytes as its outstanding messages need, and the steady state allocates
 nothing. How bytes move between device and host, and how host memory is allocated, are
 injected (`DeviceCopies`), so the same logic runs on the CPU in the tests.
+
+Ordering. A collective runs on one host thread under one CUDA stream S (the caller's, or
+on the worker a stream that first waited for the caller's queued work: collectives/work.py).
+The device work of the collective (reduction kernels, copies into device buffers) is
+queued on S; MPI knows nothing of streams. For each buffer:
+- a device buffer MPI or the host READS (staged: the device-to-host copy; CUDA-aware: the
+  send buffer): the copy synchronises S before the host reads (`to_host` blocks), and a
+  CUDA-aware post synchronises S first, so every kernel queued before, the caller's
+  included, has written it.
+- a device buffer MPI WRITES (CUDA-aware receive): S is synchronised before the receive
+  is posted, so no queued kernel still reads it (a pipelined tree's scratch half of chunk
+  c while chunk c+2 arrives) or writes it (the caller's own writes to a broadcast buffer)
+  once MPI may write; kernels queued after the wait returned run after the data landed.
+- a staged receive: MPI writes a fresh pinned slot; the host-to-device copy is queued on
+  S only after the receive completed, so kernels that read the device buffer later on S
+  see the data.
+- the pinned slots: a queued host-to-device copy reads its slot when it runs, so slots
+  are reused (the arena reset in begin()) only after the event recorded behind the
+  previous collective's last copy has completed, whatever stream or thread runs next.
+- the caller: the worker ends every job with an event that Work.wait() synchronises,
+  and a synchronous collective's copies are on the caller's own stream.
 """
 import numpy as np
 
@@ -23,7 +44,8 @@ class DeviceCopies:
 
     to_host(device_view, host_view): blocking copy, returns when host_view is filled
     to_device(host_view, device_view): copy ordered on the current stream
-    synchronize(): wait for the current stream (before host buffers are reused)
+    synchronize(): wait for the current stream
+    record(): an event (with synchronize()) behind the work queued so far on the current stream
     empty_pinned(nbytes): page-locked host memory as a uint8 NumPy array
     """
 
@@ -36,6 +58,12 @@ class DeviceCopies:
     def synchronize(self):
         import cupy
         cupy.cuda.get_current_stream().synchronize()
+
+    def record(self):
+        import cupy
+        event = cupy.cuda.Event(disable_timing=True)
+        event.record(cupy.cuda.get_current_stream())
+        return event
 
     def empty_pinned(self, nbytes):
         import cupyx
@@ -85,7 +113,7 @@ class _StagedRecv:
     def finish(self):
         if self.inner is not None:
             self.inner = None
-            self.staged.copies.to_device(self.host, self.device)
+            self.staged._copy_up(self.host, self.device)
 
     def test(self):
         return self.inner is None or self.inner.test()
@@ -114,14 +142,23 @@ class StagedTransport(TransportWrapper):
         super().__init__(inner)
         self.copies = copies or DeviceCopies()
         self._arena = _PinnedArena(self.copies)
+        self._copied_up = None           # event behind the last host-to-device copy queued
 
     def rewrap(self, inner):
         return StagedTransport(inner, self.copies)
 
     def begin(self):
-        """Start of a collective: the previous one's host copies are done, reuse the arena."""
-        self.copies.synchronize()
+        """Start of a collective: wait until every queued copy out of the pinned arena has
+        run (on whatever stream it was queued), then reuse the arena."""
+        if self._copied_up is not None:
+            self._copied_up.synchronize()
+            self._copied_up = None
         self._arena.reset()
+
+    def _copy_up(self, host, device):
+        """Queue host -> device on the current stream; begin() waits for it before reuse."""
+        self.copies.to_device(host, device)
+        self._copied_up = self.copies.record()
 
     def _to_host(self, device_view):
         host = self._arena.take(device_view.nbytes, device_view.dtype)
@@ -134,7 +171,7 @@ class StagedTransport(TransportWrapper):
         host_recv = None if recvbuf is None else self._arena.take(recvbuf.nbytes, recvbuf.dtype)
         self.inner.sendrecv(host_send, dest, host_recv, source)
         if recvbuf is not None:
-            self.copies.to_device(host_recv, recvbuf)
+            self._copy_up(host_recv, recvbuf)
 
     def isend(self, buf, dest):
         return _StagedSend(self, self.inner.isend(self._to_host(buf), dest))
@@ -171,13 +208,14 @@ def _staged_native(staged, native):
                 host_args.append(arg)
         native(*host_args)
         result = [arg for arg in args if hasattr(arg, "__cuda_array_interface__")][-1]
-        staged.copies.to_device(hosts[id(result)], result)
+        staged._copy_up(hosts[id(result)], result)
     return run
 
 
 class DirectDeviceTransport(TransportWrapper):
     """Device buffers handed straight to a CUDA-aware MPI. The stream is synchronised
-    before MPI reads a device buffer, since MPI knows nothing of CUDA streams."""
+    before MPI may read or write a device buffer (every post), since MPI knows nothing of
+    CUDA streams (see the ordering argument in the module docstring)."""
 
     def __init__(self, inner, copies=None):
         super().__init__(inner)
@@ -196,6 +234,10 @@ class DirectDeviceTransport(TransportWrapper):
     def isend(self, buf, dest):
         self.copies.synchronize()
         return self.inner.isend(buf, dest)
+
+    def irecv(self, buf, source):
+        self.copies.synchronize()
+        return self.inner.irecv(buf, source)
 
     def __getattr__(self, name):
         if name.startswith("native_") and hasattr(self.inner, name):

@@ -1,16 +1,38 @@
 """A transport that wraps another: the base of staging, tracing and counting wrappers.
 
 Everything is handed to the inner transport unchanged; a subclass overrides only what it
-changes. `split` wraps the inner transport's sub-transport the same way (through
-`rewrap`), and attributes the wrapper does not define (MPI's `native_*` collectives,
-`comm`, `timeout`...) are looked up on the inner transport.
+changes. The wrapper declares the inner transport's capabilities (a subclass that changes
+what is offered overrides `capabilities`), its timeout and step are the inner one's, and
+set_timeout/begin_call reach the inner transport. `split` wraps the inner transport's
+sub-transport the same way (through `rewrap`), and attributes the wrapper does not define
+(MPI's `native_*` collectives, `comm`...) are looked up on the inner transport.
 """
 
 
 class TransportWrapper:
+    """The base wrapper: a Transport that forwards every call to `inner`."""
+
     def __init__(self, inner):
         self.inner = inner
         self.rank, self.size = inner.rank, inner.size
+
+    @property
+    def capabilities(self):
+        return self.inner.capabilities
+
+    @property
+    def timeout(self):
+        return self.inner.timeout
+
+    @property
+    def step(self):
+        return self.inner.step
+
+    def set_timeout(self, seconds):
+        self.inner.set_timeout(seconds)
+
+    def begin_call(self, sequence, signature):
+        self.inner.begin_call(sequence, signature)
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         self.inner.sendrecv(sendbuf, dest, recvbuf, source)

@@ -17,15 +17,13 @@ import zipfile
 
 import numpy as np
 
+from kernels.arrays import to_numpy
+
 FORMAT = "collectives-checkpoint-v1"
 
 
 class CheckpointError(ValueError):
     """The file is not a complete checkpoint of this format, or does not fit the model."""
-
-
-def _host(array):
-    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else np.asarray(array)
 
 
 def _flatten(prefix, value, arrays):
@@ -40,7 +38,7 @@ def _flatten(prefix, value, arrays):
     if isinstance(value, (list, tuple)):
         return [_flatten(f"{prefix}/{i}", v, arrays) for i, v in enumerate(value)]
     if hasattr(value, "shape") and hasattr(value, "dtype"):
-        arrays[prefix] = _host(value)
+        arrays[prefix] = to_numpy(value)
         return {"__array__": prefix}
     if isinstance(value, np.generic):
         return value.item()

@@ -74,22 +74,21 @@ class DistributedDataParallel(Module):
         if bucket_cap_mb <= 0:
             raise ValueError(f"bucket_cap_mb must be positive, got {bucket_cap_mb}")
         self.module = module
-        object.__setattr__(self, "comm", comm)
-        object.__setattr__(self, "overlap", overlap)
-        object.__setattr__(self, "algorithm", algorithm)
-        object.__setattr__(self, "compression", compression)
-        object.__setattr__(self, "_sync", True)
+        self.comm = comm
+        self.overlap = overlap
+        self.algorithm = algorithm
+        self.compression = compression
+        self._sync = True
         params = [p for p in module.parameters() if p.requires_grad]
         if compression == "fp16" and any(p.dtype != np.float32 for p in params):
             raise TypeError("compression='fp16' needs float32 parameters")
-        object.__setattr__(self, "buckets", self._make_buckets(params, bucket_cap_mb * (1 << 20)))
-        object.__setattr__(self, "_bucket_of", {id(p): (b, i) for b in self.buckets
-                                                for i, p in enumerate(b.params)})
-        object.__setattr__(self, "last_step", {})
+        self.buckets = self._make_buckets(params, bucket_cap_mb * (1 << 20))
+        self._bucket_of = {id(p): (b, i) for b in self.buckets for i, p in enumerate(b.params)}
+        self.last_step = {}
         self._broadcast_parameters()
         for p in params:
             p.register_post_accumulate_grad_hook(self._gradient_ready)
-        object.__setattr__(self, "_in_backward", False)
+        self._in_backward = False
 
     # -- set-up ------------------------------------------------------------------------------
     @staticmethod
@@ -137,14 +136,14 @@ class DistributedDataParallel(Module):
         """Within this block backward only accumulates gradients locally (no all-reduce);
         the first backward after it averages the accumulated gradients."""
         previous = self._sync
-        object.__setattr__(self, "_sync", False)
+        self._sync = False
         try:
             yield
         finally:
-            object.__setattr__(self, "_sync", previous)
+            self._sync = previous
 
     def _start_backward(self):
-        object.__setattr__(self, "_in_backward", True)
+        self._in_backward = True
         self.last_step.clear()
         self.last_step["backward_start"] = time.perf_counter()
         for bucket in self.buckets:
@@ -205,7 +204,7 @@ class DistributedDataParallel(Module):
             communication=max(b.finished for b in self.buckets) - first,   # wall time of all buckets
             hidden=max(0.0, min(end, done) - first),            # of which before backward ended
             buckets=len(self.buckets))
-        object.__setattr__(self, "_in_backward", False)
+        self._in_backward = False
 
     @staticmethod
     def _pack(bucket):

@@ -29,29 +29,39 @@ import collectives as cc
 
 from .. import functional as F
 from ..autograd import Function
-from ..modules import GELU, Linear, Module, Parameter, ReLU, Tanh, uniform
+from ..init import linear_parameters
+from ..modules import GELU, Linear, Module, Parameter, ReLU, Tanh
+from ..tensor import array_module
 from .sequence import gather_from_sequence_parallel_region, reduce_scatter_to_sequence_parallel_region
 
 
 def _last_axis_first(array):
-    return np.ascontiguousarray(np.moveaxis(array, -1, 0))
+    xp = array_module(array)
+    return xp.ascontiguousarray(xp.moveaxis(array, -1, 0))
 
 
 def _split_last(array, comm):
     """This rank's slice of the last axis (cc.partition convention)."""
     offsets = cc.partition(array.shape[-1], comm.size)
-    return np.ascontiguousarray(array[..., offsets[comm.rank]:offsets[comm.rank + 1]])
+    return array_module(array).ascontiguousarray(array[..., offsets[comm.rank]:offsets[comm.rank + 1]])
 
 
 def _gather_last(array, comm):
     """Concatenate every rank's `array` along the last axis (equal shapes on all ranks)."""
     gathered = comm.allgather(_last_axis_first(array))          # (size * k, ...)
-    return np.ascontiguousarray(np.moveaxis(gathered, 0, -1))
+    xp = array_module(gathered)
+    return xp.ascontiguousarray(xp.moveaxis(gathered, 0, -1))
 
 
 def _allreduce(x, comm, algorithm):
-    x = np.ascontiguousarray(x)
-    return comm.allreduce(x, "sum", algorithm=algorithm, out=np.empty_like(x))
+    xp = array_module(x)
+    x = xp.ascontiguousarray(x)
+    return comm.allreduce(x, "sum", algorithm=algorithm, out=xp.empty_like(x))
+
+
+def _shard(array, index, dtype):
+    """A copy of array[index] with `dtype`, in the array's own module (NumPy or CuPy)."""
+    return array_module(array).array(array[index], dtype=dtype)
 
 
 class _CopyToParallel(Function):
@@ -117,15 +127,6 @@ def scatter_to_parallel_region(x, comm):
     return _ScatterToParallel.apply(x, comm)
 
 
-def _full_weights(in_features, out_features, bias, dtype):
-    """The unsharded layer's weight and bias, drawn exactly as nn.Linear draws them, so a
-    sharded layer built after nn.manual_seed(s) holds slices of Linear's weights after
-    the same seed."""
-    bound = 1 / np.sqrt(in_features) if in_features else 0.0
-    weight = uniform((out_features, in_features), bound, dtype)
-    return weight, (uniform((out_features,), bound, dtype) if bias else None)
-
-
 class ColumnParallelLinear(Module):
     """y = x W^T + b with W's rows (output features) split over the ranks of `comm`.
 
@@ -139,19 +140,18 @@ class ColumnParallelLinear(Module):
     def __init__(self, in_features, out_features, comm, bias=True, gather_output=False,
                  dtype=np.float32, algorithm="auto", sequence_parallel=False, offsets=None, _weights=None):
         super().__init__()
-        object.__setattr__(self, "algorithm", algorithm)
-        object.__setattr__(self, "sequence_parallel", sequence_parallel)
+        self.algorithm, self.sequence_parallel = algorithm, sequence_parallel
         if gather_output and out_features % comm.size:
             raise ValueError(f"ColumnParallelLinear: gather_output=True needs out_features "
                              f"({out_features}) divisible by the {comm.size} ranks; use "
                              f"gather_output=False and a RowParallelLinear next")
-        object.__setattr__(self, "comm", comm)
+        self.comm = comm
         self.in_features, self.out_features, self.gather_output = in_features, out_features, gather_output
-        weight, full_bias = _weights or _full_weights(in_features, out_features, bias, dtype)
+        weight, full_bias = _weights or linear_parameters(in_features, out_features, bias, dtype)
         offsets = offsets or cc.partition(out_features, comm.size)
         rows = slice(offsets[comm.rank], offsets[comm.rank + 1])
-        self.weight = Parameter(np.array(weight[rows], dtype=dtype))
-        self.bias = Parameter(np.array(full_bias[rows], dtype=dtype)) if full_bias is not None else None
+        self.weight = Parameter(_shard(weight, rows, dtype))
+        self.bias = Parameter(_shard(full_bias, rows, dtype)) if full_bias is not None else None
 
     @classmethod
     def from_linear(cls, linear, comm, gather_output=False, **options):
@@ -190,16 +190,14 @@ class RowParallelLinear(Module):
     def __init__(self, in_features, out_features, comm, bias=True, input_is_parallel=True,
                  dtype=np.float32, algorithm="auto", sequence_parallel=False, offsets=None, _weights=None):
         super().__init__()
-        object.__setattr__(self, "comm", comm)
-        object.__setattr__(self, "algorithm", algorithm)
-        object.__setattr__(self, "sequence_parallel", sequence_parallel)
+        self.comm, self.algorithm, self.sequence_parallel = comm, algorithm, sequence_parallel
         self.in_features, self.out_features = in_features, out_features
         self.input_is_parallel = input_is_parallel
-        weight, full_bias = _weights or _full_weights(in_features, out_features, bias, dtype)
+        weight, full_bias = _weights or linear_parameters(in_features, out_features, bias, dtype)
         offsets = offsets or cc.partition(in_features, comm.size)
         columns = slice(offsets[comm.rank], offsets[comm.rank + 1])
-        self.weight = Parameter(np.array(weight[:, columns], dtype=dtype))
-        self.bias = Parameter(np.array(full_bias, dtype=dtype)) if full_bias is not None else None
+        self.weight = Parameter(_shard(weight, (slice(None), columns), dtype))
+        self.bias = Parameter(_shard(full_bias, ..., dtype)) if full_bias is not None else None
 
     @classmethod
     def from_linear(cls, linear, comm, input_is_parallel=True, **options):

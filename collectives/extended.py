@@ -1,0 +1,242 @@
+"""The rest of the collective set, as Communicator methods: all-to-all(v), gather, scatter,
+inclusive and exclusive scan, and point-to-point send/recv.
+
+`Collectives` is a mixin of Communicator: it uses the Communicator's argument checks,
+algorithm choice (`_resolve`), ordered execution (`_run`), buffer routing (`_route`) and
+workspace, exactly as the five original collectives do.
+"""
+from __future__ import annotations
+
+from . import algorithms as registry
+from . import buffers
+from .arguments import as_int
+from .errors import CollectiveMismatch
+from .ops import check_op, identity
+from .partition import partition
+from .work import Work
+
+
+def offsets_from_counts(counts, size, what, rank):
+    """Offsets of consecutive blocks of the given element counts; ValueError naming the
+    rank unless `counts` holds `size` non-negative ints."""
+    counts = list(counts)
+    if len(counts) != size:
+        raise ValueError(f"rank {rank}: {what} must be {size} ints (one per rank), got {counts!r}")
+    counts = [as_int(c, f"rank {rank}: {what}[{i}]") for i, c in enumerate(counts)]
+    offsets = [0]
+    for c in counts:
+        offsets.append(offsets[-1] + c)
+    return offsets
+
+
+def check_peer(peer, size, rank, what):
+    """ValueError unless `peer` is another rank of the communicator."""
+    peer = as_int(peer, f"rank {rank}: {what}", 0, size)
+    if peer == rank:
+        raise ValueError(f"rank {rank}: cannot {'send to' if what == 'dest' else 'receive from'} "
+                         f"itself ({what}={peer}): copy the array instead")
+    return peer
+
+
+class PointToPointWork(Work):
+    """Handle of an asynchronous send or receive: wait() completes it (bounded by the
+    communicator's timeout) and returns the received array (None for a send)."""
+
+    def __init__(self, description, request, result):
+        super().__init__(description)
+        self._request, self._value = request, result
+
+    def test(self):
+        return self._done.is_set() or bool(self._request.test())
+
+    def wait(self, timeout=None):
+        if not self._done.is_set():
+            try:
+                self._request.wait()
+            except BaseException as error:
+                self._finish(error=error)
+                raise
+            self._finish(self._value)
+        return super().wait()
+
+
+class Collectives:
+    """All-to-all(v), gather, scatter, scan, exscan, send and recv (see module docstring)."""
+
+    def alltoall(self, x, *, algorithm="auto", out=None, async_op=False):
+        """Block j of this rank's x (blocks by `cc.partition(x.size, n)`) goes to rank j;
+        block i of the result came from rank i.
+
+        The result has x's shape when n divides x.size, else it is 1-D (n blocks of this
+        rank's block length). Returns `out` or a new array (or a Work). Cost: pairwise,
+        n-1 steps moving (n-1)/n of x each way; bruck, ceil(log2 n) steps moving about
+        half of x per step; "linear", all n-1 messages at once.
+        """
+        buffers.check_array(x)
+        offsets = partition(x.size, self.size)
+        own = offsets[self.rank + 1] - offsets[self.rank]
+        shape = tuple(x.shape) if own * self.size == x.size else (own * self.size,)
+        if out is not None:
+            buffers.check_out(out, x, shape)
+        name = self._resolve("alltoall", algorithm, x.nbytes)
+        recv_offsets = [i * own for i in range(self.size + 1)]
+        return self._exchange("alltoall", x, out, shape, offsets, recv_offsets, name,
+                              ("alltoall", x.size, str(x.dtype), name), async_op)
+
+    def alltoallv(self, x, send_counts, recv_counts, *, algorithm="auto", out=None, async_op=False):
+        """All-to-all with per-rank counts (in elements): the first send_counts[0] elements
+        of x go to rank 0, the next send_counts[1] to rank 1, ...; the result (1-D,
+        sum(recv_counts) elements) holds recv_counts[i] elements from rank i, in rank
+        order. send_counts[j] here must equal recv_counts[i] on rank j (checked across
+        ranks in debug mode). "auto" is "pairwise". Cost: pairwise, n-1 steps, each byte
+        sent once straight to its destination.
+        """
+        buffers.check_array(x)
+        send_offsets = offsets_from_counts(send_counts, self.size, "send_counts", self.rank)
+        recv_offsets = offsets_from_counts(recv_counts, self.size, "recv_counts", self.rank)
+        if send_offsets[-1] != x.size:
+            raise ValueError(f"rank {self.rank}: send_counts add up to {send_offsets[-1]} but x "
+                             f"has {x.size} elements")
+        shape = (recv_offsets[-1],)
+        if out is not None:
+            buffers.check_out(out, x, shape)
+        name = "pairwise" if algorithm == "auto" else self._resolve("alltoallv", algorithm, x.nbytes)
+        counts = (send_offsets, recv_offsets) if self.debug else None
+        return self._exchange("alltoallv", x, out, shape, send_offsets, recv_offsets, name,
+                              ("alltoallv", str(x.dtype), name), async_op, counts)
+
+    def _exchange(self, collective, x, out, shape, send_offsets, recv_offsets, name, signature,
+                  async_op, debug_counts=None):
+        run = registry.ALGORITHMS[collective][name]
+
+        def job():
+            if debug_counts is not None:
+                self._check_counts_agree(*debug_counts)
+            result = buffers.empty(shape, x) if out is None else out
+            run(self._route(x), buffers.flat(x), buffers.flat(result), send_offsets, recv_offsets,
+                self._workspace)
+            return result
+        return self._run(signature, job, async_op)
+
+    def _check_counts_agree(self, send_offsets, recv_offsets):
+        """Debug mode: every rank's send count to j equals j's receive count from it;
+        the same CollectiveMismatch on every rank otherwise, naming the pairs."""
+        def counts(offsets):
+            return [offsets[i + 1] - offsets[i] for i in range(self.size)]
+        table = self.transport.allgather_object((counts(send_offsets), counts(recv_offsets)))
+        wrong = [f"rank {i} sends {table[i][0][j]} elements to rank {j}, which expects "
+                 f"{table[j][1][i]}" for i in range(self.size) for j in range(self.size)
+                 if table[i][0][j] != table[j][1][i]]
+        if wrong:
+            raise CollectiveMismatch("alltoallv counts disagree across ranks:\n  " + "\n  ".join(wrong[:10]))
+
+    def gather(self, x, root=0, *, algorithm="auto", out=None, async_op=False):
+        """Concatenate every rank's x along axis 0 on `root` (a 0-d x counts as shape
+        (1,)); every rank passes the same shape. Returns the result on root (`out` there
+        if given) and None elsewhere. Cost: tree, ceil(log2 n) steps, the root receiving
+        (n-1)/n of the result; linear, one step of n-1 messages into the root.
+        """
+        buffers.check_array(x)
+        self._check_root(root)
+        shape = (self.size * x.shape[0],) + tuple(x.shape[1:]) if x.ndim else (self.size,)
+        if out is not None and self.rank == root:
+            buffers.check_out(out, x, shape)
+        offsets = [i * x.size for i in range(self.size + 1)]
+        name = self._resolve("gather", algorithm, x.nbytes * self.size)
+        run = registry.ALGORITHMS["gather"][name]
+
+        def job():
+            result = None
+            if self.rank == root:
+                result = buffers.empty(shape, x) if out is None else out
+            run(self._route(x), buffers.flat(x), None if result is None else buffers.flat(result),
+                offsets, root, self._workspace)
+            return result
+        return self._run(("gather", tuple(x.shape), str(x.dtype), root, name), job, async_op)
+
+    def scatter(self, x, root=0, *, algorithm="auto", out=None, async_op=False):
+        """Rank i gets block i (1-D, blocks by `cc.partition(x.size, n)`) of root's x.
+
+        Every rank passes an x of the same shape and dtype; only root's contents are read
+        (elsewhere `numpy.empty` will do). Returns `out` or a new array. Cost: tree,
+        ceil(log2 n) steps, the root sending (n-1)/n of x; linear, n-1 sends at once.
+        """
+        buffers.check_array(x)
+        self._check_root(root)
+        offsets = partition(x.size, self.size)
+        shape = (offsets[self.rank + 1] - offsets[self.rank],)
+        if out is not None:
+            buffers.check_out(out, x, shape)
+        name = self._resolve("scatter", algorithm, x.nbytes)
+        run = registry.ALGORITHMS["scatter"][name]
+
+        def job():
+            result = buffers.empty(shape, x) if out is None else out
+            run(self._route(x), buffers.flat(x) if self.rank == root else None, result, offsets, root,
+                self._workspace)
+            return result
+        return self._run(("scatter", x.size, str(x.dtype), root, name), job, async_op)
+
+    def scan(self, x, op="sum", *, algorithm="auto", out=None, async_op=False):
+        """Inclusive prefix reduction: rank r gets x_0 op x_1 op ... op x_r (operands in
+        rank order). Writes into `out` if given, else x in place. Cost (recursive
+        doubling): ceil(log2 n) steps, each sending, receiving and reducing the buffer."""
+        return self._prefix("scan", x, op, algorithm, out, async_op)
+
+    def exscan(self, x, op="sum", *, algorithm="auto", out=None, async_op=False):
+        """Exclusive prefix reduction: rank r gets x_0 op ... op x_{r-1}; rank 0 gets the
+        op's identity (0 for sum, 1 for prod, the lowest value for max, the highest for
+        min). Writes into `out` if given, else x in place. Cost (recursive doubling):
+        ceil(log2 n) steps, each sending and receiving the buffer, reducing it twice."""
+        return self._prefix("exscan", x, op, algorithm, out, async_op)
+
+    def _prefix(self, collective, x, op, algorithm, out, async_op):
+        buffers.check_array(x, writeable=out is None, reduces=True)
+        op = check_op(op, x.dtype)
+        if op == "avg":
+            raise ValueError(f"rank {self.rank}: {collective} takes 'sum', 'prod', 'max' or "
+                             f"'min', not 'avg'")
+        if out is not None:
+            buffers.check_out(out, x, x.shape)
+        name = self._resolve(collective, algorithm, x.nbytes)
+        run = registry.ALGORITHMS[collective][name]
+        target = x if out is None else out
+
+        def job():
+            buf = buffers.flat(target)
+            if target is not x:
+                buf[...] = buffers.flat(x)
+            run(self._route(x), buf, op, self._workspace)
+            if collective == "exscan" and self.rank == 0:
+                buf[...] = identity(op, buf.dtype)
+            return target
+        return self._run((collective, x.size, str(x.dtype), op, name), job, async_op)
+
+    # -- point to point ---------------------------------------------------------------------
+    def send(self, x, dest, *, async_op=False):
+        """Send x to rank `dest`. Messages between one pair are received in the order sent;
+        they never mix with collectives' messages (they travel on a duplicate of the
+        transport). Returns None, or a Work whose wait() completes the send.
+        Cost: one message of x.nbytes."""
+        buffers.check_array(x)
+        self._check_host(x, "send")
+        dest = check_peer(dest, self.size, self.rank, "dest")
+        request = self._point_to_point().isend(buffers.flat(x), dest)
+        work = PointToPointWork(f"send to rank {dest}", request, None)
+        return work if async_op else work.wait()
+
+    def recv(self, x, source, *, async_op=False):
+        """Receive into x (which must have the sender's byte count) from rank `source`, the
+        next message in the order that rank sent them. Returns x, or a Work whose wait()
+        returns x. Cost: one message of x.nbytes."""
+        buffers.check_array(x, writeable=True)
+        self._check_host(x, "recv")
+        source = check_peer(source, self.size, self.rank, "source")
+        request = self._point_to_point().irecv(buffers.flat(x), source)
+        work = PointToPointWork(f"receive from rank {source}", request, x)
+        return work if async_op else work.wait()
+
+    def _check_host(self, x, what):
+        if buffers.is_device(x):
+            raise TypeError(f"rank {self.rank}: {what} of GPU arrays is not supported yet: "
+                            f"pass x.get() (a NumPy copy)")
