@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 import nn  # noqa: E402
 from bench.common import interleaved, slowest_median, start  # noqa: E402
-from collectives.transport.counting import CountingTransport  # noqa: E402
+from collectives.observe import ByteCounter  # noqa: E402
 from nn import functional as F  # noqa: E402
 from nn.parallel import DistributedDataParallel, ParallelMLP, ProcessGrid  # noqa: E402
 
@@ -60,7 +60,7 @@ def setup(comm, tp, args):
         raise SystemExit(f"--batch {args.batch} must divide by dp={grid.dp_size}")
     model = build(grid, args)
     for sub in (grid.tp, grid.dp):
-        sub.transport = CountingTransport(sub.transport)
+        sub.add_observer(ByteCounter())
     optimizer = nn.optim.SGD(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(grid.dp_rank)
     x = rng.standard_normal((args.batch // grid.dp_size, args.dim)).astype(np.float32)

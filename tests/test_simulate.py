@@ -8,7 +8,7 @@ import collectives as cc
 from bench import simulate as bench_simulate
 from collectives import tuning
 from collectives.errors import TransportError
-from collectives.transport.simulated import Network, SizeDependent, simulate
+from collectives.simulation import Network, SizeDependent, simulate
 
 NETWORK = Network(alpha=5e-6, beta=1 / 12.5e9, gamma=1 / 50e9)
 SIZES = [1 << 10, 1 << 20, 256 << 20]
