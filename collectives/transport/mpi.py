@@ -229,12 +229,17 @@ def install_abort_on_fault():
     """
     import os
     import sys
+    import traceback
     previous = sys.excepthook
     if getattr(previous, "_collectives_exit", False) or MPI.COMM_WORLD.Get_size() == 1:
         return
 
     def hook(exc_type, exc, tb):
         previous(exc_type, exc, tb)
+        if sys.stderr is not sys.__stderr__:
+            # an outer hook captures stderr to reformat it (torch.distributed prefixes the
+            # rank) and would print it after we return, which we never do: print it now
+            traceback.print_exception(exc_type, exc, tb, file=sys.__stderr__)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
