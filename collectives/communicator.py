@@ -210,8 +210,10 @@ class Communicator(Collectives):
                              f"{', '.join(map(repr, registry.ALGORITHMS))}")
         return registry.names(collective, self.transport)
 
-    def _resolve(self, collective, algorithm, nbytes):
+    def _resolve(self, collective, algorithm, nbytes, device=False):
         valid = self.algorithms(collective)
+        if device:      # device buffers do not live in the host's shared segment
+            valid = [name for name in valid if name not in registry.NEEDS_SEGMENT]
         if algorithm == "auto":
             ours = [name for name in valid if name != registry.NATIVE]
             return tuning.choose(collective, ours, nbytes, self.size,
@@ -346,7 +348,7 @@ class Communicator(Collectives):
         op = check_op(op, x.dtype)
         if out is not None:
             buffers.check_out(out, x, x.shape)
-        name = self._resolve("allreduce", algorithm, x.nbytes)
+        name = self._resolve("allreduce", algorithm, x.nbytes, device=buffers.is_device(x))
         run = registry.ALGORITHMS["allreduce"][name]
         target = x if out is None else out
 
