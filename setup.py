@@ -4,7 +4,10 @@ Extras:
   mpi       mpi4py 4.x and the `mpich` wheel, so a fresh machine needs no system MPI
             (skip it if you already have an MPI and an mpi4py built against it)
   test      pytest, ruff (the linter the test command runs) and what the test-suite uses
-            (ml_dtypes: the bfloat16 dtype, optional at run time)
+            (ml_dtypes: the bfloat16 dtype, optional at run time; torch: the PyTorch
+            backend's tests). torch is pinned to exactly 2.13.0, the CPU build this
+            project is tested with: any looser spec lets pip pick a multi-GB CUDA build
+  torch     torch alone, same pin, for `import collectives.pytorch` (backend "collectives")
   examples  scikit-learn (the bundled digits data set) and matplotlib (plots)
   gpu       CuPy for CUDA 12 (GPU buffers and the custom kernels)
 """
@@ -26,7 +29,8 @@ setup(
     extras_require={
         "mpi": ["mpi4py>=4,<5", "mpich"],
         "test": ["pytest>=7", "pytest-timeout", "hypothesis", "scikit-learn", "matplotlib", "ruff",
-                 "ml_dtypes"],
+                 "ml_dtypes", "torch==2.13.0"],
+        "torch": ["torch==2.13.0"],
         "examples": ["scikit-learn", "matplotlib"],
         "gpu": ["cupy-cuda12x"],
     },

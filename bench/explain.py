@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench.common import algorithm_names
-from collectives.transport.simulated import Network, simulate
+from collectives.simulation import Network, simulate
 
 COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce")
 MAX_RANKS = 32

@@ -1,4 +1,4 @@
-"""mpirun -n 4 python -m bench.parallel [--dim 512] [--hidden 2048] [--blocks 4] [--batch 64]
+"""mpirun -n 4 python -m bench.parallel [--dim 512] [--hidden 2048] [--blocks 4] [--batch 64] [--model gpt]
 
 One model, three ways to split it over the ranks: pure data parallel (tp=1), pure tensor
 parallel (tp=n) and the hybrid (tp=2). The model is `--blocks` ParallelMLP blocks
@@ -12,6 +12,8 @@ the transport, next to what the ring formulas predict:
                    one of their gradients backward (none into the first block, whose input
                    needs no gradient): 2(tp-1)/tp * 4 * batch/dp * dim each
 All collectives use the ring algorithm here, so that the formulas are exact.
+--model gpt gives the transformer rows instead (data, tensor, tensor + sequence parallel,
+hybrid): see bench/parallel_gpt.py for them and their formulas.
 """
 import argparse
 import os
@@ -22,8 +24,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import nn  # noqa: E402
+from bench import parallel_gpt  # noqa: E402
 from bench.common import interleaved, slowest_median, start  # noqa: E402
-from collectives.transport.counting import CountingTransport  # noqa: E402
+from collectives.observe import ByteCounter  # noqa: E402
 from nn import functional as F  # noqa: E402
 from nn.parallel import DistributedDataParallel, ParallelMLP, ProcessGrid  # noqa: E402
 
@@ -50,6 +53,9 @@ def build_parser():
     parser.add_argument("--batch", type=int, default=64, help="global batch")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", choices=("mlp", "gpt"), default="mlp",
+                        help="mlp: ParallelMLP blocks; gpt: the transformer rows (bench/parallel_gpt.py)")
+    parallel_gpt.add_arguments(parser)
     return parser
 
 
@@ -60,7 +66,7 @@ def setup(comm, tp, args):
         raise SystemExit(f"--batch {args.batch} must divide by dp={grid.dp_size}")
     model = build(grid, args)
     for sub in (grid.tp, grid.dp):
-        sub.transport = CountingTransport(sub.transport)
+        sub.add_observer(ByteCounter())
     optimizer = nn.optim.SGD(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(grid.dp_rank)
     x = rng.standard_normal((args.batch // grid.dp_size, args.dim)).astype(np.float32)
@@ -84,6 +90,8 @@ def bytes_per_step(grid, step):
 def main(argv=None):
     """Time and count every layout that divides the world; print one line per layout."""
     args, comm, say = start(build_parser(), argv)
+    if args.model == "gpt":
+        return parallel_gpt.run(args, comm, say)
     layouts = {"data parallel": 1, "hybrid": 2, "tensor parallel": comm.size}
     setups = {name: setup(comm, tp, args) for name, tp in layouts.items() if comm.size % tp == 0}
     say(f"# bench.parallel: {comm.size} ranks; {args.blocks} x ParallelMLP({args.dim}, {args.hidden}); "

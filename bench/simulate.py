@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.common import algorithm_names, count_wrong, fill, human, parse_sizes
 from collectives import partition, tuning
-from collectives.transport.simulated import Network, SizeDependent, simulate
+from collectives.simulation import Network, SizeDependent, simulate
 
 MIN_COUNT = 4096
 

@@ -15,11 +15,12 @@ import numpy as np
 
 from . import algorithms as registry
 from . import buffers, tuning
-from .algorithms.common import Workspace
+from .algorithms.common import Workspace, plain_reduce, reductions_through
 from .arguments import as_int
 from .errors import CollectiveMismatch, CollectiveTimeout, MessageError, TransportError, TransportTimeout
 from .extended import Collectives, offsets_from_counts
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
+from .observe import Observer, chain_reducers
 from .ops import SUM, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
 from .transport.staged import DirectDeviceTransport, StagedTransport
@@ -67,7 +68,8 @@ class Communicator(Collectives):
     """
 
     def __init__(self, transport, debug=False, timeout=DEFAULT_TIMEOUT, flight_dir=None):
-        self.transport = transport
+        self._base = transport                # what this communicator owns and frees
+        self._transport = transport           # what collectives run on: _base wrapped by the observers
         self.rank = transport.rank
         self.size = transport.size
         self.debug = debug
@@ -76,6 +78,8 @@ class Communicator(Collectives):
         self._executor = OrderedExecutor(f"collectives-rank{self.rank}")
         self._sequence = 0
         self._flight = FlightRecorder(self.rank, self.size)
+        self._observers = [self._flight]      # the flight recorder first, then add_observer's
+        self._reducer = None                  # the observers' reduction chain, if any watches
         if flight_dir is None:               # every rank must agree on the folder: rank 0 names it
             job = transport.allgather_object(uuid.uuid4().hex[:12] if self.rank == 0 else None)[0]
             flight_dir = default_directory(job)
@@ -112,6 +116,41 @@ class Communicator(Collectives):
             self._device_transport = wrapper
         wrapper.begin()
         return wrapper
+
+    @property
+    def transport(self):
+        """The transport collectives run on (wrapped by the observers' wrap, if any)."""
+        return self._transport
+
+    @property
+    def observers(self) -> tuple:
+        """The observers added with add_observer, in order."""
+        return tuple(self._observers[1:])
+
+    def add_observer(self, observer: Observer) -> None:
+        """Tell `observer` (see collectives.observe) about every later collective on this
+        rank's communicator: its messages (through observer.wrap), reductions and calls.
+        Queued asynchronous work finishes first. Local: no messages."""
+        self._check_usable("add_observer")
+        self._executor.drain()
+        self._observers.append(observer)
+        self._rebuild_observation()
+
+    def remove_observer(self, observer: Observer) -> None:
+        """Stop telling `observer`; ValueError if it was not added."""
+        if observer not in self.observers:
+            raise ValueError(f"rank {self.rank}: {observer!r} is not an observer of this communicator")
+        self._executor.drain()
+        self._observers.remove(observer)
+        self._rebuild_observation()
+
+    def _rebuild_observation(self):
+        transport = self._base
+        for observer in self._observers:
+            transport = observer.wrap(transport)
+        self._transport = transport
+        watching = [o for o in self._observers if o.watches_reductions]
+        self._reducer = chain_reducers(watching, plain_reduce)
 
     @property
     def timeout(self):
@@ -171,8 +210,10 @@ class Communicator(Collectives):
                              f"{', '.join(map(repr, registry.ALGORITHMS))}")
         return registry.names(collective, self.transport)
 
-    def _resolve(self, collective, algorithm, nbytes):
+    def _resolve(self, collective, algorithm, nbytes, device=False):
         valid = self.algorithms(collective)
+        if device:      # device buffers do not live in the host's shared segment
+            valid = [name for name in valid if name not in registry.NEEDS_SEGMENT]
         if algorithm == "auto":
             ours = [name for name in valid if name != registry.NATIVE]
             return tuning.choose(collective, ours, nbytes, self.size,
@@ -196,28 +237,47 @@ class Communicator(Collectives):
         description = f"{signature[0]} #{sequence}"
 
         def recorded():
-            entry = self._flight.enter(sequence, signature, signature[-1] if len(signature) > 1 else None)
-            self.transport.begin_call(sequence, signature)
+            for observer in self._observers:
+                observer.call_started(sequence, signature)
+            self._transport.begin_call(sequence, signature)
             try:
-                if self.debug:
-                    self._check_alike(sequence, signature)
-                result = job()
-            except TransportTimeout as exc:
-                self._flight.leave(entry, "timed out", step=exc.step, peer=exc.peer)
-                raise self._timeout_error(entry, exc) from exc
-            except MessageError as exc:      # the transport's library reported a broken message
-                self._flight.leave(entry, "failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                raise self._transport_error(entry, exc) from exc
+                result = self._observed(job, sequence, signature)
             except BaseException as exc:
-                self._flight.leave(entry, "failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                raise
-            self._flight.leave(entry)
+                for observer in self._observers:
+                    observer.call_ended(sequence, signature, exc)
+                engine_error = self._engine_error(exc)
+                if engine_error is None:
+                    raise
+                raise engine_error from exc
+            for observer in self._observers:
+                observer.call_ended(sequence, signature, None)
             return result
         if async_op:
             return self._executor.submit(recorded, description)
         if self._executor.busy():
             return self._executor.submit(recorded, description).wait()
         return self._executor.run(recorded)
+
+    def _observed(self, job, sequence, signature):
+        """Run job (after the debug-mode check), its reductions through the observers'."""
+        if self._reducer is None:
+            if self.debug:
+                self._check_alike(sequence, signature)
+            return job()
+        with reductions_through(self._reducer):
+            if self.debug:
+                self._check_alike(sequence, signature)
+            return job()
+
+    def _engine_error(self, exc):
+        """The error to raise for a transport failure inside a collective (None: re-raise
+        exc as it is): a stuck wait becomes CollectiveTimeout, a message the transport's
+        library reported broken a TransportError with the flight summary."""
+        if isinstance(exc, TransportTimeout):
+            return self._timeout_error(self._flight.current, exc)
+        if isinstance(exc, MessageError):
+            return self._transport_error(self._flight.current, exc)
+        return None
 
     def _fault_summary(self, entry, peer):
         """Dump this rank's flight record and summarise every record that appears within
@@ -288,7 +348,7 @@ class Communicator(Collectives):
         op = check_op(op, x.dtype)
         if out is not None:
             buffers.check_out(out, x, x.shape)
-        name = self._resolve("allreduce", algorithm, x.nbytes)
+        name = self._resolve("allreduce", algorithm, x.nbytes, device=buffers.is_device(x))
         run = registry.ALGORITHMS["allreduce"][name]
         target = x if out is None else out
 
@@ -437,7 +497,7 @@ class Communicator(Collectives):
         communicator, and MPI runs out of them after a few thousand."""
         self._check_usable("split")
         self._executor.drain()
-        sub = self.transport.split(color, key)
+        sub = self._base.split(color, key)
         if sub is None:
             return None
         child = Communicator(sub, debug=self.debug, timeout=self.timeout,

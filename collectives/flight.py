@@ -15,15 +15,31 @@ import tempfile
 import time
 from collections import deque
 
+from .errors import TransportTimeout
+from .observe import Observer
+
 DEFAULT_CAPACITY = 128
 
 
-class FlightRecorder:
-    """A ring of the last `capacity` collectives this rank entered, with their fate."""
+class FlightRecorder(Observer):
+    """A ring of the last `capacity` collectives this rank entered, with their fate; the
+    Communicator's first observer. `current` is the entry of the last call entered."""
 
     def __init__(self, rank, size, capacity=DEFAULT_CAPACITY):
         self.rank, self.size = rank, size
         self.entries = deque(maxlen=capacity)
+        self.current = None
+
+    def call_started(self, sequence, signature):
+        self.current = self.enter(sequence, signature, signature[-1] if len(signature) > 1 else None)
+
+    def call_ended(self, sequence, signature, error):
+        if error is None:
+            self.leave(self.current)
+        elif isinstance(error, TransportTimeout):
+            self.leave(self.current, "timed out", step=error.step, peer=error.peer)
+        else:
+            self.leave(self.current, "failed", error=f"{type(error).__name__}: {error}"[:300])
 
     def enter(self, sequence, signature, algorithm):
         """Record entry into collective number `sequence`; returns the entry to update."""

@@ -14,56 +14,18 @@ reduction, with its peer(s), bytes, the chunk (the buffer and element range, e.g
 (seconds). In the Chrome file each rank is one track (pid = tid = rank) of "X" (complete)
 events with ts and dur in microseconds.
 
-Tracing is off unless asked for: `TracingTransport` wraps a transport (the Communicator
-looks up `comm.transport` at every call, so wrapping it is enough), and reductions are
-seen through the one hook in `algorithms.common.reduce_into`, which costs a global lookup
-when nothing is traced. A reduction belongs to the traced rank that last used its transport
-on the same thread. The simulator (transport/simulated.py) records the same events on its
-virtual clock.
+Tracing is off unless asked for: `enable` adds a `Tracer` to the communicator's observers
+(collectives.observe), which wraps the transport its collectives run on in a
+`TracingTransport` and sees every reduction of its collectives; a communicator without
+observers pays nothing. The simulator (collectives.simulation) records the same events on
+its virtual clock.
 """
 import json
-import threading
 import time
 from contextlib import contextmanager
 
-import kernels
-
-from .algorithms import common
+from .observe import Observer
 from .transport.wrapper import TransportWrapper
-
-# -- seeing reductions ---------------------------------------------------------------------------
-_local = threading.local()
-_observers = 0
-_observers_lock = threading.Lock()
-
-
-def bind(endpoint):
-    """Make `endpoint` (something with a reduce(dst, src, op, reverse) method) the owner of
-    the reductions run on this thread; None unbinds."""
-    _local.endpoint = endpoint
-
-
-def _observe(dst, src, op, reverse):
-    endpoint = getattr(_local, "endpoint", None)
-    if endpoint is None:
-        return kernels.reduce_into(dst, src, op, reverse=reverse)
-    return endpoint.reduce(dst, src, op, reverse)
-
-
-@contextmanager
-def observing_reductions():
-    """Route reductions through the endpoint bound on each thread while inside."""
-    global _observers
-    with _observers_lock:
-        _observers += 1
-        common.observer = _observe
-    try:
-        yield
-    finally:
-        with _observers_lock:
-            _observers -= 1
-            if _observers == 0:
-                common.observer = None
 
 
 # -- recording -----------------------------------------------------------------------------------
@@ -163,9 +125,7 @@ class _TracedRequest:
         self.copy = buf.copy() if side == "send" and buf is not None and tracer.recorder.keep_data else None
 
     def wait(self):
-        tracer = self.tracer
-        bind(tracer)
-        recorder = tracer.recorder
+        recorder = self.tracer.recorder
         start = recorder.clock()
         result = self.inner.wait()
         if recorder.enabled and self.buf is not None:
@@ -207,7 +167,6 @@ class TracingTransport(TransportWrapper):
         return traced
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
-        bind(self)
         recorder = self.recorder
         start = recorder.clock()
         self.inner.sendrecv(sendbuf, dest, recvbuf, source)
@@ -215,47 +174,57 @@ class TracingTransport(TransportWrapper):
             recorder.message(start, recorder.clock(), send=(sendbuf, dest), recv=(recvbuf, source))
 
     def isend(self, buf, dest):
-        bind(self)
         return _TracedRequest(self, self.inner.isend(buf, dest), "send", buf, dest)
 
     def irecv(self, buf, source):
-        bind(self)
         return _TracedRequest(self, self.inner.irecv(buf, source), "recv", buf, source)
 
     def waitall(self, requests):
         for request in requests:          # one event per request, in order
             request.wait()
 
-    def reduce(self, dst, src, op, reverse):
-        """The reduction hook (see `bind`): reduce, and record it."""
+
+
+class Tracer(Observer):
+    """The observer `enable` adds: records every message (through TracingTransport) and
+    every reduction of the communicator's collectives into `recorder`."""
+    watches_reductions = True
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def wrap(self, transport):
+        return TracingTransport(transport, self.recorder)
+
+    def reduce(self, dst, src, op, reverse, inner):
         recorder = self.recorder
         start = recorder.clock()
-        kernels.reduce_into(dst, src, op, reverse=reverse)
+        inner(dst, src, op, reverse)
         if recorder.enabled:
             recorder.reduction(start, recorder.clock(), dst, src, op)
         return dst
 
 
+def _tracer(comm):
+    return next((o for o in comm.observers if isinstance(o, Tracer)), None)
+
+
 def enable(comm, keep_data=False):
-    """Start tracing `comm` (wraps comm.transport); returns this rank's Recorder."""
-    if isinstance(comm.transport, TracingTransport):
+    """Start tracing `comm` (adds a Tracer to its observers); returns this rank's Recorder."""
+    if _tracer(comm) is not None:
         raise ValueError("this communicator is already traced: call trace.disable(comm) first")
     recorder = Recorder(comm.rank, keep_data=keep_data)
-    comm.transport = TracingTransport(comm.transport, recorder)
-    comm._trace_observing = observing_reductions()
-    comm._trace_observing.__enter__()
+    comm.add_observer(Tracer(recorder))
     return recorder
 
 
 def disable(comm):
     """Stop tracing `comm`; returns its Recorder (events stay in recorder.events)."""
-    tracer = comm.transport
-    if not isinstance(tracer, TracingTransport):
+    tracer = _tracer(comm)
+    if tracer is None:
         raise ValueError("this communicator is not traced (trace.enable(comm) starts tracing)")
     tracer.recorder.enabled = False
-    comm.transport = tracer.inner
-    comm._trace_observing.__exit__(None, None, None)
-    del comm._trace_observing
+    comm.remove_observer(tracer)
     return tracer.recorder
 
 

@@ -6,7 +6,6 @@ import pytest
 
 import collectives as cc
 from collectives import trace
-from collectives.algorithms import common
 from tests.mpirun import mpirun
 
 
@@ -71,20 +70,32 @@ def test_chrome_file_is_valid_trace_event_json_with_a_track_per_rank(tmp_path):
 
 
 def test_tracing_is_off_by_default_and_disable_restores_everything():
-    assert common.observer is None
-
     def body(comm):
         original = comm.transport
+        assert comm.observers == ()
         recorder = trace.enable(comm)
-        assert comm.transport is not original and common.observer is not None
+        assert comm.transport is not original and len(comm.observers) == 1
         comm.allreduce(np.ones(4), algorithm="ring")
         trace.disable(comm)
         seen = len(recorder.events)
+        reductions = sum(e["cat"] == "reduce" for e in recorder.events)
         comm.allreduce(np.ones(4), algorithm="ring")        # not recorded any more
-        return comm.transport is original, seen, len(recorder.events)
-    for restored, seen, after in cc.run_threads(2, body):
-        assert restored and seen > 0 and after == seen
-    assert common.observer is None
+        return comm.transport is original, comm.observers, seen, reductions, len(recorder.events)
+    for restored, observers, seen, reductions, after in cc.run_threads(2, body):
+        assert restored and observers == () and seen > 0 and reductions > 0 and after == seen
+
+
+def test_each_traced_communicator_records_only_its_own_reductions():
+    def body(comm):
+        rows = comm.split(comm.rank % 2)
+        with trace.tracing(comm) as recorder:
+            rows.allreduce(np.ones(4), algorithm="ring")        # another communicator: not seen
+            untraced = len(recorder.events)
+            comm.allreduce(np.ones(4), algorithm="ring")
+        rows.free()
+        return untraced, sum(e["cat"] == "reduce" for e in recorder.events)
+    for untraced, reductions in cc.run_threads(4, body):
+        assert untraced == 0 and reductions > 0
 
 
 def test_traced_communicator_still_offers_the_same_algorithms():
@@ -105,8 +116,8 @@ def test_benchmark_trace_gathers_every_rank_into_one_file_and_plot_is_written(tm
     events = [e for e in json.loads(path.read_text())["traceEvents"] if e["ph"] == "X"]
     assert {e["pid"] for e in events} == {0, 1}
     spans = {e["name"] for e in events if e["cat"] == "call" and e["pid"] == 0}
-    assert spans == {f"allreduce {a} {s} B" for a in ("ring", "tree", "recursive_doubling",
-                                                      "rabenseifner", "mpi") for s in (64, 512)}
+    assert spans == {f"allreduce {a} {s} B" for a in ("ring", "tree", "recursive_doubling", "rabenseifner",
+                                                      "oneshot", "twoshot", "mpi") for s in (64, 512)}
     assert any(e["cat"] == "native" for e in events)           # MPI's own call: one event
     ring = [e for e in events if e["pid"] == 1 and e["cat"] == "sendrecv"]
     assert ring and all(e["args"]["send_peer"] == 0 for e in ring)

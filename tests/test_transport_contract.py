@@ -11,6 +11,7 @@ from collectives.trace import Recorder, TracingTransport
 from collectives.transport import staged
 from collectives.transport.counting import CountingTransport
 from collectives.transport.local import run_threads
+from collectives.transport.simulated import SimulatedWorld
 from collectives.transport.wrapper import TransportWrapper
 from tests import transport_contract as contract
 from tests.test_staging import HostCopies
@@ -33,6 +34,11 @@ def group_world(n, check):
     return run_threads(2 * n, body, timeout=TIMEOUT)[0::2]
 
 
+def simulated_world(n, check):
+    """The simulated transport (eager sends, a deadlock is seen at once; no split)."""
+    return SimulatedWorld(n).run(check)
+
+
 WORLDS = {
     "local": local_world(),
     "wrapper": local_world(TransportWrapper),
@@ -40,6 +46,7 @@ WORLDS = {
     "tracing": local_world(lambda t: TracingTransport(t, Recorder(t.rank))),
     "staged": local_world(lambda t: staged.StagedTransport(t, HostCopies())),
     "group": group_world,
+    "simulated": simulated_world,
 }
 
 
@@ -65,6 +72,14 @@ def test_wrappers_declare_the_inner_capabilities_and_group_drops_the_global_ones
         group = Group(t, range(t.size))
         return [w.capabilities for w in wrapped], group.capabilities
     declared = Capabilities(ranks_per_node=2, pipeline_chunks=3)
-    wrapped, group = run_threads(4, body, capabilities=declared)[0]
+    wrapped, group = run_threads(4, body, capabilities=declared, shm_bytes=0)[0]
     assert all(c == declared for c in wrapped)
     assert group == declared.replace(ranks_per_node=None)
+
+
+@pytest.mark.mpi
+def test_mpi_transport_conforms_under_mpirun():
+    from tests.mpirun import mpirun
+    result = mpirun(3, "-m", "tests.contract_mpi")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "contract_mpi ok 3" in result.stdout

@@ -1,11 +1,13 @@
 """Pieces several algorithms share: the workspace, binary/k-ary trees, pipeline chunks,
 and folding a non-power-of-two world onto a power of two."""
+import threading
+from contextlib import contextmanager
+
 import kernels
 
-# While a trace or a simulation runs, collectives.trace sets this to a function that
-# performs the reduction for the rank running on this thread and records or costs it.
-# None (the normal case) costs one global lookup per reduction.
-observer = None
+# The reducer of the collective running on this thread, while a Communicator's observers
+# watch reductions (see `reductions_through`); unset otherwise.
+_running = threading.local()
 
 
 def reduce_into(dst, src, op, reverse=False):
@@ -13,10 +15,29 @@ def reduce_into(dst, src, op, reverse=False):
 
     `reverse` lets a pair of ranks combine in one canonical order (lower rank's data on
     the left), which is what makes max/min of signed zeros and NaN payloads agree bitwise.
+    While observed (`reductions_through`), the observers' reducer performs it instead.
     """
-    if observer is not None:
-        return observer(dst, src, op, reverse)
+    reducer = getattr(_running, "reducer", None)
+    if reducer is not None:
+        return reducer(dst, src, op, reverse)
     return kernels.reduce_into(dst, src, op, reverse=reverse)
+
+
+def plain_reduce(dst, src, op, reverse):
+    """The unobserved reduction: kernels.reduce_into (the end of every reducer chain)."""
+    return kernels.reduce_into(dst, src, op, reverse=reverse)
+
+
+@contextmanager
+def reductions_through(reducer):
+    """Run this thread's reductions through reducer(dst, src, op, reverse) while inside
+    (the Communicator does this around a collective its observers watch)."""
+    previous = getattr(_running, "reducer", None)
+    _running.reducer = reducer
+    try:
+        yield
+    finally:
+        _running.reducer = previous
 
 
 def nominal_nbytes(t, buf):

@@ -18,6 +18,7 @@ from mpi4py import MPI
 
 from ..errors import MessageError
 from .contract import NATIVE_COLLECTIVES, CallState, Capabilities
+from .segment import MPISegment
 from .waiting import poll_until
 
 _MPI_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
@@ -59,16 +60,18 @@ class MPITransport(CallState):
 
     ranks_per_node: declared when the job spans equal nodes of consecutive ranks (cc.init
     finds out). Natively it offers MPI's own collectives; it is CUDA-aware where the MPI
-    library says so.
+    library says so. shm_bytes > 0: a shared segment of that many bytes per rank over the
+    ranks of this node (collective over comm).
     """
 
-    def __init__(self, comm, timeout=None, ranks_per_node=None):
+    def __init__(self, comm, timeout=None, ranks_per_node=None, shm_bytes=0):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.set_timeout(timeout)
+        segment = MPISegment(comm.Split_type(MPI.COMM_TYPE_SHARED), shm_bytes) if shm_bytes else None
         self.capabilities = Capabilities(ranks_per_node=ranks_per_node, native=frozenset(NATIVE_COLLECTIVES),
-                                         cuda_aware=self.query_cuda_support())
+                                         cuda_aware=self.query_cuda_support(), shared_segment=segment)
         comm.Set_errhandler(MPI.ERRORS_RETURN)
 
     def _complete(self, requests, peer, what):
@@ -138,8 +141,18 @@ class MPITransport(CallState):
         """MPI_Ibarrier, waited with the timeout."""
         self._collective(self.comm.Ibarrier(), "barrier")
 
+    def begin_call(self, sequence, signature):
+        """As CallState's, and the segment's flags carry the call from now on."""
+        super().begin_call(sequence, signature)
+        segment = self.capabilities.shared_segment
+        if segment is not None:
+            segment.begin_call(sequence, signature)
+
     def free(self):
-        """Free the MPI communicator (once; not after MPI_Finalize)."""
+        """Free the MPI communicator (once; not after MPI_Finalize) and let go of the
+        shared segment (see MPISegment.close)."""
+        if self.capabilities.shared_segment is not None:
+            self.capabilities.shared_segment.close()
         comm, self.comm = self.comm, MPI.COMM_NULL
         if comm != MPI.COMM_NULL and not MPI.Is_finalized():
             comm.Free()
@@ -148,6 +161,8 @@ class MPITransport(CallState):
         """A transport over the ranks with the same `color` (None: this rank joins none)."""
         with _mpi_errors(lambda: f"rank {self.rank} splitting its communicator"):
             sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
+        # No segment for sub-communicators: a window is only released by MPI_Finalize
+        # (see MPISegment.close), and jobs split thousands of times.
         return None if sub == MPI.COMM_NULL else MPITransport(sub, self.timeout)
 
     # -- MPI's own collectives (algorithm "mpi") -------------------------------------------
@@ -217,6 +232,34 @@ def _vector(buf, counts):
     return [buf, ([c * size for c in counts], [d * size for d in displacements]), MPI.BYTE]
 
 
+def mapped_shm_files():
+    """The /dev/shm files this process maps and that still exist (Linux; elsewhere none)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            fields = [line.split(None, 5) for line in maps]
+    except OSError:
+        return []
+    return sorted({f[5].strip() for f in fields
+                   if len(f) == 6 and f[5].startswith("/dev/shm/") and not f[5].strip().endswith("(deleted)")})
+
+
+def unlink_shared_files(node):
+    """Unlink the /dev/shm files every rank of `node` maps (MPI's own intra-node queues).
+
+    They stay mapped, so nothing changes while the job runs; but once no name is left,
+    a rank that ends without MPI_Finalize (an uncaught exception, a timeout, a kill)
+    leaves nothing behind in /dev/shm. Collective over `node`.
+    """
+    import os
+    mapped = node.allgather(set(mapped_shm_files()))
+    if node.Get_rank() == 0:
+        for path in set.intersection(*mapped):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
 def install_abort_on_fault():
     """Make an uncaught exception end this rank at once instead of in MPI_Finalize.
 
@@ -229,12 +272,17 @@ def install_abort_on_fault():
     """
     import os
     import sys
+    import traceback
     previous = sys.excepthook
     if getattr(previous, "_collectives_exit", False) or MPI.COMM_WORLD.Get_size() == 1:
         return
 
     def hook(exc_type, exc, tb):
         previous(exc_type, exc, tb)
+        if sys.stderr is not sys.__stderr__:
+            # an outer hook captures stderr to reformat it (torch.distributed prefixes the
+            # rank) and would print it after we return, which we never do: print it now
+            traceback.print_exception(exc_type, exc, tb, file=sys.__stderr__)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)

@@ -1,7 +1,7 @@
 """The simulated transport: the real algorithms on up to thousands of in-process ranks,
 timed by a virtual alpha-beta-gamma clock instead of the wall clock.
 
-    from collectives.transport.simulated import Network, simulate
+    from collectives.simulation import Network, simulate
     run = simulate(1024, lambda comm: comm.allreduce(x[comm.rank], algorithm="ring"),
                    Network(alpha=5e-6, beta=1 / 12.5e9, gamma=1 / 50e9),
                    sizes=[1 << 10, 1 << 20, 256 << 20], real_nbytes=x[0].nbytes)
@@ -48,8 +48,6 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 
 import numpy as np
-
-import kernels
 
 from .. import tuning
 from ..errors import TransportError
@@ -388,9 +386,8 @@ class SimulatedTransport(CallState):
         for request in requests:
             request.wait()
 
-    def reduce(self, dst, src, op, reverse):
-        """The reduction hook (collectives.trace.bind): reduce, and charge gamma per byte."""
-        kernels.reduce_into(dst, src, op, reverse=reverse)
+    def charge_reduction(self, dst, src, op):
+        """dst = dst <op> src just happened: charge gamma per byte, and record it."""
         start = self.clock[0]
         self.clock = [c + g for c, g in zip(self.clock, self.fabric.reduction(dst.nbytes))]
         if self.recorder is not None:
@@ -412,82 +409,67 @@ class SimulatedTransport(CallState):
         raise NotImplementedError("the simulated transport runs one communicator: split is not simulated")
 
 
-@dataclass
-class Simulation:
-    """What one simulated run gives: every rank's return value, every rank's final clock
-    (ranks x sizes), the events (record=True), the message count and baton hand-overs."""
-    results: list
-    clocks: np.ndarray
-    events: list
-    messages: int
-    handovers: int
+class SimulatedWorld:
+    """`size` simulated endpoints on one network; run(fn) runs fn(endpoint) on all of them.
+
+    sizes/real_nbytes: one virtual clock per entry of sizes, every real byte counting as
+    sizes[i] / real_nbytes virtual bytes; pipeline_chunks: declared by every endpoint;
+    recorder_for(endpoint): its recorder of events, if any (something with the
+    collectives.trace.Recorder methods message and reduction).
+    """
+
+    def __init__(self, size, network=None, sizes=(1,), real_nbytes=1, pipeline_chunks=None, recorder_for=None):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive int, got {size!r}")
+        self.size = size
+        self.fabric = _Fabric(size, network or Network(), list(sizes), real_nbytes, pipeline_chunks)
+        self.endpoints = [SimulatedTransport(self.fabric, rank) for rank in range(size)]
+        if recorder_for is not None:
+            for endpoint in self.endpoints:
+                endpoint.recorder = recorder_for(endpoint)
 
     @property
-    def time(self):
-        """Seconds per simulated size: the last rank's clock."""
-        return self.clocks.max(axis=0)
+    def handovers(self):
+        """How often one rank handed the run to another."""
+        return self.fabric.baton.handovers
 
+    def run(self, fn):
+        """fn(endpoint) on every rank, one at a time (see the module docstring); returns
+        the results in rank order and re-raises the first rank's own error."""
+        results, errors = [None] * self.size, [None] * self.size
+        baton = self.fabric.baton
 
-def simulate(size, fn, network=None, sizes=(1,), real_nbytes=1, record=False, keep_data=False,
-             pipeline_chunks=None):
-    """Run fn(comm) on `size` simulated ranks (a Communicator over SimulatedTransport each)
-    with one virtual clock per entry of `sizes`: every real byte counts as
-    sizes[i] / real_nbytes virtual bytes. record=True keeps trace events (collectives.trace
-    format, virtual seconds of sizes[0]); keep_data also keeps message contents;
-    pipeline_chunks fixes the chunk count of the pipelined algorithms.
-    Returns a Simulation; re-raises the first rank's own error (SizeDependent included).
-    """
-    from .. import trace
-    from ..communicator import Communicator
-    from ..trace import Recorder
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
-    fabric = _Fabric(size, network or Network(), list(sizes), real_nbytes, pipeline_chunks)
-    endpoints = []
-    for rank in range(size):
-        endpoint = SimulatedTransport(fabric, rank)
-        if record:
-            endpoint.recorder = Recorder(rank, clock=lambda e=endpoint: float(e.clock[0]),
-                                         keep_data=keep_data)
-        endpoints.append(endpoint)
-    results, errors = [None] * size, [None] * size
+        def body(rank):
+            try:
+                baton.enter(rank)
+                results[rank] = fn(self.endpoints[rank])
+            except BaseException as exc:        # reported to the caller below
+                errors[rank] = exc
+                baton.fail(f"rank {rank} failed with {type(exc).__name__}: {exc}")
+            finally:
+                baton.leave(rank)
+        self._run_threads(body)
+        failed = [r for r, e in enumerate(errors) if e is not None]
+        if failed:
+            own = [r for r in failed if not isinstance(errors[r], TransportError)]
+            raise errors[(own or failed)[0]]
+        return results
 
-    def body(rank):
-        endpoint = endpoints[rank]
+    def _run_threads(self, body):
+        previous = threading.stack_size(STACK_BYTES)
         try:
-            fabric.baton.enter(rank)
-            trace.bind(endpoint)
-            comm = Communicator(endpoint, timeout=None, flight_dir="(simulated: no flight records)")
-            results[rank] = fn(comm)
-        except BaseException as exc:        # reported to the caller below
-            errors[rank] = exc
-            fabric.baton.fail(f"rank {rank} failed with {type(exc).__name__}: {exc}")
+            threads = [threading.Thread(target=body, args=(r,), name=f"sim-rank-{r}", daemon=True)
+                       for r in range(self.size)]
+            for thread in threads:
+                thread.start()
         finally:
-            trace.bind(None)
-            fabric.baton.leave(rank)
-
-    previous = threading.stack_size(STACK_BYTES)
-    try:
-        threads = [threading.Thread(target=body, args=(r,), name=f"sim-rank-{r}", daemon=True)
-                   for r in range(size)]
-        for thread in threads:
-            thread.start()
-    finally:
-        threading.stack_size(previous)
-    collecting = gc.isenabled()
-    gc.disable()              # millions of short-lived messages and no cycles: skip the GC passes
-    try:
-        with trace.observing_reductions():
-            fabric.baton.start()
+            threading.stack_size(previous)
+        collecting = gc.isenabled()
+        gc.disable()              # millions of short-lived messages and no cycles: skip the GC passes
+        try:
+            self.fabric.baton.start()
             for thread in threads:
                 thread.join()
-    finally:
-        if collecting:
-            gc.enable()
-    failed = [r for r, e in enumerate(errors) if e is not None]
-    if failed:
-        own = [r for r in failed if not isinstance(errors[r], TransportError)]
-        raise errors[(own or failed)[0]]
-    events = [e for endpoint in endpoints for e in endpoint.recorder.events] if record else []
-    return Simulation(results, np.array([e.clock for e in endpoints]), events,
-                      sum(e.messages for e in endpoints), fabric.baton.handovers)
+        finally:
+            if collecting:
+                gc.enable()
