@@ -11,6 +11,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..errors import CollectiveTimeout, TransportError, TransportTimeout
+from .calls import CallTags
 from .contract import NO_CAPABILITIES, CallState
 from .segment import DEFAULT_BYTES, LocalSegment
 
@@ -18,10 +19,10 @@ DEFAULT_TIMEOUT = 60.0
 
 
 class _Message:
-    __slots__ = ("payload", "done", "error")
+    __slots__ = ("payload", "tag", "done", "error")
 
-    def __init__(self, payload):
-        self.payload = payload
+    def __init__(self, payload, tag):
+        self.payload, self.tag = payload, tag
         self.done = threading.Event()
         self.error = None
 
@@ -86,8 +87,8 @@ class Fabric:
             for key in [k for k in self.channels if k[0] == group and k[2] == rank]:
                 del self.channels[key]
 
-    def post_send(self, key, payload):
-        message = _Message(payload)
+    def post_send(self, key, payload, tag):
+        message = _Message(payload, tag)
         with self.cond:
             channel = self.channels[key]
             channel.messages[channel.sent] = message
@@ -171,13 +172,19 @@ class LocalTransport(CallState):
         segment = fabric.segment(group, rank, size)
         self.capabilities = capabilities.replace(shared_segment=segment) if segment else capabilities
         self.set_timeout(fabric.timeout)
+        self.tags = CallTags()          # the call in progress: its tag goes with every message
         self._splits = 0
+
+    def begin_call(self, sequence, signature):
+        """A collective starts: tag its messages with it, restart the step count."""
+        super().begin_call(sequence, signature)
+        self.tags.begin(sequence, signature)
 
     # -- point to point ----------------------------------------------------------------
     def isend(self, buf, dest, payload=None):
         """Start sending `buf` to `dest`; the request completes once `dest` has received it."""
         message = self.fabric.post_send((self.group, self.rank, dest),
-                                        buf if payload is None else payload)
+                                        buf if payload is None else payload, self.tags.tag)
         return _SendRequest(self, message, dest)
 
     def irecv(self, buf, source):
@@ -189,6 +196,9 @@ class LocalTransport(CallState):
         message = self.fabric.take((self.group, source, self.rank), ticket,
                                    lambda: f"rank {self.rank} receiving from rank {source}",
                                    self, source)
+        if message.tag != self.tags.tag:     # sent in another call: matched, not used
+            message.done.set()
+            raise self.tags.mismatch(self.rank, source, message.tag)
         data = message.payload
         if buf is None:                      # an object message (control plane)
             message.done.set()
