@@ -175,11 +175,6 @@ class LocalTransport(CallState):
         self.tags = CallTags()          # the call in progress: its tag goes with every message
         self._splits = 0
 
-    def begin_call(self, sequence, signature):
-        """A collective starts: tag its messages with it, restart the step count."""
-        super().begin_call(sequence, signature)
-        self.tags.begin(sequence, signature)
-
     # -- point to point ----------------------------------------------------------------
     def isend(self, buf, dest, payload=None):
         """Start sending `buf` to `dest`; the request completes once `dest` has received it."""
@@ -244,8 +239,10 @@ class LocalTransport(CallState):
         self.allgather_object(None)
 
     def begin_call(self, sequence, signature):
-        """As CallState's, and the segment's flags carry the call from now on."""
+        """As CallState's; the call's tag goes with every message, and the segment's flags
+        carry the call from now on."""
         super().begin_call(sequence, signature)
+        self.tags.begin(sequence, signature)
         segment = self.capabilities.shared_segment
         if segment is not None:
             segment.begin_call(sequence, signature)

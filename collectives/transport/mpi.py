@@ -93,11 +93,6 @@ class MPITransport(CallState):
         self._status = MPI.Status()   # sendrecv's receive status (one call at a time per transport)
         self._ignored = MPI.Status()  # where the statuses of sends go
 
-    def begin_call(self, sequence, signature):
-        """A collective starts: tag its messages with it, restart the step count."""
-        super().begin_call(sequence, signature)
-        self.tags.begin(sequence, signature)
-
     def _complete(self, requests, peer, what, statuses=None):
         """Wait for raw MPI requests with the timeout (filling `statuses`, and then leaving
         MPI's exception to the caller, which checks them); counts one step."""
@@ -210,8 +205,10 @@ class MPITransport(CallState):
         self._collective(self.comm.Ibarrier(), "barrier")
 
     def begin_call(self, sequence, signature):
-        """As CallState's, and the segment's flags carry the call from now on."""
+        """As CallState's; the call's tag goes with every message, and the segment's flags
+        carry the call from now on."""
         super().begin_call(sequence, signature)
+        self.tags.begin(sequence, signature)
         segment = self.capabilities.shared_segment
         if segment is not None:
             segment.begin_call(sequence, signature)
