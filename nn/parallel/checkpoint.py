@@ -12,7 +12,6 @@ sampler's settings) before changing anything.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import zipfile
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from collectives.files import write_atomically
 from kernels.arrays import to_numpy
 
 if TYPE_CHECKING:
@@ -94,23 +94,9 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: Optimizer
 
 
 def _write_atomically(path, meta, arrays):
-    """Write to a hidden temporary next to `path`, then rename it into place; first remove
-    the temporaries that killed saves to the same path left behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    prefix = os.path.join(folder, f".{os.path.basename(path)}.")
-    temporary = f"{prefix}{os.getpid()}.tmp"
-    for stale in glob.glob(glob.escape(prefix) + "*.tmp"):
-        if stale != temporary:
-            try:
-                os.remove(stale)
-            except FileNotFoundError:
-                pass
-    with open(temporary, "wb") as handle:
-        np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    """Write the archive so that a reader never sees half of it (collectives.files)."""
+    write_atomically(path, lambda handle: np.savez(
+        handle, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays), binary=True)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
