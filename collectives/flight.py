@@ -16,6 +16,7 @@ import time
 from collections import deque
 
 from .errors import TransportTimeout
+from .files import write_atomically
 from .observe import Observer
 
 DEFAULT_CAPACITY = 128
@@ -58,13 +59,9 @@ class FlightRecorder(Observer):
 
     def dump(self, directory):
         """Write this rank's record atomically to DIRECTORY/rank<r>.json; returns the path."""
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, f"rank{self.rank}.json")
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w") as handle:
-            json.dump(self.snapshot(), handle, indent=1)
-        os.replace(temporary, path)
-        return path
+        snapshot = self.snapshot()
+        return write_atomically(os.path.join(directory, f"rank{self.rank}.json"),
+                                lambda handle: json.dump(snapshot, handle, indent=1))
 
 
 def default_directory(job_id):

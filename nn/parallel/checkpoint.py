@@ -10,13 +10,12 @@ a killed save left. A truncated or foreign file is a clear error, and loading ch
 everything (model keys and shapes, the optimizer's kind, groups and state shapes, the
 sampler's settings) before changing anything.
 """
-import glob
 import json
-import os
 import zipfile
 
 import numpy as np
 
+from collectives.files import write_atomically
 from kernels.arrays import to_numpy
 
 FORMAT = "collectives-checkpoint-v1"
@@ -82,23 +81,9 @@ def save_checkpoint(path, model, optimizer, sampler=None, step=0, comm=None, ext
 
 
 def _write_atomically(path, meta, arrays):
-    """Write to a hidden temporary next to `path`, then rename it into place; first remove
-    the temporaries that killed saves to the same path left behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    prefix = os.path.join(folder, f".{os.path.basename(path)}.")
-    temporary = f"{prefix}{os.getpid()}.tmp"
-    for stale in glob.glob(glob.escape(prefix) + "*.tmp"):
-        if stale != temporary:
-            try:
-                os.remove(stale)
-            except FileNotFoundError:
-                pass
-    with open(temporary, "wb") as handle:
-        np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    """Write the archive so that a reader never sees half of it (collectives.files)."""
+    write_atomically(path, lambda handle: np.savez(
+        handle, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays), binary=True)
 
 
 def read_checkpoint(path):
