@@ -44,13 +44,16 @@ if TYPE_CHECKING:
 class _Bucket:
     """One flat gradient buffer and the parameters whose gradients live in it."""
 
-    def __init__(self, index, params, device):
+    def __init__(self, index, params, device, comm):
         self.index = index
         self.params = params
         self.sizes = [p.size for p in params]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
         like = params[0].data
-        self.flat = np.zeros_like(like, shape=(int(self.offsets[-1]),))
+        # On the CPU the bucket lives in the shared segment where there is one (comm.zeros):
+        # the shared-memory all-reduce then reads it in place, without a publish copy.
+        shape = (int(self.offsets[-1]),)
+        self.flat = np.zeros_like(like, shape=shape) if device else comm.zeros(shape, like.dtype)
         self.device = device
         self.views = [self.flat[self.offsets[i]:self.offsets[i + 1]].reshape(p.shape)
                       for i, p in enumerate(params)]
@@ -90,7 +93,7 @@ class DistributedDataParallel(Module):
         params = [p for p in module.parameters() if p.requires_grad]
         if compression == "fp16" and any(p.dtype != np.float32 for p in params):
             raise TypeError("compression='fp16' needs float32 parameters")
-        self.buckets = self._make_buckets(params, bucket_cap_mb * (1 << 20))
+        self.buckets = self._make_buckets(params, bucket_cap_mb * (1 << 20), comm)
         self._bucket_of = {id(p): (b, i) for b in self.buckets for i, p in enumerate(b.params)}
         self.last_step = {}
         self._broadcast_parameters()
@@ -100,7 +103,7 @@ class DistributedDataParallel(Module):
 
     # -- set-up ------------------------------------------------------------------------------
     @staticmethod
-    def _make_buckets(params, cap_bytes):
+    def _make_buckets(params, cap_bytes, comm):
         """Reverse registration order, split by dtype and array module, at most cap_bytes
         each (a parameter larger than the cap gets a bucket of its own)."""
         buckets, current, size = [], [], 0
@@ -113,7 +116,8 @@ class DistributedDataParallel(Module):
             size += p.data.nbytes
         if current:
             buckets.append(current)
-        return [_Bucket(i, b, device=not isinstance(b[0].data, np.ndarray)) for i, b in enumerate(buckets)]
+        return [_Bucket(i, b, device=not isinstance(b[0].data, np.ndarray), comm=comm)
+                for i, b in enumerate(buckets)]
 
     def _broadcast_parameters(self):
         """Make every replica start from rank 0's parameters (one broadcast per bucket)."""
