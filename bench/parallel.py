@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import nn  # noqa: E402
-from bench import parallel_gpt  # noqa: E402
+from bench import parallel_gpt, parallel_moe  # noqa: E402
 from bench.common import interleaved, slowest_median, start  # noqa: E402
 from collectives.observe import ByteCounter  # noqa: E402
 from nn import functional as F  # noqa: E402
@@ -97,9 +97,11 @@ def main(argv=None):
     say(f"# bench.parallel: {comm.size} ranks; {args.blocks} x ParallelMLP({args.dim}, {args.hidden}); "
         f"global batch {args.batch}; float32; ring all-reduce")
     sent = {name: bytes_per_step(grid, step) for name, (grid, _model, step) in setups.items()}
-    timed = interleaved(comm, {name: step for name, (_, _, step) in setups.items()}, args.rounds, args.steps,
+    experts = parallel_moe.measure(comm, args)
+    steps = {name: step for name, (_, _, step) in setups.items()}
+    timed = interleaved(comm, {**steps, "expert parallel": experts[0]}, args.rounds, args.steps,
                         warmup=False)
-    slowest = comm.allgather_object({name: [t for t, _ in timed[name]] for name in setups})
+    slowest = comm.allgather_object({name: [t for t, _ in timed[name]] for name in timed})
     say(f"{'layout':>16} {'tp':>3} {'dp':>3} {'step ms':>9} {'params/rank':>12} {'MB/rank':>8} "
         f"{'sent MB/step':>13} {'predicted':>10}")
     for name, (grid, model, _step) in setups.items():
@@ -108,7 +110,13 @@ def main(argv=None):
         sent_all = comm.allgather_object(sent[name])
         say(f"{name:>16} {grid.tp_size:>3} {grid.dp_size:>3} {1e3 * median:>9.1f} {params:>12,} "
             f"{4 * params / 1e6:>8.2f} {sent_all[0] / 1e6:>13.3f} {predicted_bytes(grid, args, params) / 1e6:>10.3f}")
+    params, sent_moe, predicted_moe = comm.allgather_object(experts[1:])[0]
+    median = slowest_median(rank["expert parallel"] for rank in slowest)
+    say(f"{'expert parallel':>16} {'-':>3} {'-':>3} {1e3 * median:>9.1f} {params:>12,} {4 * params / 1e6:>8.2f} "
+        f"{sent_moe / 1e6:>13.3f} {predicted_moe / 1e6:>10.3f}")
     say("# MB/rank: parameter memory per rank; sent: bytes rank 0 sent in one training step")
+    say(f"# expert parallel: one MixtureOfExperts({args.dim}, {args.hidden}, {2 * comm.size} experts), "
+        f"2 per rank, top-1 (bench/parallel_moe.py)")
 
 
 if __name__ == "__main__":

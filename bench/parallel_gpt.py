@@ -37,7 +37,7 @@ import numpy as np
 
 import nn
 from bench.common import interleaved, slowest_median
-from collectives.transport.counting import CountingTransport
+from collectives.observe import ByteCounter
 from nn.parallel import DistributedDataParallel, ParallelGPT, ProcessGrid
 
 LAYOUTS = {"data parallel": (1, False), "tensor parallel": (0, False), "tensor + sequence": (0, True),
@@ -74,7 +74,7 @@ def setup(comm, tp, sequence_parallel, args):
     model = DistributedDataParallel(ParallelGPT(config, grid.tp, sequence_parallel, algorithm="ring"), grid.dp,
                                     algorithm="ring")
     for sub in (grid.tp, grid.dp):
-        sub.transport = CountingTransport(sub.transport)
+        sub.add_observer(ByteCounter())
     optimizer = nn.optim.SGD(model.parameters(), lr=1e-3)
     rows = np.random.default_rng(grid.dp_rank).integers(0, args.vocab, (args.batch // grid.dp_size, args.seq + 1))
 
@@ -115,7 +115,7 @@ def run(args, comm, say):
     memory = {name: forward() for name, (_g, _m, _s, forward) in setups.items()}
     timed = interleaved(comm, {name: entry[2] for name, entry in setups.items()}, args.rounds, args.steps,
                         warmup=False)
-    everyone = comm.transport.allgather_object({name: ([t for t, _ in timed[name]], sent[name], memory[name])
+    everyone = comm.allgather_object({name: ([t for t, _ in timed[name]], sent[name], memory[name])
                                                 for name in setups})
     say(f"{'layout':>18} {'tp':>3} {'dp':>3} {'step ms':>9} {'params/rank':>12} {'activ. MB':>10} "
         f"{'sent MB/step':>13} {'predicted':>10}")

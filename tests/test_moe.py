@@ -84,3 +84,13 @@ def test_the_moe_example_learns_under_mpirun():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     accuracy = float(result.stdout.split("final test accuracy ")[1].split("%")[0])
     assert accuracy > 85, result.stdout
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_bytes_sent_per_step_equal_the_formula(size):
+    from argparse import Namespace
+
+    from bench import parallel_moe
+    args = Namespace(dim=8, hidden=12, batch=6 * size)
+    for _step, _params, sent, predicted in cc.run_threads(size, parallel_moe.measure, args, timeout=30):
+        assert sent == predicted and sent > 0

@@ -90,12 +90,15 @@ class MixtureOfExperts(Module):
     the routed tokens (tokens * d_model elements); the same two again in backward.
     """
 
-    def __init__(self, d_model, d_hidden, num_experts, comm=None, seed=0, dtype=np.float32):
+    def __init__(self, d_model, d_hidden, num_experts, comm=None, seed=0, dtype=np.float32,
+                 algorithm="auto"):
         super().__init__()
         if comm is not None and num_experts < comm.size:
             raise ValueError(f"{num_experts} experts cannot be sharded over {comm.size} ranks: "
                              f"give every rank at least one")
         self.d_model, self.num_experts, self.comm = d_model, num_experts, comm
+        self.algorithm = algorithm              # of the counts' all-gather
+        self.routing = None                     # (rows sent to, rows received from) each rank, last forward
         size, rank = (comm.size, comm.rank) if comm is not None else (1, 0)
         self.owners = cc.partition(num_experts, size)       # rank j holds [owners[j], owners[j+1])
         self.local = range(self.owners[rank], self.owners[rank + 1])
@@ -132,10 +135,11 @@ class MixtureOfExperts(Module):
     def _dispatched(self, tokens, counts):
         """Steps 2-5 of the module doc for tokens sorted by expert."""
         comm, owners = self.comm, self.owners
-        table = comm.allgather(counts.astype(np.int64)).reshape(comm.size, self.num_experts)
+        table = comm.allgather(counts.astype(np.int64), algorithm=self.algorithm).reshape(comm.size, -1)
         mine = slice(owners[comm.rank], owners[comm.rank + 1])
         send = [int(counts[owners[j]:owners[j + 1]].sum()) for j in range(comm.size)]
         recv = [int(table[i, mine].sum()) for i in range(comm.size)]
+        self.routing = (send, recv)
         received = all_to_all(tokens, comm, send, recv)
         # received: per source rank, its tokens for my experts in expert order; regroup by expert
         starts = np.concatenate([[0], np.cumsum(table[:, mine].reshape(-1))]).reshape(-1)
