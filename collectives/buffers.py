@@ -5,12 +5,13 @@ import os
 
 import numpy as np
 
+import kernels
 from kernels.arrays import array_module
 
 from .ops import check_dtype
 
 # dtypes the CUDA reduction kernel is instantiated for; data movement takes any dtype
-DEVICE_REDUCE_DTYPES = tuple(np.dtype(n) for n in ("float16", "float32", "float64", "int32", "int64"))
+DEVICE_REDUCE_DTYPES = kernels.DEVICE_DTYPES
 
 
 def is_device(x):
