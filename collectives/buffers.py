@@ -18,6 +18,18 @@ Array = Any
 DEVICE_REDUCE_DTYPES = kernels.DEVICE_DTYPES
 
 
+_DTYPE_NAMES = {}
+
+
+def dtype_name(dtype):
+    """str(dtype), cached: NumPy builds the string anew on every call (microseconds, on
+    the per-call path of every collective)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
+
+
 def is_device(x):
     """True for a CuPy (GPU) array."""
     return array_module(x) is not np and array_module(x) is not None

@@ -18,6 +18,7 @@ import numpy as np
 from . import algorithms as registry
 from . import buffers, tuning
 from .algorithms.common import Workspace, plain_reduce, reductions_through
+from .algorithms.shm import segment_of
 from .arguments import as_int
 from .buffers import Array
 from .errors import CollectiveMismatch, CollectiveTimeout, MessageError, TransportError, TransportTimeout
@@ -25,9 +26,10 @@ from .extended import Collectives, offsets_from_counts
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
 from .mismatch import explain
 from .observe import Observer, chain_reducers
-from .ops import SUM, check_op, combine_op, finish_avg, wide_avg
+from .ops import SUM, check_dtype, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
 from .transport.contract import Transport
+from .transport.segment import heap_array
 from .transport.staged import DirectDeviceTransport, StagedTransport
 from .work import OrderedExecutor, Work
 
@@ -83,6 +85,7 @@ class Communicator(Collectives):
         self._workspace = Workspace()
         self._executor = OrderedExecutor(f"collectives-rank{self.rank}")
         self._sequence = 0
+        self._choices = {}                    # _resolve's memory
         self._flight = FlightRecorder(self.rank, self.size)
         self._observers = [self._flight]      # the flight recorder first, then add_observer's
         self._reducer = None                  # the observers' reduction chain, if any watches
@@ -208,6 +211,29 @@ class Communicator(Collectives):
             raise RuntimeError(f"rank {self.rank}: {what} on a freed Communicator (comm.free() was "
                                "called or its with-block ended): create or split a new one")
 
+    # -- buffers in the shared segment -------------------------------------------------
+    def empty(self, shape, dtype=np.float64) -> np.ndarray:
+        """An uninitialised NumPy array for collectives on this communicator.
+
+        Where the ranks share a segment with room left, the array lives in this rank's
+        part of it (the CPU analogue of NCCL's registered buffers): a shared-memory
+        collective on it reads it in place instead of copying it in first. Otherwise it is
+        ordinary memory. Its bytes go back to the segment when the array and every view
+        of it are gone. Local: no communication.
+        """
+        dtype = np.dtype(dtype)
+        check_dtype(dtype)
+        shape = tuple(as_int(d, "shape entry", low=0) for d in ((shape,) if np.ndim(shape) == 0 else shape))
+        segment = segment_of(self.transport)
+        array = heap_array(segment, shape, dtype) if segment is not None else None
+        return np.empty(shape, dtype) if array is None else array
+
+    def zeros(self, shape, dtype=np.float64) -> np.ndarray:
+        """As `empty`, filled with zeros."""
+        array = self.empty(shape, dtype)
+        array[...] = 0
+        return array
+
     # -- choosing algorithms -----------------------------------------------------------
     def algorithms(self, collective: str) -> list:
         """Algorithm names valid for `collective` on this communicator (no "auto")."""
@@ -217,6 +243,21 @@ class Communicator(Collectives):
         return registry.names(collective, self.transport)
 
     def _resolve(self, collective, algorithm, nbytes, device=False):
+        """The algorithm to run: `algorithm` checked, or for "auto" the cost model's pick.
+        Remembered per (collective, algorithm, bytes, device) while the transport and the
+        tuning in use stay the same, so a repeated call costs one dict lookup."""
+        key = (collective, algorithm, nbytes, device)
+        known = self._choices.get(key)
+        current = tuning.current()
+        if known is not None and known[0] is self._transport and known[1] is current:
+            return known[2]
+        name = self._choose(collective, algorithm, nbytes, device)
+        if len(self._choices) >= 4096:
+            self._choices.clear()
+        self._choices[key] = (self._transport, current, name)
+        return name
+
+    def _choose(self, collective, algorithm, nbytes, device):
         valid = self.algorithms(collective)
         if device:      # device buffers do not live in the host's shared segment
             valid = [name for name in valid if name not in registry.NEEDS_SEGMENT]
@@ -383,7 +424,7 @@ class Communicator(Collectives):
             run(self._route(x), source, buf, combine_op(op), self._workspace)
             finish_avg(buf, op, self.size)
             return target
-        return self._run(("allreduce", x.size, str(x.dtype), op, name), job, async_op)
+        return self._run(("allreduce", x.size, buffers.dtype_name(x.dtype), op, name), job, async_op)
 
     def reduce_scatter(self, x: Array, op: str = "sum", *, algorithm: str = "auto", out: Optional[Array] = None,
                        async_op: bool = False, counts: Optional[Sequence[int]] = None) -> Union[Array, Work]:
@@ -421,7 +462,7 @@ class Communicator(Collectives):
             finish_avg(result, op, self.size)
             return result
         count = x.size if counts is None else tuple(b - a for a, b in zip(offsets, offsets[1:]))
-        return self._run(("reduce_scatter", count, str(x.dtype), op, name), job, async_op)
+        return self._run(("reduce_scatter", count, buffers.dtype_name(x.dtype), op, name), job, async_op)
 
     def allgather(self, x: Array, *, algorithm: str = "auto", out: Optional[Array] = None,
                   async_op: bool = False) -> Union[Array, Work]:
@@ -445,7 +486,7 @@ class Communicator(Collectives):
             buf[offsets[self.rank]:offsets[self.rank + 1]] = buffers.flat(x)
             run(self._route(x), buf, offsets, self._workspace)
             return result
-        return self._run(("allgather", tuple(x.shape), str(x.dtype), name), job, async_op)
+        return self._run(("allgather", tuple(x.shape), buffers.dtype_name(x.dtype), name), job, async_op)
 
     def broadcast(self, x: Array, root: int = 0, *, algorithm: str = "auto",
                   async_op: bool = False) -> Union[Array, Work]:
@@ -459,7 +500,7 @@ class Communicator(Collectives):
         def job():
             run(self._route(x), buffers.flat(x), root, self._workspace)
             return x
-        return self._run(("broadcast", x.size, str(x.dtype), root, name), job, async_op)
+        return self._run(("broadcast", x.size, buffers.dtype_name(x.dtype), root, name), job, async_op)
 
     def reduce(self, x: Array, op: str = "sum", root: int = 0, *, algorithm: str = "auto",
                out: Optional[Array] = None, async_op: bool = False) -> Optional[Union[Array, Work]]:
@@ -491,7 +532,7 @@ class Communicator(Collectives):
             if is_root:
                 finish_avg(work, op, self.size)
             return target
-        return self._run(("reduce", x.size, str(x.dtype), op, root, name), job, async_op)
+        return self._run(("reduce", x.size, buffers.dtype_name(x.dtype), op, root, name), job, async_op)
 
     def barrier(self, *, async_op: bool = False) -> Optional[Work]:
         """Return once every rank has entered the barrier (after this rank's queued work);

@@ -6,6 +6,7 @@ period, and puts a one-screen summary into its error: which ranks never entered 
 call, or called collectives in a different order. `python -m collectives.flight DIR`
 prints the same summary from the files.
 """
+import functools
 import glob
 import json
 import os
@@ -139,7 +140,20 @@ FIELDS = {"allreduce": ("count", "dtype", "op", "algorithm"),
 
 
 def describe(signature):
-    """'allreduce(count=10, dtype=float32, op=sum)' from a Communicator call signature."""
+    """'allreduce(count=10, dtype=float32, op=sum)' from a Communicator call signature
+    (remembered for hashable signatures: the flight recorder asks on every call)."""
+    try:
+        return _describe_cached(signature)
+    except TypeError:                     # a signature read back from JSON holds lists
+        return _describe(signature)
+
+
+@functools.lru_cache(maxsize=1024)
+def _describe_cached(signature):
+    return _describe(signature)
+
+
+def _describe(signature):
     name, *args = signature
     labels = FIELDS.get(name, ())
     return f"{name}(" + ", ".join(f"{k}={v}" for k, v in zip(labels, args)) + ")"
