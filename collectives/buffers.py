@@ -81,17 +81,20 @@ def _check_device(x, name, reduces):
 def select_device(local_rank):
     """Make GPU (local_rank mod device count) current, if CuPy and a GPU are present.
 
-    Several ranks on one node share GPUs round-robin. Returns the device id, or None.
+    Several ranks on one node share GPUs round-robin. Returns the device id, or None when
+    there is no GPU to use: no CuPy, driver or device, or a device that refuses this
+    process (exclusive-process mode, busy): the rank then works on host buffers only,
+    as a CPU-only job does, instead of failing at start-up.
     """
     try:
         import cupy
         count = cupy.cuda.runtime.getDeviceCount()
-    except Exception:            # no CuPy, no driver or no device: host buffers only
+        if count == 0:
+            return None
+        device = local_rank % count
+        cupy.cuda.Device(device).use()
+    except Exception:
         return None
-    if count == 0:
-        return None
-    device = local_rank % count
-    cupy.cuda.Device(device).use()
     return device
 
 

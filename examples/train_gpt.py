@@ -193,10 +193,12 @@ def save_plot(runs, path):
     except ImportError:
         return None
     figure, axis = plt.subplots(figsize=(6.5, 4))
-    for (label, history), color in zip(runs.items(), ("tab:blue", "tab:orange", "tab:green")):
+    styles = zip(("tab:blue", "tab:orange", "tab:green"), (5, 2, 1))     # wide first: equal runs stay visible
+    for (label, history), (color, width) in zip(runs.items(), styles):
         steps = [h["step"] for h in history]
-        axis.plot(steps, [h["train_loss"] for h in history], color=color, label=f"{label}: train")
-        axis.plot(steps, [h["val_loss"] for h in history], color=color, linestyle="--", label=f"{label}: validation")
+        axis.plot(steps, [h["train_loss"] for h in history], color=color, linewidth=width, label=f"{label}: train")
+        axis.plot(steps, [h["val_loss"] for h in history], color=color, linewidth=width, linestyle="--",
+                  label=f"{label}: validation")
     axis.set(xlabel="step", ylabel="cross-entropy (nats per character)", title="char GPT on stdlib docstrings")
     axis.legend()
     figure.tight_layout()
