@@ -162,7 +162,7 @@ def test_shm_reduce_scatter_allgather_broadcast_reduce_go_in_rounds_and_match(si
     offsets = cc.partition(count, size)
 
     def body(comm):
-        x, r = inputs[comm.rank], comm.rank
+        x = inputs[comm.rank]
         block = comm.reduce_scatter(x, algorithm="shm")
         gathered = comm.allgather(x[:count // size].copy(), algorithm="shm")   # equal shapes
         root = size - 1

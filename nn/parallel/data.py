@@ -23,8 +23,12 @@ How it works (the decisions are the ones PyTorch's reducer makes, for the same r
   sends each bucket as float16 (pre-divided by the world size, so the sum cannot
   overflow) and restores float32.
 """
+from __future__ import annotations
+
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +36,9 @@ import kernels
 
 from ..autograd import queue_callback
 from ..modules import Module
+
+if TYPE_CHECKING:
+    from collectives import Communicator
 
 
 class _Bucket:
@@ -70,7 +77,8 @@ class DistributedDataParallel(Module):
     `last_step` holds timings of the latest backward (communication wait, overlap).
     """
 
-    def __init__(self, module, comm, bucket_cap_mb=25, overlap=True, algorithm="auto", compression=None):
+    def __init__(self, module: Module, comm: Communicator, bucket_cap_mb: float = 25, overlap: bool = True,
+                 algorithm: str = "auto", compression: str | None = None):
         super().__init__()
         if compression not in (None, "fp16"):
             raise ValueError(f"compression must be None or 'fp16', got {compression!r}")
@@ -122,7 +130,7 @@ class DistributedDataParallel(Module):
             bucket.flat[...] = 0
 
     # -- training ----------------------------------------------------------------------------
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the module; first point every gradient at its slot of the bucket (CPU)."""
         for bucket in self.buckets:
             if not bucket.device:
@@ -136,7 +144,7 @@ class DistributedDataParallel(Module):
         return self.module(*args, **kwargs)
 
     @contextmanager
-    def no_sync(self):
+    def no_sync(self) -> Iterator[None]:
         """Within this block backward only accumulates gradients locally (no all-reduce);
         the first backward after it averages the accumulated gradients."""
         previous = self._sync
