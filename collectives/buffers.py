@@ -2,15 +2,20 @@
 host, CuPy arrays on this rank's GPU), how it is viewed flat, where results go, and how a
 rank picks its GPU."""
 import os
+from typing import Any
 
 import numpy as np
 
+import kernels
 from kernels.arrays import array_module
 
 from .ops import check_dtype
 
+# What the collectives take and return: a numpy.ndarray, or a cupy.ndarray on this rank's GPU.
+Array = Any
+
 # dtypes the CUDA reduction kernel is instantiated for; data movement takes any dtype
-DEVICE_REDUCE_DTYPES = tuple(np.dtype(n) for n in ("float16", "float32", "float64", "int32", "int64"))
+DEVICE_REDUCE_DTYPES = kernels.DEVICE_DTYPES
 
 
 _DTYPE_NAMES = {}

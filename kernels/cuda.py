@@ -24,7 +24,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import reference, wheels
+from . import DEVICE_DTYPES, reference, wheels
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPTIONS = ("--std=c++17",)
@@ -32,8 +32,7 @@ THREADS = 256                    # threads per block; must equal THREADS in comm
 MAX_ROWS = 16                    # a chunk is at most 16 block-wide rows of 16-byte vectors
 TABLES_KEPT = 64                 # multi-array tables cached on the device (LRU)
 F16, F32 = np.dtype("float16"), np.dtype("float32")
-C_TYPES = {F16: "f16", F32: "float", np.dtype("float64"): "double",
-           np.dtype("int32"): "int", np.dtype("int64"): "long long"}
+C_TYPES = dict(zip(DEVICE_DTYPES, ("f16", "float", "double", "int", "long long")))   # dtype -> CUDA type
 OPS = {"sum": "Sum", "prod": "Prod", "max": "Max", "min": "Min"}
 
 
