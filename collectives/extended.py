@@ -7,13 +7,11 @@ workspace, exactly as the five original collectives do.
 """
 from __future__ import annotations
 
-<<<<<<< HEAD
+from typing import Optional, Sequence, Union
+
 import numpy as np
 
 from kernels.arrays import to_numpy
-=======
-from typing import Optional, Sequence, Union
->>>>>>> main
 
 from . import algorithms as registry
 from . import buffers
