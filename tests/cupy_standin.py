@@ -219,6 +219,7 @@ class _World:
         self.local = threading.local()
         self.compiles = []            # (options, name_expressions) of every NVRTC compile
         self.disk_cache = set()       # keys of the modules CuPy's disk cache holds
+        self.launches = []            # (kernel name, grid) of every launch
 
     def device(self):
         return getattr(self.local, "device", 0)
@@ -406,8 +407,8 @@ class FakeArray(NDArrayOperatorsMixin):
         _enqueue(write, _fakes((self, key, value), []))
 
     def __getattr__(self, name):
-        if name == "host":
-            raise AttributeError(name)
+        if name in ("host", "__array_interface__", "__array_struct__"):
+            raise AttributeError(name)       # CuPy arrays have neither: NumPy cannot read them
         attribute = getattr(self.host, name)
         if callable(attribute):
             return lambda *args, **kwargs: _deferred(
@@ -480,6 +481,33 @@ def _module_attribute(name):
     return call
 
 
+def _device_copy(a, dtype=None):
+    """A new array on a's device holding a (cast to dtype), C-contiguous, filled when the
+    stream runs the copy."""
+    _check_here([a])
+    result = FakeArray(_aligned(a.shape, np.dtype(dtype or a.dtype)), a.device_id)
+    _enqueue(lambda: result.host.__setitem__(Ellipsis, a.host), [a, result])
+    return result
+
+
+def fake_array(obj, dtype=None, copy=True):
+    """cupy.array: a device array is copied on its device (queued); host data is copied up now."""
+    if not isinstance(obj, FakeArray):
+        return fake_asarray(np.array(obj, dtype=dtype))
+    same = dtype is None or np.dtype(dtype) == obj.dtype
+    return obj if copy is False and same else _device_copy(obj, dtype)
+
+
+def fake_ascontiguousarray(a, dtype=None):
+    """cupy.ascontiguousarray: a itself when already C-contiguous (and of that dtype), else a
+    queued copy on its device; host data is copied up now."""
+    if not isinstance(a, FakeArray):
+        return fake_asarray(np.ascontiguousarray(a, dtype=dtype))
+    if a.flags.c_contiguous and (dtype is None or np.dtype(dtype) == a.dtype):
+        return a
+    return _device_copy(a, dtype)
+
+
 class Device:
     """cupy.cuda.Device: `with Device(n):` and use() set this thread's current device."""
 
@@ -518,7 +546,8 @@ class Device:
 class FakeKernel:
     _ptrs = itertools.count(0x9000)
 
-    def __init__(self, library, index):
+    def __init__(self, library, index, name):
+        self.name = name
         self.run = getattr(library, f"run_{index}")
         self.arity = getattr(library, f"arity_{index}")()
         self.ptr = next(self._ptrs)
@@ -540,7 +569,11 @@ class FakeKernel:
             del keep[:]
         keep = [args, values]
         _check_here([a for a in args if isinstance(a, FakeArray)])
+        _WORLD.launches.append((self.name, tuple(grid)))
         (stream or _WORLD.stream()).enqueue(launch)
+
+
+PLAIN_KERNEL = r'extern "C" __global__ void (?!__launch_bounds__)(\w+)\('   # e.g. busy_wait
 
 
 def _make_raw_module(tmp_dir):
@@ -561,10 +594,11 @@ def _make_raw_module(tmp_dir):
 
         def get_function(self, name):
             if self._built is None:
-                names = self.names or re.findall(r'extern "C" __global__[^(]*?\b(\w+)\s*\(', self.code)
+                names = self.names or (re.findall(r"^\w+_ENTRY\((\w+),", self.code, flags=re.M)
+                                       + re.findall(PLAIN_KERNEL, self.code))
                 self._built = compile_for_host(self.code, list(names), tmp_dir)
             library, index = self._built
-            return FakeKernel(library, index[name])
+            return FakeKernel(library, index[name], name)
     return RawModule
 
 
@@ -577,6 +611,7 @@ def make_fake_cupy(tmp_dir, devices=1):
     fake.__version__ = "13.6.0 (stand-in)"
     fake.ndarray, fake.RawModule, fake.asarray = FakeArray, _make_raw_module(tmp_dir), fake_asarray
     fake.asnumpy = lambda a, stream=None, out=None: a.get(stream=stream, out=out)
+    fake.array, fake.ascontiguousarray = fake_array, fake_ascontiguousarray
     fake.get_array_module = lambda *arrays: fake if _fakes(arrays, []) else np
     fake.world = _WORLD
     runtime = types.SimpleNamespace(
@@ -604,8 +639,8 @@ def make_fake_cupyx():
 
 def clear_caches():
     """Forget kernels.cuda's compiled modules, functions and tables (per-process caches)."""
-    for cached in (cuda._module, cuda._function, cuda._max_blocks):
-        getattr(cached, "cache_clear", lambda: None)()   # a test may have wrapped _function
+    for name in ("_module", "_kernel", "_function", "_max_blocks"):
+        getattr(getattr(cuda, name, None), "cache_clear", lambda: None)()
     cuda._TABLES.clear()
 
 
