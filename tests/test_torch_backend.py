@@ -319,3 +319,18 @@ def test_send_and_recv_in_order_with_non_contiguous_receiver():
     received = on_ranks(main)[1]
     assert [float(t[0, 0]) for t in received] == [0.0, 1.0, 2.0]
     assert all(torch.equal(t, torch.full((2, 3), t[0, 0].item())) for t in received)
+
+
+def test_a_call_torch_marks_synchronous_runs_on_the_callers_thread_when_nothing_is_queued():
+    def main(pg, rank):
+        sync = opts("AllreduceOptions")
+        sync.asyncOp = False
+        queued = pg.allreduce([torch.ones(2)])                  # asynchronous: goes to the thread
+        queued.wait()
+        pg._executor.drain()                                    # the thread has let go of it too
+        real_submit, pg._executor.submit = pg._executor.submit, None   # any hand-off would fail
+        x = torch.ones(2)
+        work = pg.allreduce([x], sync)
+        pg._executor.submit = real_submit
+        assert work.is_completed() and torch.equal(x, torch.full((2,), float(N))), x
+    on_ranks(main)
