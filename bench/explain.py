@@ -27,7 +27,11 @@ import numpy as np
 from bench.common import algorithm_names
 from collectives.simulation import Network, simulate
 
-COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce")
+COLLECTIVES = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce", "alltoall", "gather",
+               "scatter")
+# Data movement where every rank starts with its own count/n elements of one global index
+# space (rank r's element i of an all-to-all is global element r * count/n + i).
+SHARDED_INPUT = ("allgather", "alltoall", "gather")
 MAX_RANKS = 32
 
 
@@ -119,13 +123,13 @@ class Schedule:
 def inputs(collective, n, count, root):
     """(per-rank input arrays, n x count initial bitmasks): what each rank starts with."""
     held = np.zeros((n, count), dtype=np.int64)
-    if collective == "allgather":
+    if collective in SHARDED_INPUT:
         per = count // n
         xs = [encode(r, np.arange(r * per, (r + 1) * per), n) for r in range(n)]
         for r in range(n):
             held[r, r * per:(r + 1) * per] = 1 << r
         return xs, held
-    if collective == "broadcast":
+    if collective in ("broadcast", "scatter"):
         xs = [encode(root, np.arange(count), n) if r == root else np.zeros(count, np.int64) for r in range(n)]
         held[root] = 1 << root
         return xs, held
@@ -144,7 +148,33 @@ def _call(comm, collective, x, algorithm, root):
         return comm.allgather(x, algorithm=algorithm)
     if collective == "broadcast":
         return comm.broadcast(x, root, algorithm=algorithm)
+    if collective in ("alltoall", "gather", "scatter"):
+        return _call_movement(comm, collective, x, algorithm, root)
     return comm.reduce(x, "sum", root, algorithm=algorithm)
+
+
+def _call_movement(comm, collective, x, algorithm, root):
+    if collective == "alltoall":
+        return comm.alltoall(x, algorithm=algorithm)
+    if collective == "gather":
+        return comm.gather(x, root, algorithm=algorithm)
+    return comm.scatter(x, root, algorithm=algorithm)
+
+
+def _movement_masks(collective, n, count, root, rank):
+    """expected_masks of all-to-all, gather and scatter."""
+    from collectives import partition
+    if collective == "scatter":
+        offsets = partition(count, n)
+        index = np.arange(offsets[rank], offsets[rank + 1])
+        return index, np.full(index.size, 1 << root)
+    per = count // n
+    if collective == "gather":
+        return (np.arange(count), np.repeat(1 << np.arange(n, dtype=np.int64), per)) if rank == root else None
+    offsets = partition(per, n)
+    index = np.concatenate([np.arange(r * per + offsets[rank], r * per + offsets[rank + 1]) for r in range(n)])
+    masks = np.repeat(1 << np.arange(n, dtype=np.int64), offsets[rank + 1] - offsets[rank])
+    return index, masks
 
 
 def expected_masks(collective, n, count, root, rank):
@@ -161,6 +191,8 @@ def expected_masks(collective, n, count, root, rank):
         return index, np.full(index.size, everyone)
     if collective == "broadcast":
         return np.arange(count), np.full(count, 1 << root)
+    if collective in ("alltoall", "gather", "scatter"):
+        return _movement_masks(collective, n, count, root, rank)
     per = count // n
     return np.arange(count), np.repeat(1 << np.arange(n, dtype=np.int64), per)
 
@@ -178,7 +210,7 @@ def schedule(algorithm, collective="allreduce", n=4, count=8, root=0, ranks_per_
     """Record and interpret one run: the Schedule (messages per step, holdings per step)."""
     if not 1 <= n <= MAX_RANKS:
         raise ValueError(f"n must be in [1, {MAX_RANKS}] (values encode one bit per rank), got {n}")
-    if collective == "allgather":
+    if collective in SHARDED_INPUT:
         count = max(1, count // n) * n
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
@@ -190,13 +222,13 @@ def schedule(algorithm, collective="allreduce", n=4, count=8, root=0, ranks_per_
         data = event.get("data", {})
         if "recv" in data:                 # in the receive buffer once arrived, even if used later
             step = int(round(event["args"].get("arrived", event["end"])))
-            index, masks = decode(data["recv"], n)
+            index, masks = decode(np.asarray(data["recv"]).reshape(-1), n)
             messages.append(Message(step, event["args"]["recv_peer"], event["rank"],
                                     event["args"]["recv_bytes"], runs(index, masks)))
             changes.append((step, event["rank"], index, masks))
         if "result" in data:
             step = int(round(event["end"]))
-            index, masks = decode(data["result"], n)
+            index, masks = decode(np.asarray(data["result"]).reshape(-1), n)
             changes.append((step, event["rank"], index, masks))
     last = max([m.step for m in messages] + [c[0] for c in changes] + [0])
     holdings = [held.copy()]

@@ -54,6 +54,8 @@ def expected_results(collective, inputs, root):
         return lambda rank: gathered
     if collective == "broadcast":
         return lambda rank: inputs[root].astype(np.float64)
+    if collective in ("alltoall", "gather", "scatter"):
+        return _movement_results(collective, inputs, root)
     total = np.zeros(inputs[0].size, np.float64)
     for x in inputs:
         total += x
@@ -63,6 +65,18 @@ def expected_results(collective, inputs, root):
     if collective == "reduce":
         return lambda rank: total if rank == root else None
     return lambda rank: total
+
+
+def _movement_results(collective, inputs, root):
+    """rank -> expected result of the pure data-movement collectives."""
+    n = len(inputs)
+    if collective == "gather":
+        gathered = np.concatenate(inputs).astype(np.float64)
+        return lambda rank: gathered if rank == root else None
+    offsets = partition(inputs[root].size, n)
+    if collective == "scatter":
+        return lambda rank: inputs[root][offsets[rank]:offsets[rank + 1]].astype(np.float64)
+    return lambda rank: np.concatenate([x[offsets[rank]:offsets[rank + 1]] for x in inputs]).astype(np.float64)
 
 
 def run_one(spec, algorithm, n, network, sizes, count, root=0, record=False):
@@ -121,7 +135,8 @@ def build_parser():
     parser.add_argument("-n", "--ranks", type=int, default=1024, help="simulated ranks")
     parser.add_argument("--sizes", default="1K,1M,256M", help="comma-separated sizes, e.g. 1K,1M,256M")
     parser.add_argument("--collective", default="allreduce",
-                        choices=("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce"))
+                        choices=("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce",
+                                 "alltoall", "gather", "scatter"))
     parser.add_argument("-a", "--algorithms", default="all", help="comma-separated, or 'all'")
     parser.add_argument("-r", "--root", type=int, default=0)
     model = tuning.current().model

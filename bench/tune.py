@@ -37,7 +37,7 @@ def build_parser():
     parser.add_argument("-w", "--warmup_iters", type=int, default=3)
     parser.add_argument("--collectives", default="allreduce,reduce_scatter,allgather",
                         help="collectives to measure and fit (allreduce, reduce_scatter, allgather, "
-                             "broadcast, reduce)")
+                             "broadcast, reduce, alltoall, gather, scatter)")
     parser.add_argument("--output", default=None, help="tuning file (default: $COLLECTIVES_TUNING "
                                                         "or ~/.cache/collectives/tuning.json)")
     parser.add_argument("--plot", metavar="FILE", help="draw predicted against measured")

@@ -26,7 +26,7 @@ __all__ = ["init", "run_threads", "partition", "Communicator", "Work", "Collecti
 _UNSET = object()
 
 
-def init(comm=None, *, debug=None, timeout=_UNSET, flight_dir=None):
+def init(comm=None, *, debug=None, timeout=_UNSET, flight_dir=None, shm_bytes=_UNSET):
     """A Communicator over an mpi4py communicator (default MPI.COMM_WORLD).
 
     The communicator is duplicated, so the engine's messages never mix with the caller's.
@@ -35,6 +35,8 @@ def init(comm=None, *, debug=None, timeout=_UNSET, flight_dir=None):
     timeout: seconds a collective may wait on a peer before raising CollectiveTimeout on
     every rank still alive (default COLLECTIVES_TIMEOUT, else 300; 0 or None: forever).
     flight_dir: where flight records go on a timeout (default: a per-job temp folder).
+    shm_bytes: bytes per rank of the node's shared segment, through which the shared-memory
+    algorithms (oneshot, twoshot) run (default COLLECTIVES_SHM_BYTES, else 64 MiB; 0: none).
     With CuPy and a GPU present, each rank makes GPU (node-local rank mod GPU count)
     current (`comm.device`); CuPy arrays then work in every collective.
     An uncaught exception on any rank of a multi-rank job ends that rank with exit code 1
@@ -42,17 +44,20 @@ def init(comm=None, *, debug=None, timeout=_UNSET, flight_dir=None):
     """
     from mpi4py import MPI
 
-    from .transport.mpi import MPITransport, install_abort_on_fault
+    from .transport.mpi import MPITransport, install_abort_on_fault, unlink_shared_files
+    from .transport.segment import check_shm_bytes, shm_bytes_from_env
     comm = MPI.COMM_WORLD if comm is None else comm
     if not isinstance(comm, MPI.Comm):
         raise TypeError(f"cc.init takes an mpi4py communicator, got {type(comm).__name__}")
     timeout = timeout_from_env() if timeout is _UNSET else check_timeout(timeout)
+    shm_bytes = shm_bytes_from_env() if shm_bytes is _UNSET else check_shm_bytes(shm_bytes)
     install_abort_on_fault()
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)          # ranks on this node pick GPUs in turn
     device = select_device(node.Get_rank())
     layout = comm.allgather((node.Get_size(), comm.Get_rank() - node.Get_rank()))
+    transport = MPITransport(comm.Dup(), ranks_per_node=_equal_consecutive_nodes(layout), shm_bytes=shm_bytes)
+    unlink_shared_files(node)                # nothing in /dev/shm outlives the job, however it ends
     node.Free()
-    transport = MPITransport(comm.Dup(), ranks_per_node=_equal_consecutive_nodes(layout))
     communicator = Communicator(transport, timeout=timeout, flight_dir=flight_dir,
                                 debug=debug_from_env() if debug is None else debug)
     communicator.device = device
@@ -70,8 +75,12 @@ def _equal_consecutive_nodes(layout):
     return g
 
 
-def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, ranks_per_node=None, **kwargs):
+def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, ranks_per_node=None,
+                shm_bytes=_UNSET, **kwargs):
     """Run fn(comm, *args, **kwargs) on `size` ranks in this process, one thread each.
+
+    The ranks share a segment of `shm_bytes` per rank (default COLLECTIVES_SHM_BYTES, else
+    64 MiB; 0: none) for the shared-memory algorithms.
 
     Returns the results in rank order and re-raises the first rank's exception (a rank's
     own error rather than the errors it caused on others). A collective stuck longer
@@ -84,9 +93,11 @@ def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, ran
     """
     from .transport.contract import Capabilities
     from .transport.local import run_threads as spawn
+    from .transport.segment import check_shm_bytes, shm_bytes_from_env
     timeout = check_timeout(timeout)
     size = as_int(size, "size", low=1)
-    return spawn(size, fn, *args, timeout=timeout,
+    shm_bytes = shm_bytes_from_env() if shm_bytes is _UNSET else check_shm_bytes(shm_bytes)
+    return spawn(size, fn, *args, timeout=timeout, shm_bytes=shm_bytes,
                  wrap=lambda t: Communicator(t, debug=debug, timeout=timeout, flight_dir=flight_dir),
                  release=Communicator.free, capabilities=Capabilities(ranks_per_node=ranks_per_node),
                  **kwargs)

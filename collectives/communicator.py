@@ -20,6 +20,7 @@ from .arguments import as_int
 from .errors import CollectiveMismatch, CollectiveTimeout, MessageError, TransportError, TransportTimeout
 from .extended import Collectives, offsets_from_counts
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
+from .mismatch import explain
 from .observe import Observer, chain_reducers
 from .ops import SUM, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
@@ -210,8 +211,10 @@ class Communicator(Collectives):
                              f"{', '.join(map(repr, registry.ALGORITHMS))}")
         return registry.names(collective, self.transport)
 
-    def _resolve(self, collective, algorithm, nbytes):
+    def _resolve(self, collective, algorithm, nbytes, device=False):
         valid = self.algorithms(collective)
+        if device:      # device buffers do not live in the host's shared segment
+            valid = [name for name in valid if name not in registry.NEEDS_SEGMENT]
         if algorithm == "auto":
             ours = [name for name in valid if name != registry.NATIVE]
             return tuning.choose(collective, ours, nbytes, self.size,
@@ -237,7 +240,6 @@ class Communicator(Collectives):
         def recorded():
             for observer in self._observers:
                 observer.call_started(sequence, signature)
-            self._transport.begin_call(sequence, signature)
             try:
                 result = self._observed(job, sequence, signature)
             except BaseException as exc:
@@ -261,10 +263,12 @@ class Communicator(Collectives):
         if self._reducer is None:
             if self.debug:
                 self._check_alike(sequence, signature)
-            return job()
+            self._transport.begin_call(sequence, signature)   # after the debug exchange: it
+            return job()                                      # carries the last call's tag
         with reductions_through(self._reducer):
             if self.debug:
                 self._check_alike(sequence, signature)
+            self._transport.begin_call(sequence, signature)
             return job()
 
     def _engine_error(self, exc):
@@ -275,6 +279,8 @@ class Communicator(Collectives):
             return self._timeout_error(self._flight.current, exc)
         if isinstance(exc, MessageError):
             return self._transport_error(self._flight.current, exc)
+        if isinstance(exc, CollectiveMismatch) and exc.tags is not None:
+            return self._mismatch_error(self._flight.current, exc)
         return None
 
     def _fault_summary(self, entry, peer):
@@ -298,6 +304,18 @@ class Communicator(Collectives):
                    f"{self.timeout:g} s; at step {exc.step} it was{peer or ' waiting'}.{where}\n{summary}")
         return CollectiveTimeout(message, collective=dict(entry), peer=exc.peer,
                                  step=exc.step, summary=summary)
+
+    def _mismatch_error(self, entry, exc):
+        """The CollectiveMismatch naming both calls, for one the transport found; recorded
+        in the flight record, which is written so that ranks still waiting can name this one."""
+        recent = [e["signature"] for e in self._flight.entries if e.get("signature")]
+        exc = explain(exc, recent, self.size)
+        self._flight.leave(entry, "mismatched", error=str(exc)[:500])
+        try:
+            self._flight.dump(self.flight_dir)
+        except OSError:
+            pass
+        return exc
 
     def _transport_error(self, entry, exc):
         """A TransportError for a message failure the transport reported inside a
@@ -346,7 +364,7 @@ class Communicator(Collectives):
         op = check_op(op, x.dtype)
         if out is not None:
             buffers.check_out(out, x, x.shape)
-        name = self._resolve("allreduce", algorithm, x.nbytes)
+        name = self._resolve("allreduce", algorithm, x.nbytes, device=buffers.is_device(x))
         run = registry.ALGORITHMS["allreduce"][name]
         target = x if out is None else out
 

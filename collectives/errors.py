@@ -2,7 +2,22 @@
 
 
 class CollectiveMismatch(ValueError):
-    """Ranks called one collective with different arguments (debug mode; raised on every rank)."""
+    """Ranks called one collective with different arguments, or different collectives.
+
+    Raised, with debug mode off, by every rank that received a message its sender sent
+    in a call other than its own (the transport compares the call tag every message
+    carries), and in debug mode by every rank before any data moves. Attributes (None
+    where unknown): `rank` (this rank), `peer` (the rank that called differently),
+    `sequence` and `signature` (this rank's call), `peer_sequence`, `peer_signature` (the
+    peer's, where it could be recovered) and `peer_tag`.
+    """
+
+    def __init__(self, message, rank=None, peer=None, sequence=None, signature=None,
+                 peer_sequence=None, peer_tag=None, peer_signature=None, tags=None):
+        super().__init__(message)
+        self.rank, self.peer, self.sequence, self.signature = rank, peer, sequence, signature
+        self.peer_sequence, self.peer_tag, self.peer_signature = peer_sequence, peer_tag, peer_signature
+        self.tags = tags        # the receiving transport's CallTags (to recover the peer's call)
 
 
 class TransportError(RuntimeError):

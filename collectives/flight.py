@@ -43,7 +43,7 @@ class FlightRecorder(Observer):
 
     def enter(self, sequence, signature, algorithm):
         """Record entry into collective number `sequence`; returns the entry to update."""
-        entry = {"seq": sequence, "call": describe(signature), "algorithm": algorithm,
+        entry = {"seq": sequence, "call": describe(signature), "signature": signature, "algorithm": algorithm,
                  "state": "entered", "entered": time.time(), "left": None}
         self.entries.append(entry)
         return entry
@@ -126,21 +126,25 @@ def summarize(records, size, waiting=None):
     return "\n".join(lines) if lines else "no collective was left unfinished"
 
 
+# The names of the arguments in each collective's call signature (after its name).
+FIELDS = {"allreduce": ("count", "dtype", "op", "algorithm"),
+          "reduce_scatter": ("count", "dtype", "op", "algorithm"),
+          "alltoall": ("count", "dtype", "algorithm"),
+          "alltoallv": ("dtype", "algorithm"),
+          "gather": ("shape", "dtype", "root", "algorithm"),
+          "scatter": ("count", "dtype", "root", "algorithm"),
+          "scan": ("count", "dtype", "op", "algorithm"),
+          "exscan": ("count", "dtype", "op", "algorithm"),
+          "allgather": ("shape", "dtype", "algorithm"),
+          "broadcast": ("count", "dtype", "root", "algorithm"),
+          "reduce": ("count", "dtype", "op", "root", "algorithm"),
+          "barrier": (), "allgather_object": (), "broadcast_object": ("root", "algorithm")}
+
+
 def describe(signature):
     """'allreduce(count=10, dtype=float32, op=sum)' from a Communicator call signature."""
     name, *args = signature
-    labels = {"allreduce": ("count", "dtype", "op", "algorithm"),
-              "reduce_scatter": ("count", "dtype", "op", "algorithm"),
-              "alltoall": ("count", "dtype", "algorithm"),
-              "alltoallv": ("dtype", "algorithm"),
-              "gather": ("shape", "dtype", "root", "algorithm"),
-              "scatter": ("count", "dtype", "root", "algorithm"),
-              "scan": ("count", "dtype", "op", "algorithm"),
-              "exscan": ("count", "dtype", "op", "algorithm"),
-              "allgather": ("shape", "dtype", "algorithm"),
-              "broadcast": ("count", "dtype", "root", "algorithm"),
-              "reduce": ("count", "dtype", "op", "root", "algorithm"),
-              "barrier": (), "allgather_object": (), "broadcast_object": ("root", "algorithm")}.get(name, ())
+    labels = FIELDS.get(name, ())
     return f"{name}(" + ", ".join(f"{k}={v}" for k, v in zip(labels, args)) + ")"
 
 

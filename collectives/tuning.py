@@ -150,6 +150,10 @@ def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, rank
         ("allgather", "recursive_doubling"): lambda: (lg + 2 * fold, pshare * m + fold * (m + m / n), 0.0),
         # reduce by ring: ring reduce-scatter, then one gather step into root
         ("reduce", "ring"): lambda: (n, 2 * share * m, share * m),
+        # Shared memory: a sync point costs one alpha; a byte copied into or out of the
+        # segment costs beta/2 (one memcpy, where an MPI message inside a node is two).
+        ("allreduce", "oneshot"): lambda: (1, m, (n - 1) * m),
+        ("allreduce", "twoshot"): lambda: (2, m, share * m),
         # nbytes: one rank's send buffer (alltoall) / the gathered buffer (gather, scatter)
         ("alltoall", "pairwise"): lambda: (n - 1, share * m, 0.0),
         ("alltoall", "linear"): lambda: (n - 1, share * m, 0.0),

@@ -19,17 +19,83 @@ constexpr int BYTES_IN_FLIGHT = 64;
 // operation, which is what NumPy does.
 struct f16 { unsigned short bits; };
 
+// ---- float32 operations that never flush to zero ----------------------------------------
+// CuPy compiles every RawModule with -ftz=true appended after our options (NVRTC keeps the
+// last), which turns plain float operators, __fadd_rn and friends into .ftz instructions
+// that flush subnormal inputs and results to zero; NumPy never flushes. Inline PTX is
+// emitted as written, so every float32 add, multiply, comparison and conversion goes
+// through these (tests/test_kernels_build.py checks the PTX holds no .ftz at all).
+// The #else branch is the same arithmetic in C++ for host builds (the CPU stand-in of
+// tests/cupy_standin.py), which never flush either.
+#if defined(__CUDA_ARCH__)
 __device__ __forceinline__ float f16_to_float(f16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
     return f;
 }
-
 __device__ __forceinline__ f16 float_to_f16(float f) {
     f16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));
     return h;
 }
+__device__ __forceinline__ float add_f32(float a, float b) {
+    float r;
+    asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+__device__ __forceinline__ float mul_f32(float a, float b) {
+    float r;
+    asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+__device__ __forceinline__ float double_to_f32(double d) {
+    float r;
+    asm("cvt.rn.f32.f64 %0, %1;" : "=f"(r) : "d"(d));
+    return r;
+}
+// One comparison per macro: setp with the named IEEE comparison (lt, gt, eq: false when
+// either is NaN; nan: true when either is), as 0/1.
+#define KERNELS_SETP_F32(NAME, CMP)                                                      \
+    __device__ __forceinline__ bool NAME(float a, float b) {                               \
+        unsigned r;                                                                        \
+        asm("{ .reg .pred p; setp." CMP ".f32 p, %1, %2; selp.u32 %0, 1, 0, p; }"         \
+            : "=r"(r) : "f"(a), "f"(b));                                                   \
+        return r != 0;                                                                     \
+    }
+KERNELS_SETP_F32(less_f32, "lt")
+KERNELS_SETP_F32(greater_f32, "gt")
+KERNELS_SETP_F32(equal_f32, "eq")
+KERNELS_SETP_F32(unordered_f32, "nan")
+#undef KERNELS_SETP_F32
+#else
+inline float f16_to_float(f16 h) { _Float16 v; __builtin_memcpy(&v, &h.bits, 2); return (float)v; }
+inline f16 float_to_f16(float f) { _Float16 v = (_Float16)f; f16 h; __builtin_memcpy(&h.bits, &v, 2); return h; }
+inline float add_f32(float a, float b) { return a + b; }
+inline float mul_f32(float a, float b) { return a * b; }
+inline float double_to_f32(double d) { return (float)d; }
+inline bool less_f32(float a, float b) { return a < b; }
+inline bool greater_f32(float a, float b) { return a > b; }
+inline bool equal_f32(float a, float b) { return a == b; }
+inline bool unordered_f32(float a, float b) { return a != a || b != b; }
+#endif
+
+// The same operations for every arithmetic type: float32 through the functions above,
+// the others with the plain operators (ftz concerns float32 only).
+template <typename T> __device__ __forceinline__ T add(T a, T b) { return a + b; }
+template <> __device__ __forceinline__ float add<float>(float a, float b) { return add_f32(a, b); }
+template <typename T> __device__ __forceinline__ T mul(T a, T b) { return a * b; }
+template <> __device__ __forceinline__ float mul<float>(float a, float b) { return mul_f32(a, b); }
+template <typename T> __device__ __forceinline__ bool less(T a, T b) { return a < b; }
+template <> __device__ __forceinline__ bool less<float>(float a, float b) { return less_f32(a, b); }
+template <typename T> __device__ __forceinline__ bool greater(T a, T b) { return a > b; }
+template <> __device__ __forceinline__ bool greater<float>(float a, float b) { return greater_f32(a, b); }
+template <typename T> __device__ __forceinline__ bool equal(T a, T b) { return a == b; }
+template <> __device__ __forceinline__ bool equal<float>(float a, float b) { return equal_f32(a, b); }
+template <typename T> __device__ __forceinline__ bool is_nan(T a) { return a != a; }
+template <> __device__ __forceinline__ bool is_nan<float>(float a) { return unordered_f32(a, a); }
+// double -> T for the scale factor (rounded to nearest, never flushed)
+template <typename T> __device__ __forceinline__ T from_double(double d) { return (T)d; }
+template <> __device__ __forceinline__ float from_double<float>(double d) { return double_to_f32(d); }
 
 // Math<T>::type is the type arithmetic on T happens in; widen/narrow convert to and from it.
 template <typename T> struct Math { typedef T type; };
@@ -66,9 +132,9 @@ template <typename S, typename D> struct Convert {      // plain cast, e.g. floa
 template <typename S, typename D> struct Scale {
     static constexpr bool reads_dst = false;
     typename Math<S>::type scale;
-    __device__ explicit Scale(double s) : scale((typename Math<S>::type)s) {}
+    __device__ explicit Scale(double s) : scale(from_double<typename Math<S>::type>(s)) {}
     __device__ D operator()(D, S x) const {
-        return narrow<D>((typename Math<D>::type)(widen<S>(x) * scale));
+        return narrow<D>((typename Math<D>::type)mul(widen<S>(x), scale));
     }
 };
 

@@ -13,7 +13,7 @@ struct Sum {
     template <typename T> static __device__ __forceinline__ T apply(T a, T b) {
         typedef typename Math<T>::type M;
         typedef typename Wrap<M>::type W;
-        return narrow<T>((M)((W)widen<T>(a) + (W)widen<T>(b)));
+        return narrow<T>((M)add<W>((W)widen<T>(a), (W)widen<T>(b)));
     }
 };
 
@@ -21,7 +21,7 @@ struct Prod {
     template <typename T> static __device__ __forceinline__ T apply(T a, T b) {
         typedef typename Math<T>::type M;
         typedef typename Wrap<M>::type W;
-        return narrow<T>((M)((W)widen<T>(a) * (W)widen<T>(b)));
+        return narrow<T>((M)mul<W>((W)widen<T>(a), (W)widen<T>(b)));
     }
 };
 
@@ -34,7 +34,7 @@ template <> struct TieKeepsFirst<f16> { static constexpr bool value = true; };
 struct Max {
     template <typename T> static __device__ __forceinline__ T apply(T a, T b) {
         const typename Math<T>::type x = widen<T>(a), y = widen<T>(b);
-        const bool first = x != x || x > y || (TieKeepsFirst<T>::value && x == y);
+        const bool first = is_nan(x) || greater(x, y) || (TieKeepsFirst<T>::value && equal(x, y));
         return first ? a : b;
     }
 };
@@ -42,7 +42,7 @@ struct Max {
 struct Min {
     template <typename T> static __device__ __forceinline__ T apply(T a, T b) {
         const typename Math<T>::type x = widen<T>(a), y = widen<T>(b);
-        const bool first = x != x || x < y || (TieKeepsFirst<T>::value && x == y);
+        const bool first = is_nan(x) || less(x, y) || (TieKeepsFirst<T>::value && equal(x, y));
         return first ? a : b;
     }
 };

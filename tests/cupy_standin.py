@@ -19,8 +19,8 @@ What it models, because the GPU path's bugs depend on it:
   name_expressions are given; kernels run as C++ built with g++ (below), with an
   occupancy of BLOCKS_PER_SM blocks per SM reported through cupy.cuda.driver.
 - The kernels: the exact text kernels.cuda gives NVRTC is built with g++ instead, with
-  the CUDA keywords defined away, the two float16 `cvt` instructions replaced by C++
-  `_Float16` conversions (also round to nearest even), and one wrapper per kernel that
+  the CUDA keywords defined away and common.cuh's host branch (C++ in place of its
+  inline PTX: `_Float16` conversions round to nearest even too), and one wrapper per kernel that
   runs every block and every thread of the grid in turn (the kernels share nothing
   between threads, so any order gives the GPU's result). Arrays are NumPy buffers
   aligned like CuPy's, passed by address.
@@ -60,12 +60,6 @@ static Dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
-static inline float host_f16_to_float(unsigned short b) {
-    _Float16 h; std::memcpy(&h, &b, 2); return (float)h;
-}
-static inline unsigned short host_float_to_f16(float f) {
-    _Float16 h = (_Float16)f; unsigned short b; std::memcpy(&b, &h, 2); return b;
-}
 """
 
 RUNNER = r"""
@@ -85,8 +79,6 @@ template <typename... A> static void launch(void (*k)(A...), unsigned grid, void
 template <typename... A> static int arity(void (*)(A...)) { return sizeof...(A); }
 """
 
-CVT = {'asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));': "f = host_f16_to_float(h.bits);",
-       'asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));': "h.bits = host_float_to_f16(f);"}
 _LIBRARIES = {}                                   # source hash -> (library, {name: index})
 _BUILD_LOCK = threading.Lock()
 
@@ -117,9 +109,7 @@ def _build(key, code, names, tmp_dir):
     folder = _build_dir(tmp_dir)
     library = os.path.join(folder, f"{key}.so")
     if not os.path.exists(library):
-        for instruction, replacement in CVT.items():
-            assert code.count(instruction) == 1, f"the float16 conversion changed: {instruction}"
-            code = code.replace(instruction, replacement)
+        assert "#if defined(__CUDA_ARCH__)" in code, "the host branch of common.cuh is gone"
         wrappers = [f'extern "C" void run_{i}(unsigned grid, void** args) {{ launch(&{name}, grid, args); }}\n'
                     f'extern "C" int arity_{i}() {{ return arity(&{name}); }}' for i, name in enumerate(names)]
         source = os.path.join(folder, f"{key}.{os.getpid()}.cpp")

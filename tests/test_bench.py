@@ -90,7 +90,8 @@ def test_allreduce_benchmark_writes_table_footer_and_json(tmp_path):
     data = json.loads(path.read_text())
     assert data["world_size"] == 3
     rows = data["results"]
-    assert {r["algorithm"] for r in rows} == {"ring", "tree", "recursive_doubling", "rabenseifner", "mpi"}
+    assert {r["algorithm"] for r in rows} == {"ring", "tree", "recursive_doubling", "rabenseifner",
+                                              "oneshot", "twoshot", "mpi"}
     assert sorted({r["size"] for r in rows}) == [8, 64, 512, 4096]
     for row in rows:
         assert KEYS | {"inplace_" + k for k in KEYS - {"size", "count", "dtype", "op", "algorithm"}} <= set(row)

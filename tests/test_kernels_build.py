@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from kernels import cuda
+from tests.cupy_standin import CUPY_APPENDED_OPTIONS
 
 SOURCES = sorted(glob.glob(os.path.join(cuda.HERE, "*.cu")))
 HEADERS = sorted(glob.glob(os.path.join(cuda.HERE, "*.cuh")))
@@ -54,12 +55,35 @@ def test_every_cu_file_compiles(source, arch, tmp_path):
     nvcc(source, arch, tmp_path, "-DKERNELS_INSTANTIATE_ALL", "-Werror", "all-warnings")
 
 
-@needs_nvcc
-@pytest.mark.parametrize("filename", sorted(cuda.NAMES))
-def test_every_name_the_loader_asks_nvrtc_for_is_a_valid_instance(filename, tmp_path):
+def nvrtc_probe(filename, tmp_path):
     """The exact text NVRTC gets (headers pasted in), alone in an empty folder, plus a use
     of every name expression, which instantiates it as NVRTC would."""
     probe = tmp_path / f"probe_{filename}"
     uses = [f"    (void)&{name};" for name in cuda.NAMES[filename]]
     probe.write_text(cuda.source(filename) + "\nvoid probe() {\n" + "\n".join(uses) + "\n}\n")
-    nvcc(probe, "sm_80", tmp_path, "-Werror", "all-warnings")
+    return probe
+
+
+@needs_nvcc
+@pytest.mark.parametrize("filename", sorted(cuda.NAMES))
+def test_every_name_the_loader_asks_nvrtc_for_is_a_valid_instance(filename, tmp_path):
+    nvcc(nvrtc_probe(filename, tmp_path), "sm_80", tmp_path, "-Werror", "all-warnings")
+
+
+@needs_nvcc
+@pytest.mark.parametrize("filename", sorted(cuda.NAMES))
+def test_no_kernel_flushes_subnormals_under_cupys_compile_options(filename, tmp_path):
+    """CuPy appends -ftz=true after our options to every RawModule compile (NVRTC keeps the
+    last), which makes plain float32 arithmetic and comparisons flush subnormals to zero,
+    unlike NumPy. nvcc with the same option list reproduces it: the PTX of every kernel
+    instance must hold no .ftz instruction."""
+    ptx = tmp_path / f"{filename}.ptx"
+    options = [*cuda.OPTIONS, *CUPY_APPENDED_OPTIONS]
+    command = [NVCC, "-arch=sm_80", "-ptx", *options, "-o", str(ptx), "-x", "cu",
+               str(nvrtc_probe(filename, tmp_path))]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    text = ptx.read_text()
+    assert text.count(".entry") == max(1, len(cuda.NAMES[filename]))      # every instance is there
+    flushing = sorted(set(re.findall(r"[\w.]*\.ftz\b[\w.]*", text)))
+    assert not flushing, f"{filename}: {flushing}"

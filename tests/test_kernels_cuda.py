@@ -30,11 +30,14 @@ def cp():
 
 
 def random(n, dtype, rng, nans=False):
-    """n values of dtype: normal * 20, with +0.0/-0.0 (and NaNs of two payloads) sprinkled in."""
+    """n values of dtype: normal * 20, with +0.0/-0.0, subnormals of both signs (a GPU that
+    flushes them to zero fails) and NaNs of two payloads sprinkled in."""
     values = (rng.standard_normal(n) * 20).astype(dtype)
     if np.dtype(dtype).kind == "f" and n:
         values[rng.integers(0, n, n // 10 + 1)] = 0.0
         values[rng.integers(0, n, n // 10 + 1)] = -0.0
+        tiny = rng.integers(-500, 500, n // 10 + 1) * np.finfo(dtype).smallest_subnormal
+        values[rng.integers(0, n, n // 10 + 1)] = tiny.astype(dtype)
         if nans:
             values[rng.integers(0, n, n // 20 + 1)] = np.nan
             bits = values.view(f"u{values.itemsize}")

@@ -41,7 +41,8 @@ def staged_run(size, fn):
     return run_threads(size, fn, wrap=wrap, timeout=20)
 
 
-ALGORITHMS = {c: cc.run_threads(1, lambda comm, c=c: comm.algorithms(c))[0]
+# Staged (device) buffers never use the host's shared segment: no shared-memory algorithms.
+ALGORITHMS = {c: cc.run_threads(1, lambda comm, c=c: comm.algorithms(c), shm_bytes=0)[0]
               for c in ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce")}
 
 

@@ -72,7 +72,7 @@ def test_wrappers_declare_the_inner_capabilities_and_group_drops_the_global_ones
         group = Group(t, range(t.size))
         return [w.capabilities for w in wrapped], group.capabilities
     declared = Capabilities(ranks_per_node=2, pipeline_chunks=3)
-    wrapped, group = run_threads(4, body, capabilities=declared)[0]
+    wrapped, group = run_threads(4, body, capabilities=declared, shm_bytes=0)[0]
     assert all(c == declared for c in wrapped)
     assert group == declared.replace(ranks_per_node=None)
 

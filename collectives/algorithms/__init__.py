@@ -13,12 +13,14 @@ Every algorithm of one collective has the same signature:
 t is the transport, op a combine op ("sum", "prod", "max", "min"), ws the Workspace.
 """
 from .. import tuning
-from . import alltoall, gather, hierarchical, native, recursive, ring, scan, tree
+from . import alltoall, gather, hierarchical, native, recursive, ring, scan, shm, tree
 from .common import nominal_nbytes
 
 NATIVE = "mpi"
 # Offered only where the transport knows which ranks share a node (`ranks_per_node`).
 NEEDS_NODES = {"hierarchical"}
+# Offered only where all the transport's ranks share a segment (`shm.segment_of`).
+NEEDS_SEGMENT = {"oneshot", "twoshot"}
 # Where a collective's "mpi" algorithm calls a transport method of another name.
 NATIVE_METHOD = {"alltoall": "alltoallv"}
 
@@ -50,6 +52,8 @@ ALGORITHMS = {
         "recursive_doubling": recursive.allreduce,
         "rabenseifner": recursive.rabenseifner,
         "hierarchical": hierarchical.allreduce,
+        "oneshot": shm.oneshot_allreduce,
+        "twoshot": shm.twoshot_allreduce,
         NATIVE: native.allreduce,
     },
     "reduce_scatter": {
@@ -107,8 +111,11 @@ ALGORITHMS = {
 
 def names(collective, transport):
     """Algorithm names valid for `collective` over `transport` ("mpi" only where it is
-    native, "hierarchical" only where the transport knows nodes that divide its ranks)."""
+    native, "hierarchical" only where the transport knows nodes that divide its ranks,
+    the shared-memory ones only where all its ranks share a segment)."""
     has_native = NATIVE_METHOD.get(collective, collective) in transport.capabilities.native
     has_nodes = hierarchical.ranks_per_node(transport) is not None
+    has_segment = shm.segment_of(transport) is not None
     return [name for name in ALGORITHMS[collective]
-            if (name != NATIVE or has_native) and (name not in NEEDS_NODES or has_nodes)]
+            if (name != NATIVE or has_native) and (name not in NEEDS_NODES or has_nodes)
+            and (name not in NEEDS_SEGMENT or has_segment)]

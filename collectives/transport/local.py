@@ -11,16 +11,18 @@ from collections import defaultdict
 import numpy as np
 
 from ..errors import CollectiveTimeout, TransportError, TransportTimeout
+from .calls import CallTags
 from .contract import NO_CAPABILITIES, CallState
+from .segment import DEFAULT_BYTES, LocalSegment
 
 DEFAULT_TIMEOUT = 60.0
 
 
 class _Message:
-    __slots__ = ("payload", "done", "error")
+    __slots__ = ("payload", "tag", "done", "error")
 
-    def __init__(self, payload):
-        self.payload = payload
+    def __init__(self, payload, tag):
+        self.payload, self.tag = payload, tag
         self.done = threading.Event()
         self.error = None
 
@@ -38,11 +40,32 @@ class _Channel:
 class Fabric:
     """Shared state of one in-process world: every channel of every group."""
 
-    def __init__(self, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, timeout=DEFAULT_TIMEOUT, shm_bytes=DEFAULT_BYTES):
         self.timeout = timeout
         self.cond = threading.Condition()
         self.channels = defaultdict(_Channel)
         self.aborted = None  # set to a reason when a rank failed: the others stop waiting
+        self.shm_bytes = shm_bytes
+        self._segments = {}  # group -> [every rank's region of its segment, ranks that freed it]
+
+    def segment(self, group, rank, size):
+        """Rank `rank`'s handle on group's shared segment (None when shm_bytes is 0)."""
+        if not self.shm_bytes:
+            return None
+        with self.cond:
+            entry = self._segments.get(group)
+            if entry is None:
+                entry = self._segments[group] = [LocalSegment.create(size, self.shm_bytes), 0]
+        return LocalSegment(entry[0], rank, aborted=lambda: self.aborted)
+
+    def release_segment(self, group):
+        """One rank of `group` is done with its segment; the last one drops it."""
+        with self.cond:
+            entry = self._segments.get(group)
+            if entry is not None:
+                entry[1] += 1
+                if entry[1] == len(entry[0]):
+                    del self._segments[group]
 
     def abort(self, reason):
         with self.cond:
@@ -64,8 +87,8 @@ class Fabric:
             for key in [k for k in self.channels if k[0] == group and k[2] == rank]:
                 del self.channels[key]
 
-    def post_send(self, key, payload):
-        message = _Message(payload)
+    def post_send(self, key, payload, tag):
+        message = _Message(payload, tag)
         with self.cond:
             channel = self.channels[key]
             channel.messages[channel.sent] = message
@@ -141,19 +164,22 @@ class _RecvRequest:
 
 class LocalTransport(CallState):
     """One rank's endpoint in an in-process world (see module docstring). It declares
-    `capabilities` as given (default: none; tests pass ranks_per_node)."""
+    `capabilities` as given (default: none; tests pass ranks_per_node), plus the group's
+    shared segment where the fabric makes them (all in-process ranks share memory)."""
 
     def __init__(self, fabric, group, rank, size, capabilities=NO_CAPABILITIES):
         self.fabric, self.group, self.rank, self.size = fabric, group, rank, size
-        self.capabilities = capabilities
+        segment = fabric.segment(group, rank, size)
+        self.capabilities = capabilities.replace(shared_segment=segment) if segment else capabilities
         self.set_timeout(fabric.timeout)
+        self.tags = CallTags()          # the call in progress: its tag goes with every message
         self._splits = 0
 
     # -- point to point ----------------------------------------------------------------
     def isend(self, buf, dest, payload=None):
         """Start sending `buf` to `dest`; the request completes once `dest` has received it."""
         message = self.fabric.post_send((self.group, self.rank, dest),
-                                        buf if payload is None else payload)
+                                        buf if payload is None else payload, self.tags.tag)
         return _SendRequest(self, message, dest)
 
     def irecv(self, buf, source):
@@ -165,6 +191,9 @@ class LocalTransport(CallState):
         message = self.fabric.take((self.group, source, self.rank), ticket,
                                    lambda: f"rank {self.rank} receiving from rank {source}",
                                    self, source)
+        if message.tag != self.tags.tag:     # sent in another call: matched, not used
+            message.done.set()
+            raise self.tags.mismatch(self.rank, source, message.tag)
         data = message.payload
         if buf is None:                      # an object message (control plane)
             message.done.set()
@@ -209,9 +238,23 @@ class LocalTransport(CallState):
         """Return once every rank of the group has entered the barrier."""
         self.allgather_object(None)
 
+    def begin_call(self, sequence, signature):
+        """As CallState's; the call's tag goes with every message, and the segment's flags
+        carry the call from now on."""
+        super().begin_call(sequence, signature)
+        self.tags.begin(sequence, signature)
+        segment = self.capabilities.shared_segment
+        if segment is not None:
+            segment.begin_call(sequence, signature)
+
     def free(self):
-        """Forget this endpoint's incoming channels (the sender side completed already)."""
+        """Forget this endpoint's incoming channels (the sender side completed already)
+        and let go of the group's shared segment."""
         self.fabric.forget(self.group, self.rank)
+        segment = self.capabilities.shared_segment
+        if segment is not None and not segment.closed:
+            segment.close()
+            self.fabric.release_segment(self.group)
 
     def split(self, color, key=0):
         """A transport over the ranks that passed the same `color` (None: this rank joins none)."""
@@ -228,8 +271,10 @@ class LocalTransport(CallState):
 
 
 def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, release=None,
-                capabilities=NO_CAPABILITIES, **kwargs):
+                capabilities=NO_CAPABILITIES, shm_bytes=DEFAULT_BYTES, **kwargs):
     """Run fn(endpoint, *args, **kwargs) on `size` in-process ranks, one thread each.
+
+    Every group of ranks gets a shared segment of `shm_bytes` per rank (0: none).
 
     Every endpoint declares `capabilities` (e.g. Capabilities(ranks_per_node=2) to test
     the hierarchical algorithm). `wrap(transport)` turns each rank's transport into what
@@ -241,7 +286,7 @@ def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, release=Non
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}")
-    fabric = Fabric(timeout)
+    fabric = Fabric(timeout, shm_bytes)
     results, errors = [None] * size, [None] * size
 
     def fail(rank, exc):

@@ -9,6 +9,11 @@ a peer that never answers ends in TransportTimeout after `timeout` seconds (None
 instead of a hang, and an idle rank sleeps rather than spins. MPI errors are returned,
 not fatal, and every call turns an MPI exception into `MessageError` (a TransportError),
 so a broken peer or message becomes the engine's own error type.
+
+Every message carries the call tag of the collective that sent it (see
+collectives.transport.calls): receives accept any tag and compare it, and the byte count,
+with this rank's own call before the data are used; a message from another call raises
+CollectiveMismatch.
 """
 import pickle
 from contextlib import contextmanager
@@ -17,7 +22,9 @@ import numpy as np
 from mpi4py import MPI
 
 from ..errors import MessageError
+from .calls import CallTags
 from .contract import NATIVE_COLLECTIVES, CallState, Capabilities
+from .segment import MPISegment
 from .waiting import poll_until
 
 _MPI_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
@@ -41,17 +48,27 @@ def _mpi_errors(describe):
 
 
 class _Request:
-    """An MPI request that completes through the transport's bounded wait."""
-    __slots__ = ("transport", "request", "peer", "what")
+    """An MPI request that completes through the transport's bounded wait; a receive
+    keeps its status (`status`, None once checked) and expected size (`nbytes`)."""
+    __slots__ = ("transport", "request", "peer", "what", "status", "nbytes")
 
-    def __init__(self, transport, request, peer, what):
+    def __init__(self, transport, request, peer, what, status=None, nbytes=0):
         self.transport, self.request, self.peer, self.what = transport, request, peer, what
+        self.status, self.nbytes = status, nbytes
 
     def wait(self):
         self.transport.waitall([self])
 
     def test(self):
-        return self.request.Test()
+        if self.status is None:
+            return self.request.Test()
+        try:
+            done = self.request.Test(self.status)
+        except MPI.Exception as error:
+            self.transport._received_badly(error, [self])
+        if done:
+            self.transport._received(self)
+        return done
 
 
 class MPITransport(CallState):
@@ -59,47 +76,85 @@ class MPITransport(CallState):
 
     ranks_per_node: declared when the job spans equal nodes of consecutive ranks (cc.init
     finds out). Natively it offers MPI's own collectives; it is CUDA-aware where the MPI
-    library says so.
+    library says so. shm_bytes > 0: a shared segment of that many bytes per rank over the
+    ranks of this node (collective over comm).
     """
 
-    def __init__(self, comm, timeout=None, ranks_per_node=None):
+    def __init__(self, comm, timeout=None, ranks_per_node=None, shm_bytes=0):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.set_timeout(timeout)
+        segment = MPISegment(comm.Split_type(MPI.COMM_TYPE_SHARED), shm_bytes) if shm_bytes else None
         self.capabilities = Capabilities(ranks_per_node=ranks_per_node, native=frozenset(NATIVE_COLLECTIVES),
-                                         cuda_aware=self.query_cuda_support())
+                                         cuda_aware=self.query_cuda_support(), shared_segment=segment)
         comm.Set_errhandler(MPI.ERRORS_RETURN)
+        self.tags = CallTags(int(comm.Get_attr(MPI.TAG_UB)).bit_length())
+        self._status = MPI.Status()   # sendrecv's receive status (one call at a time per transport)
+        self._ignored = MPI.Status()  # where the statuses of sends go
 
-    def _complete(self, requests, peer, what):
-        """Wait for raw MPI requests with the timeout; counts one step."""
+    def _complete(self, requests, peer, what, statuses=None):
+        """Wait for raw MPI requests with the timeout (filling `statuses`, and then leaving
+        MPI's exception to the caller, which checks them); counts one step."""
         self.step += 1
         describe = lambda: f"rank {self.rank} waiting to {what} rank {peer} (step {self.step})"
+        if statuses is not None:
+            poll_until(lambda: MPI.Request.Testall(requests, statuses), self.timeout, describe,
+                       peer=peer, what=what, step=self.step)
+            return
         with _mpi_errors(describe):
             poll_until(lambda: MPI.Request.Testall(requests), self.timeout, describe,
                        peer=peer, what=what, step=self.step)
 
+    def _received(self, request):
+        """Check a completed receive against this rank's call before its bytes are used."""
+        status, request.status = request.status, None
+        tag = status.Get_tag()
+        if tag != self.tags.tag:
+            raise self.tags.mismatch(self.rank, request.peer, tag)
+        count = status.Get_count(MPI.BYTE)
+        if count != request.nbytes:
+            raise MessageError(f"rank {self.rank}: rank {request.peer} sent {count} bytes in the same "
+                               f"call, where {request.nbytes} were expected")
+
+    def _received_badly(self, error, receives):
+        """An MPI error completing `receives` (e.g. a message longer than the buffer): a
+        call mismatch if a message came with another call's tag, else MessageError."""
+        for request in receives:
+            tag = request.status.Get_tag() if request.status is not None else -1
+            if tag >= 0 and tag != self.tags.tag:
+                raise self.tags.mismatch(self.rank, request.peer, tag) from error
+        peers = sorted({r.peer for r in receives})
+        raise MessageError(f"rank {self.rank} receiving from rank(s) {peers}: MPI error: {error} "
+                           "(a message longer than expected, sent in the same call)") from error
+
     # -- point to point ----------------------------------------------------------------
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         """Send `sendbuf` to `dest` and receive `recvbuf` from `source` (either may be None)."""
-        requests = []
-        peer, what = (source, "receive from") if recvbuf is not None else (dest, "send to")
-        with _mpi_errors(lambda: f"rank {self.rank} posting to {what} rank {peer}"):
-            if recvbuf is not None:
-                requests.append(self.comm.Irecv([recvbuf, MPI.BYTE], source))
+        if recvbuf is None:
+            with _mpi_errors(lambda: f"rank {self.rank} posting a send to rank {dest}"):
+                request = self.comm.Isend([sendbuf, MPI.BYTE], dest, self.tags.tag)
+            self._complete([request], dest, "send to")
+            return
+        with _mpi_errors(lambda: f"rank {self.rank} posting to receive from rank {source}"):
+            receive = _Request(self, self.comm.Irecv([recvbuf, MPI.BYTE], source, MPI.ANY_TAG),
+                               source, "receive from", self._status, recvbuf.nbytes)
+            requests, statuses = [receive.request], [self._status]
             if sendbuf is not None:
-                requests.append(self.comm.Isend([sendbuf, MPI.BYTE], dest))
-        self._complete(requests, peer, what)
+                requests.append(self.comm.Isend([sendbuf, MPI.BYTE], dest, self.tags.tag))
+                statuses.append(self._ignored)
+        self._wait_checked(requests, statuses, [receive], source, "receive from")
 
     def isend(self, buf, dest):
         """Start sending `buf` to `dest`; returns a request (wait() completes it)."""
         with _mpi_errors(lambda: f"rank {self.rank} posting a send to rank {dest}"):
-            return _Request(self, self.comm.Isend([buf, MPI.BYTE], dest), dest, "send to")
+            return _Request(self, self.comm.Isend([buf, MPI.BYTE], dest, self.tags.tag), dest, "send to")
 
     def irecv(self, buf, source):
-        """Post a receive of `buf` from `source`; returns a request."""
+        """Post a receive of `buf` from `source` (any tag: checked on completion)."""
         with _mpi_errors(lambda: f"rank {self.rank} posting a receive from rank {source}"):
-            return _Request(self, self.comm.Irecv([buf, MPI.BYTE], source), source, "receive from")
+            return _Request(self, self.comm.Irecv([buf, MPI.BYTE], source, MPI.ANY_TAG), source,
+                            "receive from", MPI.Status(), buf.nbytes)
 
     def waitall(self, requests):
         """Wait for every request (bounded by the timeout); names the first pending peer."""
@@ -109,7 +164,18 @@ class MPITransport(CallState):
             pending = [r for r in requests if not r.test()]
         if pending:
             first = pending[0]
-            self._complete([r.request for r in pending], first.peer, first.what)
+            statuses = [r.status if r.status is not None else self._ignored for r in pending]
+            self._wait_checked([r.request for r in pending], statuses,
+                               [r for r in pending if r.status is not None], first.peer, first.what)
+
+    def _wait_checked(self, requests, statuses, receives, peer, what):
+        """Complete `requests`, then check each of `receives` (after an MPI error too)."""
+        try:
+            self._complete(requests, peer, what, statuses)
+        except MPI.Exception as error:
+            self._received_badly(error, receives)
+        for receive in receives:
+            self._received(receive)
 
     @staticmethod
     def query_cuda_support():
@@ -138,8 +204,20 @@ class MPITransport(CallState):
         """MPI_Ibarrier, waited with the timeout."""
         self._collective(self.comm.Ibarrier(), "barrier")
 
+    def begin_call(self, sequence, signature):
+        """As CallState's; the call's tag goes with every message, and the segment's flags
+        carry the call from now on."""
+        super().begin_call(sequence, signature)
+        self.tags.begin(sequence, signature)
+        segment = self.capabilities.shared_segment
+        if segment is not None:
+            segment.begin_call(sequence, signature)
+
     def free(self):
-        """Free the MPI communicator (once; not after MPI_Finalize)."""
+        """Free the MPI communicator (once; not after MPI_Finalize) and let go of the
+        shared segment (see MPISegment.close)."""
+        if self.capabilities.shared_segment is not None:
+            self.capabilities.shared_segment.close()
         comm, self.comm = self.comm, MPI.COMM_NULL
         if comm != MPI.COMM_NULL and not MPI.Is_finalized():
             comm.Free()
@@ -148,6 +226,8 @@ class MPITransport(CallState):
         """A transport over the ranks with the same `color` (None: this rank joins none)."""
         with _mpi_errors(lambda: f"rank {self.rank} splitting its communicator"):
             sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
+        # No segment for sub-communicators: a window is only released by MPI_Finalize
+        # (see MPISegment.close), and jobs split thousands of times.
         return None if sub == MPI.COMM_NULL else MPITransport(sub, self.timeout)
 
     # -- MPI's own collectives (algorithm "mpi") -------------------------------------------
@@ -215,6 +295,34 @@ def _vector(buf, counts):
     for count in counts[:-1]:
         displacements.append(displacements[-1] + count)
     return [buf, ([c * size for c in counts], [d * size for d in displacements]), MPI.BYTE]
+
+
+def mapped_shm_files():
+    """The /dev/shm files this process maps and that still exist (Linux; elsewhere none)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            fields = [line.split(None, 5) for line in maps]
+    except OSError:
+        return []
+    return sorted({f[5].strip() for f in fields
+                   if len(f) == 6 and f[5].startswith("/dev/shm/") and not f[5].strip().endswith("(deleted)")})
+
+
+def unlink_shared_files(node):
+    """Unlink the /dev/shm files every rank of `node` maps (MPI's own intra-node queues).
+
+    They stay mapped, so nothing changes while the job runs; but once no name is left,
+    a rank that ends without MPI_Finalize (an uncaught exception, a timeout, a kill)
+    leaves nothing behind in /dev/shm. Collective over `node`.
+    """
+    import os
+    mapped = node.allgather(set(mapped_shm_files()))
+    if node.Get_rank() == 0:
+        for path in set.intersection(*mapped):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def install_abort_on_fault():

@@ -147,6 +147,11 @@ class StagedTransport(TransportWrapper):
     def rewrap(self, inner):
         return StagedTransport(inner, self.copies)
 
+    @property
+    def capabilities(self):
+        """The inner transport's, without the shared segment (device buffers are not in it)."""
+        return self.inner.capabilities.replace(shared_segment=None)
+
     def begin(self):
         """Start of a collective: wait until every queued copy out of the pinned arena has
         run (on whatever stream it was queued), then reuse the arena."""
@@ -223,6 +228,11 @@ class DirectDeviceTransport(TransportWrapper):
 
     def rewrap(self, inner):
         return DirectDeviceTransport(inner, self.copies)
+
+    @property
+    def capabilities(self):
+        """The inner transport's, without the shared segment (device buffers are not in it)."""
+        return self.inner.capabilities.replace(shared_segment=None)
 
     def begin(self):
         pass

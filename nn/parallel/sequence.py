@@ -37,19 +37,20 @@ def _check_divides(x, comm):
                          f"tensor-parallel ranks")
 
 
-def all_gather_sequence(x, comm):
+def all_gather_sequence(x, comm, algorithm="auto"):
     """Concatenate every rank's (B, T/tp, ...) along axis 1: (B, T, ...). Cost (ring):
-    (tp-1)/tp of the output received per rank."""
+    (tp-1)/tp of the output sent and received per rank."""
     xp = array_module(x)
-    return xp.ascontiguousarray(xp.moveaxis(comm.allgather(_sequence_first(x)), 0, 1))
+    gathered = comm.allgather(_sequence_first(x), algorithm=algorithm)
+    return xp.ascontiguousarray(xp.moveaxis(gathered, 0, 1))
 
 
-def reduce_scatter_sequence(x, comm):
+def reduce_scatter_sequence(x, comm, algorithm="auto"):
     """Sum (B, T, ...) over the ranks and keep this rank's (B, T/tp, ...). Cost (ring):
-    (tp-1)/tp of the input sent per rank."""
+    (tp-1)/tp of the input sent and received per rank."""
     _check_divides(x, comm)
     first = _sequence_first(x)
-    mine = comm.reduce_scatter(first).reshape((first.shape[0] // comm.size,) + first.shape[1:])
+    mine = comm.reduce_scatter(first, algorithm=algorithm).reshape((first.shape[0] // comm.size,) + first.shape[1:])
     xp = array_module(x)
     return xp.ascontiguousarray(xp.moveaxis(mine, 0, 1))
 
@@ -64,49 +65,49 @@ def split_sequence(x, comm):
 
 class _GatherFromSequence(Function):
     @staticmethod
-    def forward(ctx, x, comm):
-        ctx.comm = comm
-        return all_gather_sequence(x, comm)
+    def forward(ctx, x, comm, algorithm):
+        ctx.comm, ctx.algorithm = comm, algorithm
+        return all_gather_sequence(x, comm, algorithm)
 
     @staticmethod
     def backward(ctx, grad):
-        return reduce_scatter_sequence(grad, ctx.comm), None
+        return reduce_scatter_sequence(grad, ctx.comm, ctx.algorithm), None, None
 
 
 class _ReduceScatterToSequence(Function):
     @staticmethod
-    def forward(ctx, x, comm):
-        ctx.comm = comm
-        return reduce_scatter_sequence(x, comm)
+    def forward(ctx, x, comm, algorithm):
+        ctx.comm, ctx.algorithm = comm, algorithm
+        return reduce_scatter_sequence(x, comm, algorithm)
 
     @staticmethod
     def backward(ctx, grad):
-        return all_gather_sequence(grad, ctx.comm), None
+        return all_gather_sequence(grad, ctx.comm, ctx.algorithm), None, None
 
 
 class _ScatterToSequence(Function):
     @staticmethod
-    def forward(ctx, x, comm):
-        ctx.comm = comm
+    def forward(ctx, x, comm, algorithm):
+        ctx.comm, ctx.algorithm = comm, algorithm
         return split_sequence(x, comm)
 
     @staticmethod
     def backward(ctx, grad):
-        return all_gather_sequence(grad, ctx.comm), None
+        return all_gather_sequence(grad, ctx.comm, ctx.algorithm), None, None
 
 
-def gather_from_sequence_parallel_region(x, comm):
+def gather_from_sequence_parallel_region(x, comm, algorithm="auto"):
     """All-gather along the sequence forward (into a tensor-parallel region); reduce-scatter
     of the gradient backward (each rank's gradient there is a partial sum)."""
-    return _GatherFromSequence.apply(x, comm)
+    return _GatherFromSequence.apply(x, comm, algorithm)
 
 
-def reduce_scatter_to_sequence_parallel_region(x, comm):
+def reduce_scatter_to_sequence_parallel_region(x, comm, algorithm="auto"):
     """Reduce-scatter along the sequence forward (partial sums out of a row-parallel layer
     -> this rank's T/tp, complete); all-gather of the gradient backward."""
-    return _ReduceScatterToSequence.apply(x, comm)
+    return _ReduceScatterToSequence.apply(x, comm, algorithm)
 
 
-def scatter_to_sequence_parallel_region(x, comm):
+def scatter_to_sequence_parallel_region(x, comm, algorithm="auto"):
     """Keep this rank's T/tp forward (x is replicated); all-gather the gradient backward."""
-    return _ScatterToSequence.apply(x, comm)
+    return _ScatterToSequence.apply(x, comm, algorithm)

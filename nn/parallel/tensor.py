@@ -164,7 +164,7 @@ class ColumnParallelLinear(Module):
 
     def forward(self, x):
         if self.sequence_parallel:
-            x = gather_from_sequence_parallel_region(x, self.comm)
+            x = gather_from_sequence_parallel_region(x, self.comm, self.algorithm)
         else:
             x = copy_to_parallel_region(x, self.comm, self.algorithm)
         y = F.linear(x, self.weight, self.bias)
@@ -216,7 +216,7 @@ class RowParallelLinear(Module):
                              f"{self.weight.shape[1]} input features, got shape {x.shape}")
         partial = F.linear(x, self.weight)
         if self.sequence_parallel:
-            y = reduce_scatter_to_sequence_parallel_region(partial, self.comm)
+            y = reduce_scatter_to_sequence_parallel_region(partial, self.comm, self.algorithm)
             bias = None if self.bias is None else copy_to_parallel_region(self.bias, self.comm, self.algorithm)
         else:
             y, bias = reduce_from_parallel_region(partial, self.comm, self.algorithm), self.bias

@@ -103,7 +103,7 @@ class VocabParallelEmbedding(Module):
         local = F.embedding(xp.where(elsewhere, 0, idx - self.vocab_start), self.weight)
         partial = local.masked_fill(elsewhere[..., None], 0.0)
         if self.sequence_parallel:
-            return reduce_scatter_to_sequence_parallel_region(partial, self.comm)
+            return reduce_scatter_to_sequence_parallel_region(partial, self.comm, self.algorithm)
         return reduce_from_parallel_region(partial, self.comm, self.algorithm)
 
     def extra_repr(self):
@@ -301,6 +301,7 @@ class ParallelGPT(Generates, Module):
         object.__setattr__(self, "config", config)
         object.__setattr__(self, "comm", comm)
         object.__setattr__(self, "sequence_parallel", sequence_parallel)
+        object.__setattr__(self, "algorithm", algorithm)
         options = {"sequence_parallel": sequence_parallel, "algorithm": algorithm}
         self.wte = VocabParallelEmbedding.from_embedding(full.wte, comm, **options)
         self.wpe = Embedding(config.block_size, config.n_embd, _weight=full.wpe.weight.data.copy())
@@ -325,12 +326,12 @@ class ParallelGPT(Generates, Module):
         idx = check_tokens(idx, self.config)
         position = self.wpe(np.arange(idx.shape[1]))[None]              # (1, T, C)
         if self.sequence_parallel:
-            position = scatter_to_sequence_parallel_region(position, self.comm)
+            position = scatter_to_sequence_parallel_region(position, self.comm, self.algorithm)
         x = self.drop(self.wte(idx) + position)
         logits = self.lm_head(self.ln_f(self.blocks(x)))
         if targets is None:
             return logits
-        return vocab_parallel_cross_entropy(logits, targets, self.comm, self.config.vocab_size)
+        return vocab_parallel_cross_entropy(logits, targets, self.comm, self.config.vocab_size, self.algorithm)
 
     def next_token_logits(self, idx):
         """The full (B, vocab) logits of the next token (gathered over the vocabulary; with

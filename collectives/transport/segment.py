@@ -1,0 +1,293 @@
+"""The shared segment: ranks on one node read each other's memory directly.
+
+Every rank owns one region of the segment, laid out as
+    [ header: one 64-byte flag line | staging, parity 0 | staging, parity 1 | heap ]
+and every rank sees every region as NumPy views (`region(j)`). Over MPI the segment is an
+MPI-3 shared window (`MPI.Win.Allocate_shared` over the node's ranks: MPI maps it into
+every process and unlinks its file at once, so nothing stays in /dev/shm); in process it
+is one plain array per rank (`LocalSegment`). Algorithms (collectives/algorithms/shm.py)
+only use the methods below and never know which one they have.
+
+Flags. A rank's flag line holds a counter and, per parity of the counter, the sequence
+number and signature hash of the call being made and the offset of the data it
+publishes. `post()` writes the fields, fences, then raises the counter by one; `wait_all()`
+waits (through the bounded wait of collectives/transport/waiting.py, so a dead or stalled
+peer ends in TransportTimeout naming it) until every peer's counter reaches ours, fences,
+and checks the peer is in the same call (else CollectiveMismatch naming it). Counters only
+ever grow: a sync point is "counter value s", the same on every rank because every rank
+runs the same schedule.
+
+Why a rank never overwrites data a peer has not read yet. Every sync point is a post
+followed by a wait for ALL peers, so no rank gets more than one sync point ahead of the
+slowest: a peer's slot for sync s (parity s % 2) is still intact while anyone may read it.
+Staging data use the parity of the *round* (`begin_round()`; one round per pipeline chunk
+or call), and every round starts with such a sync. A rank reads a round's data before it
+posts the first sync of the next round; so before rank r writes round k's staging (parity
+k % 2), it has passed the first sync of round k-1, which every peer posted only after
+finishing its reads of round k-2, the last round that used that parity. Data in the heap
+(arrays from `comm.empty`, published in place) are read by peers only before the sync that
+ends the call, so a call returns only when no peer reads this rank's buffers any more.
+
+Memory ordering. MPI: `Win.Sync()` is the fence, taken after writing data and before
+raising the counter, and after seeing a counter and before reading data (inside a
+`Lock_all` epoch opened at allocation). In process: the writer's data stores happen
+before its counter store in program order, and the reader sees the counter only after
+acquiring the GIL the writer released since; a release/acquire pair orders them, so the
+data are visible before the reader looks at them.
+"""
+import threading
+import weakref
+import zlib
+
+import numpy as np
+
+from ..errors import CollectiveMismatch, TransportError
+from .waiting import poll_until
+
+LINE = 64                      # bytes of one flag line (one cache line)
+HEADER = 4096                  # the flag line padded to a page, so data start page-aligned
+ALIGN = 64
+DEFAULT_BYTES = 64 << 20       # per rank: staging 2 x 16 MiB, heap 32 MiB
+# int64 fields of a flag line: counter, then (seq, hash, offset) for parity 0 and 1
+COUNTER, SLOT0, SLOT_FIELDS = 0, 1, 3
+
+
+SHM_ENV = "COLLECTIVES_SHM_BYTES"
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def check_shm_bytes(value):
+    """Bytes of segment per rank from an int or a text like '64M' (0: no segment)."""
+    if isinstance(value, str):
+        text = value.strip().upper().rstrip("B")
+        unit = text[-1] if text and text[-1] in _UNITS else ""
+        try:
+            value = int(float(text[:len(text) - len(unit)]) * _UNITS[unit])
+        except ValueError:
+            raise ValueError(f"shm_bytes must be a byte count like 67108864 or '64M', got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"shm_bytes must be a non-negative int (bytes per rank; 0 disables), got {value!r}")
+    return value
+
+
+def shm_bytes_from_env(default=DEFAULT_BYTES):
+    """Segment bytes per rank from COLLECTIVES_SHM_BYTES (e.g. '64M'; 0 disables), else default."""
+    import os
+    text = os.environ.get(SHM_ENV, "").strip()
+    return check_shm_bytes(text) if text else default
+
+
+def layout(nbytes):
+    """(staging bytes per parity, heap offset) of a region of `nbytes` (header included)."""
+    usable = max(0, nbytes - HEADER)
+    half = (usable // 4) // ALIGN * ALIGN
+    return half, HEADER + 2 * half
+
+
+def signature_hash(signature):
+    """A hash of a call signature that is the same in every process (str hash is salted)."""
+    return zlib.crc32(repr(signature).encode()) & 0x7FFFFFFF
+
+
+class Segment:
+    """One rank's handle on its node's shared segment (see module docstring).
+
+    rank, size: this rank's place among the segment's ranks. `regions[j]` is rank j's
+    region as a uint8 array; subclasses supply it and `fence()`. `aborted()`, if given,
+    returns why the world gave up (a rank failed) or None: waits stop early on it.
+    """
+
+    def __init__(self, regions, rank, aborted=None):
+        self.regions, self.rank, self.size = regions, rank, len(regions)
+        self._aborted = aborted
+        self.nbytes = regions[rank].size
+        self.staging_bytes, self.heap_offset = layout(self.nbytes)
+        self._lines = [memoryview(r[:LINE]).cast("q") for r in regions]
+        self._line = self._lines[rank]
+        self._counter = self._line[COUNTER]
+        self._round = 0
+        self._call = (0, 0)
+        self._call_start = 0
+        self._hashes = {}
+        self.heap = Heap(self.nbytes - self.heap_offset)
+        self.closed = False
+
+    # -- what algorithms use ----------------------------------------------------------
+    def begin_call(self, sequence, signature):
+        """Record the call the next sync points belong to (carried in every flag)."""
+        code = self._hashes.get(signature)
+        if code is None:
+            code = self._hashes[signature] = signature_hash(signature)
+        self._call = (sequence, code)
+        self._call_start = self._counter
+
+    def begin_round(self):
+        """Start a round; returns its parity (which staging half it writes)."""
+        parity = self._round & 1
+        self._round += 1
+        return parity
+
+    def staging(self, rank, parity, dtype, count, start=0):
+        """Elements [start, start+count) of `rank`'s staging half `parity`, as `dtype`."""
+        itemsize = np.dtype(dtype).itemsize
+        offset = HEADER + parity * self.staging_bytes + start * itemsize
+        return self.regions[rank][offset:offset + count * itemsize].view(dtype)
+
+    def staging_offset(self, parity):
+        """Byte offset of staging half `parity` in every region."""
+        return HEADER + parity * self.staging_bytes
+
+    def published(self, rank, offset, dtype, count):
+        """The `count` elements rank published at byte `offset` of its region."""
+        itemsize = np.dtype(dtype).itemsize
+        return self.regions[rank][offset:offset + count * itemsize].view(dtype)
+
+    def offset_in_heap(self, array):
+        """Byte offset of `array`'s data in this rank's region if it lies in the heap, else None."""
+        if not isinstance(array, np.ndarray):
+            return None
+        base = self.regions[self.rank].ctypes.data
+        offset = array.ctypes.data - base
+        if self.heap_offset <= offset and offset + array.nbytes <= self.nbytes:
+            return offset
+        return None
+
+    def post(self, offset=0):
+        """Publish a sync point: everything written so far, plus `offset` (where this
+        rank's data for the round lie). Returns the counter value peers wait for."""
+        line, value = self._line, self._counter + 1
+        slot = SLOT0 + (value & 1) * SLOT_FIELDS
+        line[slot], line[slot + 1], line[slot + 2] = self._call[0], self._call[1], offset
+        self.fence()
+        line[COUNTER] = self._counter = value
+        return value
+
+    def wait_all(self, timeout):
+        """Wait until every peer posted our last sync point, then check it is in the same
+        call. Returns the byte offsets the ranks published with it (ours included).
+        A peer that does not post within `timeout` seconds (None: forever) raises
+        TransportTimeout naming it; step = the sync point's number within the call."""
+        value = self._counter
+        step = value - self._call_start
+        slot = SLOT0 + (value & 1) * SLOT_FIELDS
+        offsets = []
+        for peer, line in enumerate(self._lines):
+            if line[COUNTER] < value:
+                self._wait(peer, line, value, timeout, step)
+            offsets.append(line[slot + 2])
+        self.fence()
+        for peer, line in enumerate(self._lines):
+            if (line[slot], line[slot + 1]) != self._call:
+                self._mismatch(peer, line[slot], line[slot + 1])
+        return offsets
+
+    def _wait(self, peer, line, value, timeout, step):
+        aborted = self._aborted or (lambda: None)
+
+        def describe():
+            return f"rank {self.rank} waiting for rank {peer}'s shared-memory flag (sync point {step})"
+        poll_until(lambda: line[COUNTER] >= value or aborted() is not None, timeout, describe,
+                   peer=peer, what="hear through shared memory from", step=step)
+        if line[COUNTER] < value:
+            raise TransportError(f"{describe()}: gave up because {aborted()}")
+
+    def _mismatch(self, peer, sequence, code):
+        raise CollectiveMismatch(
+            f"rank {self.rank}: at shared-memory sync point {self._counter}, rank {peer} is in "
+            f"call #{sequence} (signature hash {code:#x}) but this rank is in call "
+            f"#{self._call[0]} (signature hash {self._call[1]:#x}): the ranks called "
+            f"collectives in a different order or with different arguments")
+
+    def fence(self):
+        """Order this rank's memory accesses before and after (overridden over MPI)."""
+
+    def close(self):
+        """Release the segment (idempotent); views handed out become invalid over MPI."""
+        self.closed = True
+
+
+class Heap:
+    """First-fit allocation of byte ranges in a rank's heap (for comm.empty)."""
+
+    def __init__(self, nbytes):
+        self.nbytes = nbytes
+        self._free = [(0, nbytes)] if nbytes > 0 else []
+        self._lock = threading.Lock()
+
+    def take(self, nbytes):
+        """Offset of a free, 64-byte aligned range of nbytes, or None if none is left."""
+        size = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
+        with self._lock:
+            for i, (start, length) in enumerate(self._free):
+                if length >= size:
+                    self._free[i:i + 1] = [(start + size, length - size)] if length > size else []
+                    return start, size
+        return None
+
+    def give(self, start, size):
+        """Return a range taken earlier; neighbours merge."""
+        with self._lock:
+            ranges = sorted(self._free + [(start, size)])
+            merged = [ranges[0]]
+            for s, n in ranges[1:]:
+                last_s, last_n = merged[-1]
+                if last_s + last_n == s:
+                    merged[-1] = (last_s, last_n + n)
+                else:
+                    merged.append((s, n))
+            self._free = merged
+
+    def free_bytes(self):
+        with self._lock:
+            return sum(n for _, n in self._free)
+
+
+def heap_array(segment, shape, dtype):
+    """A NumPy array of `shape` and `dtype` in this rank's heap, or None if it does not fit.
+    Its range goes back to the heap when the array (and every view of it) is collected."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    taken = segment.heap.take(count * dtype.itemsize)
+    if taken is None:
+        return None
+    start, size = taken
+    offset = segment.heap_offset + start
+    array = segment.regions[segment.rank][offset:offset + count * dtype.itemsize].view(dtype).reshape(shape)
+    weakref.finalize(array, segment.heap.give, start, size)
+    return array
+
+
+class LocalSegment(Segment):
+    """The in-process segment: one plain NumPy array per rank, shared by the threads."""
+
+    @classmethod
+    def create(cls, size, nbytes):
+        """The regions of a world of `size` ranks (call once; each rank wraps them)."""
+        nbytes = max(HEADER, int(nbytes))
+        return [np.zeros(nbytes, np.uint8) for _ in range(size)]
+
+
+class MPISegment(Segment):
+    """The segment over an MPI-3 shared window on the node's ranks (`node`)."""
+
+    def __init__(self, node, nbytes):
+        from mpi4py import MPI
+        self._window = MPI.Win.Allocate_shared(max(HEADER, int(nbytes)), 1, comm=node)
+        self._window.Lock_all(MPI.MODE_NOCHECK)
+        regions = []
+        for j in range(node.Get_size()):
+            buffer, _ = self._window.Shared_query(j)
+            regions.append(np.frombuffer(buffer, np.uint8))
+        rank = node.Get_rank()
+        node.Free()                     # the window keeps what it needs of the group
+        super().__init__(regions, rank)
+        self.fence = self._window.Sync
+
+    def close(self):
+        """Stop using the segment (idempotent). The window itself is released by
+        MPI_Finalize, not here: MPI_Win_free synchronises the node's ranks, and free() may
+        run from garbage collection at different moments on different ranks, where a
+        synchronising call could deadlock. Its file was unlinked when it was made, so
+        nothing outlives the processes."""
+        self.closed = True
+        self.regions = self._lines = self._line = None

@@ -1,0 +1,108 @@
+"""The shared segment and the shared-memory algorithms on the in-process transport: rounds
+through a small segment, slot reuse without barriers, stalled and mismatched peers.
+(Every op, dtype, count and world size 1-16 runs in test_collectives_local.py, which takes
+every algorithm comm.algorithms offers.)"""
+import gc
+import threading
+import time
+import weakref
+
+import numpy as np
+import pytest
+
+import collectives as cc
+from collectives.transport.segment import HEADER, Heap, check_shm_bytes
+from tests.reference import assert_matches, make_input
+
+SHM = ["oneshot", "twoshot"]
+
+
+def algorithms(shm_bytes):
+    return cc.run_threads(2, lambda comm: comm.algorithms("allreduce"), shm_bytes=shm_bytes)[0]
+
+
+def test_shared_memory_algorithms_are_offered_only_with_a_segment():
+    assert set(SHM) <= set(algorithms(1 << 20))
+    assert not set(SHM) & set(algorithms(0))
+    assert not set(SHM) & set(algorithms(HEADER))          # too small to stage anything
+
+
+def test_shm_bytes_reads_counts_and_units_and_refuses_nonsense():
+    assert check_shm_bytes("64M") == 64 << 20 and check_shm_bytes(4096) == 4096
+    for bad in (-1, "lots", 1.5, True):
+        with pytest.raises(ValueError, match="shm_bytes"):
+            check_shm_bytes(bad)
+
+
+@pytest.mark.parametrize("algorithm", SHM)
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 16])
+def test_buffers_larger_than_the_segment_go_in_rounds(algorithm, size):
+    count = 5003                                  # ~5 rounds of a 1 KiB staging half
+    inputs = [make_input(r, count, "float64", "sum") for r in range(size)]
+    results = cc.run_threads(size, lambda comm: comm.allreduce(inputs[comm.rank].copy(), algorithm=algorithm),
+                             shm_bytes=HEADER + 4096)
+    for result in results:
+        assert_matches(result, inputs, "sum", f"{algorithm} n={size}")
+        assert result.tobytes() == results[0].tobytes()
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_slots_are_reused_call_after_call_without_a_barrier(size):
+    # Ranks run ahead of each other freely; a staging slot overwritten too early would
+    # show up as a wrong sum in one of the calls.
+    def calls(comm):
+        results = []
+        for i in range(60):
+            x = np.full(257 + i, float(comm.rank * 1000 + i))
+            results.append(comm.allreduce(x, algorithm=SHM[i % 2]))
+            if comm.rank == i % size:
+                time.sleep(0.001)                 # let the others run ahead
+        return results
+    per_rank = cc.run_threads(size, calls, shm_bytes=HEADER + 8192)
+    for i in range(60):
+        expected = sum(r * 1000 + i for r in range(size))
+        for results in per_rank:
+            assert np.all(results[i] == expected), f"call {i}"
+
+
+@pytest.mark.parametrize("algorithm", SHM)
+def test_a_stalled_peer_times_out_naming_it(algorithm):
+    def body(comm):
+        if comm.rank == 2:
+            time.sleep(1.5)
+            return None
+        comm.allreduce(np.ones(100), algorithm=algorithm)
+    with pytest.raises(cc.CollectiveTimeout) as info:
+        cc.run_threads(3, body, timeout=0.5)
+    assert info.value.peer == 2
+    assert "rank 2" in str(info.value) and "shared memory" in str(info.value)
+
+
+def test_a_peer_in_another_call_is_named_not_read_from():
+    def body(comm):
+        count = 99 if comm.rank == 1 else 100
+        comm.allreduce(np.ones(count), algorithm="oneshot")
+    with pytest.raises(cc.CollectiveMismatch, match="rank 1 is in call #1"):
+        cc.run_threads(3, body, timeout=5)
+
+
+def test_the_in_process_segment_is_released_with_the_world():
+    regions = []
+
+    def body(comm):
+        comm.allreduce(np.ones(10), algorithm="oneshot")
+        regions.append(weakref.ref(comm.transport.capabilities.shared_segment.regions[comm.rank]))
+    cc.run_threads(2, body)
+    gc.collect()
+    assert len(regions) == 2 and all(ref() is None for ref in regions)
+    assert not [t for t in threading.enumerate() if t.name.startswith("rank-")]
+
+
+def test_heap_ranges_are_reused_and_merge_when_given_back():
+    heap = Heap(1024)
+    a, b = heap.take(100), heap.take(200)
+    assert a == (0, 128) and b == (128, 256)
+    assert heap.take(1024) is None
+    heap.give(*a)
+    heap.give(*b)
+    assert heap.free_bytes() == 1024 and heap.take(1024) == (0, 1024)
