@@ -115,7 +115,7 @@ def run(args, comm, say):
     memory = {name: forward() for name, (_g, _m, _s, forward) in setups.items()}
     timed = interleaved(comm, {name: entry[2] for name, entry in setups.items()}, args.rounds, args.steps,
                         warmup=False)
-    everyone = comm.transport.allgather_object({name: ([t for t, _ in timed[name]], sent[name], memory[name])
+    everyone = comm.allgather_object({name: ([t for t, _ in timed[name]], sent[name], memory[name])
                                                 for name in setups})
     say(f"{'layout':>18} {'tp':>3} {'dp':>3} {'step ms':>9} {'params/rank':>12} {'activ. MB':>10} "
         f"{'sent MB/step':>13} {'predicted':>10}")

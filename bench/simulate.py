@@ -23,6 +23,7 @@ import numpy as np
 
 from bench.common import algorithm_names, count_wrong, fill, human, parse_sizes
 from collectives import partition, tuning
+from collectives.partition import largest_power_of_two
 from collectives.simulation import Network, SizeDependent, simulate
 
 MIN_COUNT = 4096
@@ -40,7 +41,7 @@ def real_count(n, collective, override=None):
     family folds onto, when that stays small) so that block sizes scale exactly."""
     if override:
         return override
-    p = 1 << (n.bit_length() - 1)
+    p = largest_power_of_two(n)
     unit = n * p // math.gcd(n, p)
     if unit > 1 << 16:
         unit = n

@@ -14,6 +14,18 @@ from .ops import check_dtype
 DEVICE_REDUCE_DTYPES = tuple(np.dtype(n) for n in ("float16", "float32", "float64", "int32", "int64"))
 
 
+_DTYPE_NAMES = {}
+
+
+def dtype_name(dtype):
+    """str(dtype), cached: NumPy builds the string anew on every call (microseconds, on
+    the per-call path of every collective)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
+
+
 # DLPack device types (dlpack.h): host memory, CUDA memory, CUDA managed memory
 _DLPACK_CPU, _DLPACK_CUDA, _DLPACK_CUDA_MANAGED = 1, 2, 13
 

@@ -16,14 +16,16 @@ import numpy as np
 from . import algorithms as registry
 from . import buffers, tuning
 from .algorithms.common import Workspace, plain_reduce, reductions_through
+from .algorithms.shm import segment_of
 from .arguments import as_int
 from .errors import CollectiveMismatch, CollectiveTimeout, MessageError, TransportError, TransportTimeout
 from .extended import Collectives, offsets_from_counts
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
 from .mismatch import explain
 from .observe import Observer, chain_reducers
-from .ops import SUM, check_op, combine_op, finish_avg, wide_avg
+from .ops import SUM, check_dtype, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
+from .transport.segment import heap_array
 from .transport.staged import DirectDeviceTransport, StagedTransport
 from .work import OrderedExecutor
 
@@ -78,6 +80,7 @@ class Communicator(Collectives):
         self._workspace = Workspace()
         self._executor = OrderedExecutor(f"collectives-rank{self.rank}")
         self._sequence = 0
+        self._choices = {}                    # _resolve's memory
         self._flight = FlightRecorder(self.rank, self.size)
         self._observers = [self._flight]      # the flight recorder first, then add_observer's
         self._reducer = None                  # the observers' reduction chain, if any watches
@@ -203,6 +206,29 @@ class Communicator(Collectives):
             raise RuntimeError(f"rank {self.rank}: {what} on a freed Communicator (comm.free() was "
                                "called or its with-block ended): create or split a new one")
 
+    # -- buffers in the shared segment -------------------------------------------------
+    def empty(self, shape, dtype=np.float64) -> np.ndarray:
+        """An uninitialised NumPy array for collectives on this communicator.
+
+        Where the ranks share a segment with room left, the array lives in this rank's
+        part of it (the CPU analogue of NCCL's registered buffers): a shared-memory
+        collective on it reads it in place instead of copying it in first. Otherwise it is
+        ordinary memory. Its bytes go back to the segment when the array and every view
+        of it are gone. Local: no communication.
+        """
+        dtype = np.dtype(dtype)
+        check_dtype(dtype)
+        shape = tuple(as_int(d, "shape entry", low=0) for d in ((shape,) if np.ndim(shape) == 0 else shape))
+        segment = segment_of(self.transport)
+        array = heap_array(segment, shape, dtype) if segment is not None else None
+        return np.empty(shape, dtype) if array is None else array
+
+    def zeros(self, shape, dtype=np.float64) -> np.ndarray:
+        """As `empty`, filled with zeros."""
+        array = self.empty(shape, dtype)
+        array[...] = 0
+        return array
+
     # -- choosing algorithms -----------------------------------------------------------
     def algorithms(self, collective):
         """Algorithm names valid for `collective` on this communicator (no "auto")."""
@@ -212,6 +238,21 @@ class Communicator(Collectives):
         return registry.names(collective, self.transport)
 
     def _resolve(self, collective, algorithm, nbytes, device=False):
+        """The algorithm to run: `algorithm` checked, or for "auto" the cost model's pick.
+        Remembered per (collective, algorithm, bytes, device) while the transport and the
+        tuning in use stay the same, so a repeated call costs one dict lookup."""
+        key = (collective, algorithm, nbytes, device)
+        known = self._choices.get(key)
+        current = tuning.current()
+        if known is not None and known[0] is self._transport and known[1] is current:
+            return known[2]
+        name = self._choose(collective, algorithm, nbytes, device)
+        if len(self._choices) >= 4096:
+            self._choices.clear()
+        self._choices[key] = (self._transport, current, name)
+        return name
+
+    def _choose(self, collective, algorithm, nbytes, device):
         valid = self.algorithms(collective)
         if device:      # device buffers do not live in the host's shared segment
             valid = [name for name in valid if name not in registry.NEEDS_SEGMENT]
@@ -378,7 +419,7 @@ class Communicator(Collectives):
             run(self._route(x), source, buf, combine_op(op), self._workspace)
             finish_avg(buf, op, self.size)
             return target
-        return self._run(("allreduce", x.size, str(x.dtype), op, name), job, async_op)
+        return self._run(("allreduce", x.size, buffers.dtype_name(x.dtype), op, name), job, async_op)
 
     def reduce_scatter(self, x, op="sum", *, algorithm="auto", out=None, async_op=False,
                        counts=None):
@@ -417,7 +458,7 @@ class Communicator(Collectives):
             finish_avg(result, op, self.size)
             return result
         count = x.size if counts is None else tuple(b - a for a, b in zip(offsets, offsets[1:]))
-        return self._run(("reduce_scatter", count, str(x.dtype), op, name), job, async_op)
+        return self._run(("reduce_scatter", count, buffers.dtype_name(x.dtype), op, name), job, async_op)
 
     def allgather(self, x, *, algorithm="auto", out=None, async_op=False):
         """Concatenate every rank's x along axis 0 (a 0-d x counts as shape (1,)).
@@ -441,7 +482,7 @@ class Communicator(Collectives):
             buf[offsets[self.rank]:offsets[self.rank + 1]] = buffers.flat(x)
             run(self._route(x), buf, offsets, self._workspace)
             return result
-        return self._run(("allgather", tuple(x.shape), str(x.dtype), name), job, async_op)
+        return self._run(("allgather", tuple(x.shape), buffers.dtype_name(x.dtype), name), job, async_op)
 
     def broadcast(self, x, root=0, *, algorithm="auto", async_op=False):
         """Copy root's x into every rank's x, in place; returns x. Cost (tree): about
@@ -455,7 +496,7 @@ class Communicator(Collectives):
         def job():
             run(self._route(x), buffers.flat(x), root, self._workspace)
             return x
-        return self._run(("broadcast", x.size, str(x.dtype), root, name), job, async_op)
+        return self._run(("broadcast", x.size, buffers.dtype_name(x.dtype), root, name), job, async_op)
 
     def reduce(self, x, op="sum", root=0, *, algorithm="auto", out=None, async_op=False):
         """Reduce x over all ranks into root only: into `out` there if given, else into
@@ -487,7 +528,7 @@ class Communicator(Collectives):
             if is_root:
                 finish_avg(work, op, self.size)
             return target
-        return self._run(("reduce", x.size, str(x.dtype), op, root, name), job, async_op)
+        return self._run(("reduce", x.size, buffers.dtype_name(x.dtype), op, root, name), job, async_op)
 
     def barrier(self, *, async_op: bool = False):
         """Return once every rank has entered the barrier (after this rank's queued work);

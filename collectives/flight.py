@@ -6,6 +6,7 @@ period, and puts a one-screen summary into its error: which ranks never entered 
 call, or called collectives in a different order. `python -m collectives.flight DIR`
 prints the same summary from the files.
 """
+import functools
 import glob
 import json
 import os
@@ -16,6 +17,7 @@ import time
 from collections import deque
 
 from .errors import TransportTimeout
+from .files import write_atomically
 from .observe import Observer
 
 DEFAULT_CAPACITY = 128
@@ -58,13 +60,9 @@ class FlightRecorder(Observer):
 
     def dump(self, directory):
         """Write this rank's record atomically to DIRECTORY/rank<r>.json; returns the path."""
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, f"rank{self.rank}.json")
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w") as handle:
-            json.dump(self.snapshot(), handle, indent=1)
-        os.replace(temporary, path)
-        return path
+        snapshot = self.snapshot()
+        return write_atomically(os.path.join(directory, f"rank{self.rank}.json"),
+                                lambda handle: json.dump(snapshot, handle, indent=1))
 
 
 def default_directory(job_id):
@@ -142,7 +140,20 @@ FIELDS = {"allreduce": ("count", "dtype", "op", "algorithm"),
 
 
 def describe(signature):
-    """'allreduce(count=10, dtype=float32, op=sum)' from a Communicator call signature."""
+    """'allreduce(count=10, dtype=float32, op=sum)' from a Communicator call signature
+    (remembered for hashable signatures: the flight recorder asks on every call)."""
+    try:
+        return _describe_cached(signature)
+    except TypeError:                     # a signature read back from JSON holds lists
+        return _describe(signature)
+
+
+@functools.lru_cache(maxsize=1024)
+def _describe_cached(signature):
+    return _describe(signature)
+
+
+def _describe(signature):
     name, *args = signature
     labels = FIELDS.get(name, ())
     return f"{name}(" + ", ".join(f"{k}={v}" for k, v in zip(labels, args)) + ")"

@@ -1,4 +1,5 @@
-"""How a buffer of `count` elements is cut into blocks, one per rank."""
+"""How buffers and worlds are cut: blocks per rank, pipeline chunks, and the power of two
+at the core of a world (the one home of each of these)."""
 from .arguments import as_int
 
 
@@ -20,3 +21,15 @@ def partition(count, size):
 def block(buf, offsets, i):
     """View of block i of `buf` under `offsets` (no copy)."""
     return buf[offsets[i]:offsets[i + 1]]
+
+
+def chunk_bounds(count, chunks):
+    """Offsets cutting `count` elements into `chunks` nearly equal pipeline chunks: the
+    partition convention with the chunk count kept between 1 and count (1 if count is 0)."""
+    return partition(count, max(1, min(chunks, count)) if count else 1)
+
+
+def largest_power_of_two(n):
+    """The largest power of two p <= n (n >= 1): the ranks the doubling/halving algorithms
+    fold a world onto."""
+    return 1 << (n.bit_length() - 1)

@@ -25,6 +25,9 @@ import warnings
 from dataclasses import dataclass, field
 from itertools import combinations
 
+from .files import write_atomically
+from .partition import largest_power_of_two
+
 TUNING_ENV = "COLLECTIVES_TUNING"
 FILE_VERSION = 1
 
@@ -50,7 +53,7 @@ DEFAULT = CostModel()
 
 def _log2_fold(n):
     """(p, log2 p, 1 if n is not a power of two else 0) for the doubling/halving family."""
-    p = 1 << (n.bit_length() - 1)
+    p = largest_power_of_two(n)
     return p, p.bit_length() - 1, int(p != n)
 
 
@@ -299,12 +302,7 @@ def save(path, model, measured=None, **info):
     """Write a tuning file (atomically) with `model`, the `measured` tables and `info`."""
     data = {"version": FILE_VERSION, "alpha": model.alpha, "beta": model.beta, "gamma": model.gamma,
             **info, "measured": measured or {}}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(temporary, path)
-    return path
+    return write_atomically(path, lambda handle: json.dump(data, handle, indent=1))
 
 
 _current = None

@@ -11,6 +11,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+# A NumPy or CuPy array. CuPy is optional, so there is no static type that names both.
+Array = Any
+
 
 def array_module(x: Any) -> Optional[ModuleType]:
     """numpy for a NumPy array, cupy for a CuPy array, None for anything else (numbers,

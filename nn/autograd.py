@@ -29,21 +29,25 @@ Hooks, for data-parallel training:
   soon as leaf.grad holds every contribution of that pass.
 - `queue_callback(fn)`: from inside a backward pass, run fn() once when the pass ends.
 """
+from __future__ import annotations
+
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 _state = threading.local()     # per thread: in-process ranks each run their own graphs
 
 
-def is_grad_enabled():
+def is_grad_enabled() -> bool:
     """Whether operations currently record the graph."""
     return getattr(_state, "grad_enabled", True)
 
 
 @contextmanager
-def no_grad():
+def no_grad() -> Iterator[None]:
     """Within this block operations record nothing (inference, optimizer updates)."""
     previous = is_grad_enabled()
     _state.grad_enabled = False
@@ -53,7 +57,7 @@ def no_grad():
         _state.grad_enabled = previous
 
 
-def queue_callback(fn):
+def queue_callback(fn: Callable[[], None]) -> None:
     """Run fn() once when the current backward pass has finished (all gradients
     accumulated, all hooks fired). Only valid during a backward pass."""
     callbacks = getattr(_state, "callbacks", None)
@@ -90,7 +94,7 @@ class Function:
         raise NotImplementedError
 
     @classmethod
-    def apply(cls, *args):
+    def apply(cls, *args: Any) -> Any:
         """Run forward on the arguments and record the op in the graph; returns a Tensor."""
         from .tensor import Tensor, make
         ctx = _Context(tuple(isinstance(a, Tensor) and a.requires_grad for a in args))
@@ -117,7 +121,7 @@ class Handle:
     def __init__(self, hooks, fn):
         self._hooks, self._fn = hooks, fn
 
-    def remove(self):
+    def remove(self) -> None:
         """Unregister the hook (a second call does nothing)."""
         if self._fn in self._hooks:
             self._hooks.remove(self._fn)
@@ -220,7 +224,7 @@ def _op_name(node):
 # view (base is not None) shares its base's memory and is never owned. Check it with
 # `python -c "import nn.autograd as a; print(a.OWNED_REFCOUNT)"` and the two
 # test_first_gradient_* tests in tests/test_nn_autograd.py.
-def owned(array):
+def owned(array: Any) -> bool:
     """True when the engine may keep `array` as a gradient without copying: it owns its
     memory and nothing but the engine's own frames refer to it (as PyTorch's gradient
     accumulation does, by reference count). Called from Tensor._accumulate only."""

@@ -4,7 +4,10 @@ Where a composition of primitives would be much slower or less accurate (softmax
 cross-entropy, linear, GELU) the function is its own primitive with a hand-written
 backward; the finite-difference tests check each of them.
 """
+from __future__ import annotations
+
 import math
+from typing import Any, Union
 
 import numpy as np
 
@@ -12,19 +15,20 @@ from .random import generator
 from .tensor import Tensor, array_module, as_tensor, make
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+TensorLike = Union[Tensor, Any]     # a Tensor, or an array or number taken as a constant
 
 
-def relu(x):
+def relu(x: TensorLike) -> Tensor:
     """max(x, 0); gradient 1 where x > 0."""
     return as_tensor(x).relu()
 
 
-def tanh(x):
+def tanh(x: TensorLike) -> Tensor:
     """Hyperbolic tangent; gradient 1 - tanh(x) ** 2."""
     return as_tensor(x).tanh()
 
 
-def sigmoid(x):
+def sigmoid(x: TensorLike) -> Tensor:
     """1 / (1 + exp(-x)); gradient sigmoid(x) * (1 - sigmoid(x))."""
     return as_tensor(x).sigmoid()
 
@@ -41,7 +45,7 @@ def _erf(data):
         return np.vectorize(math.erf, otypes=[data.dtype])(data)
 
 
-def gelu(x, approximate="none"):
+def gelu(x: TensorLike, approximate: str = "none") -> Tensor:
     """GELU: x * Phi(x) ("none", with erf) or its tanh approximation ("tanh"), as PyTorch.
 
     Gradient: Phi(x) + x * phi(x) for "none"; the derivative of the tanh formula for "tanh".
@@ -67,7 +71,7 @@ def gelu(x, approximate="none"):
     return make(out.astype(d.dtype, copy=False), (x,), backward)
 
 
-def softmax(x, axis=-1):
+def softmax(x: TensorLike, axis: int = -1) -> Tensor:
     """exp(x) / sum(exp(x)) along `axis`, computed stably.
 
     Gradient: out * (g - sum(g * out)) along `axis`."""
@@ -85,7 +89,7 @@ def _log_softmax_array(data, axis):
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
     """x - log(sum(exp(x))) along `axis`, computed stably.
 
     Gradient: g - softmax(x) * sum(g) along `axis`."""
@@ -95,7 +99,7 @@ def log_softmax(x, axis=-1):
     return make(out, (x,), lambda g: (g - xp.exp(out) * g.sum(axis=axis, keepdims=True),))
 
 
-def cross_entropy(logits, targets, reduction="mean"):
+def cross_entropy(logits: TensorLike, targets: Any, reduction: str = "mean") -> Tensor:
     """Softmax cross-entropy of (N, C) logits against N integer class targets.
 
     reduction "mean" (default), "sum" or "none". Gradient: (softmax - one_hot) per sample.
@@ -144,7 +148,7 @@ def _class_targets(name, logits, targets):
     return t
 
 
-def nll_loss(log_probs, targets, reduction="mean"):
+def nll_loss(log_probs: TensorLike, targets: Any, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of (N, C) log-probabilities (e.g. log_softmax output) at N
     integer targets; reduction "mean", "sum" or "none". Gradient: -1 at each target."""
     log_probs = as_tensor(log_probs)
@@ -155,7 +159,7 @@ def nll_loss(log_probs, targets, reduction="mean"):
     return picked if reduction == "none" else picked.sum() if reduction == "sum" else picked.mean()
 
 
-def mse_loss(prediction, target, reduction="mean"):
+def mse_loss(prediction: TensorLike, target: TensorLike, reduction: str = "mean") -> Tensor:
     """Mean (or sum, or "none": each) of squared differences; shapes must match.
     Gradient: 2 * (prediction - target) / N for the mean."""
     prediction, target = as_tensor(prediction), as_tensor(target, prediction)
@@ -168,7 +172,7 @@ def mse_loss(prediction, target, reduction="mean"):
     return squared.sum() if reduction == "sum" else squared.mean()
 
 
-def linear(x, weight, bias=None):
+def linear(x: TensorLike, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x @ weight.T + bias, for x of shape (..., in) and weight (out, in).
 
     Gradients: dx = g @ W, dW = g.T @ x, db = sum of g over the batch.
@@ -191,7 +195,7 @@ def linear(x, weight, bias=None):
     return make(out, parents, backward)
 
 
-def dropout(x, p=0.5, training=True):
+def dropout(x: TensorLike, p: float = 0.5, training: bool = True) -> Tensor:
     """Zero each element with probability p and scale the rest by 1/(1-p) (training only).
 
     The mask comes from the nn generator (nn.manual_seed); gradient: g * mask."""
@@ -206,7 +210,8 @@ def dropout(x, p=0.5, training=True):
     return make(x.data * mask, (x,), lambda g: (g * mask,))
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm(x: TensorLike, normalized_shape: int | tuple[int, ...], weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Normalise over the trailing `normalized_shape` axes (biased variance, as PyTorch),
     then scale by weight and shift by bias. Built from primitives, which give the gradient."""
     x = as_tensor(x)

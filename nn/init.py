@@ -7,12 +7,15 @@ Tensor-parallel layers need "a sharded layer initialised from a seed is exactly 
 of the unsharded layer": build the full arrays with `linear_parameters(..., seed=s)` and
 keep the slice, e.g. `weight[rank * rows:(rank + 1) * rows]`.
 """
+from __future__ import annotations
+
 import math
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .random import generator
-from .tensor import array_module
+from .tensor import Tensor, array_module
 
 
 def _to_module(values, like):
@@ -20,26 +23,26 @@ def _to_module(values, like):
     return array_module(like).asarray(values.astype(like.dtype, copy=False))
 
 
-def uniform_(tensor, a=0.0, b=1.0, rng=None):
+def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, rng: np.random.Generator | None = None) -> Tensor:
     """Fill `tensor` in place with U(a, b) samples (from `rng`, else the nn generator)."""
     values = (rng or generator()).uniform(a, b, size=tensor.shape)
     tensor.data[...] = _to_module(values, tensor.data)
     return tensor
 
 
-def zeros_(tensor):
+def zeros_(tensor: Tensor) -> Tensor:
     """Fill `tensor` with zeros, in place."""
     tensor.data[...] = 0
     return tensor
 
 
-def ones_(tensor):
+def ones_(tensor: Tensor) -> Tensor:
     """Fill `tensor` with ones, in place."""
     tensor.data[...] = 1
     return tensor
 
 
-def kaiming_uniform_(tensor, a=0.0, rng=None):
+def kaiming_uniform_(tensor: Tensor, a: float = 0.0, rng: np.random.Generator | None = None) -> Tensor:
     """He initialisation for a leaky-ReLU slope `a`, fan-in mode, as PyTorch:
     U(-bound, bound) with bound = sqrt(2 / (1 + a^2)) * sqrt(3 / fan_in), fan_in the
     product of all axes but the first. Linear's default is a = sqrt(5): bound 1/sqrt(fan_in)."""
@@ -48,7 +51,8 @@ def kaiming_uniform_(tensor, a=0.0, rng=None):
     return uniform_(tensor, -bound, bound, rng)
 
 
-def linear_parameters(in_features, out_features, bias=True, dtype=np.float32, seed=None):
+def linear_parameters(in_features: int, out_features: int, bias: bool = True, dtype: DTypeLike = np.float32,
+                      seed: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(weight, bias) ndarrays of a Linear layer as PyTorch initialises them: weight of shape
     (out_features, in_features) then bias (or None), both U(-1/sqrt(in), 1/sqrt(in)).
 

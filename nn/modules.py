@@ -1,7 +1,12 @@
 """Modules: containers of parameters and sub-modules, with PyTorch's names and keys."""
+from __future__ import annotations
+
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from kernels.arrays import to_numpy
 
@@ -13,7 +18,7 @@ from .tensor import Tensor, array_module
 class Parameter(Tensor):
     """A Tensor that a Module registers as one of its weights (requires_grad by default)."""
 
-    def __init__(self, data, requires_grad=True):
+    def __init__(self, data: Any, requires_grad: bool = True):
         super().__init__(data, requires_grad=requires_grad)
 
     def __repr__(self):
@@ -43,16 +48,16 @@ class Module:
             self._modules[name] = value
         object.__setattr__(self, name, value)
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         """The computation; subclasses define it."""
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """module(x) runs forward(x)."""
         return self.forward(*args, **kwargs)
 
     # -- traversal -------------------------------------------------------------------------
-    def named_parameters(self, prefix=""):
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """(name, parameter) pairs: this module's own first, then each child's, in order."""
         seen = set()
         for name, module in self.named_modules(prefix):
@@ -61,34 +66,34 @@ class Module:
                     seen.add(id(param))
                     yield (f"{name}.{key}" if name else key), param
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         """The parameters, in registration order (each once)."""
         return [p for _, p in self.named_parameters()]
 
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """(name, module) for this module and all below it, depth first."""
         yield prefix, self
         for name, child in self._modules.items():
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
-    def named_children(self):
+    def named_children(self) -> list[tuple[str, Module]]:
         """(name, module) for the direct sub-modules, in order."""
         return list(self._modules.items())
 
-    def children(self):
+    def children(self) -> list[Module]:
         """The direct sub-modules, in order."""
         return list(self._modules.values())
 
-    def modules(self):
+    def modules(self) -> list[Module]:
         """This module and all below it, depth first."""
         return [m for _, m in self.named_modules()]
 
     # -- state -------------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> OrderedDict:
         """name -> parameter data (the arrays themselves, not copies), PyTorch's keys."""
         return OrderedDict((name, p.data) for name, p in self.named_parameters())
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> dict:
         """Copy arrays from `state_dict` into the parameters, in place.
 
         Every key and shape is checked before anything is written: missing or unexpected
@@ -108,17 +113,17 @@ class Module:
                 param.data[...] = _on_module(state_dict[key], param.data)
         return {"missing_keys": missing, "unexpected_keys": unexpected}
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Module:
         """Training mode (dropout active) for this module and all below it."""
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
 
-    def eval(self):
+    def eval(self) -> Module:
         """Evaluation mode: train(False)."""
         return self.train(False)
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset every parameter's gradient (to None, or to zeros in place)."""
         for p in self.parameters():
             if set_to_none or p.grad is None:
@@ -158,7 +163,7 @@ class Linear(Module):
     `nn.init.linear_parameters` builds the same arrays from a seed without a module.
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: DTypeLike = np.float32):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         weight, bias = linear_parameters(in_features, out_features, bias, dtype)
@@ -177,7 +182,7 @@ class Sequential(Module):
     """Modules applied in order; named "0", "1", ... (or by an OrderedDict's keys) and
     indexable like a list. A slice keeps the original names, as in PyTorch."""
 
-    def __init__(self, *modules):
+    def __init__(self, *modules: Module):
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], OrderedDict):
             for name, module in modules[0].items():
@@ -229,7 +234,7 @@ class Sigmoid(Module):
 class GELU(Module):
     """GELU activation; approximate="none" (erf) or "tanh"."""
 
-    def __init__(self, approximate="none"):
+    def __init__(self, approximate: str = "none"):
         super().__init__()
         if approximate not in ("none", "tanh"):
             raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
@@ -246,7 +251,8 @@ class LayerNorm(Module):
     """Normalise the last axes to zero mean and unit variance, then scale (weight=1) and
     shift (bias=0)."""
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, dtype=np.float32):
+    def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, elementwise_affine: bool = True,
+                 dtype: DTypeLike = np.float32):
         super().__init__()
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps = shape, eps
@@ -263,7 +269,7 @@ class LayerNorm(Module):
 class Dropout(Module):
     """Zero elements with probability p in training mode (scaled by 1/(1-p)); identity in eval."""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p: float = 0.5):
         super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")

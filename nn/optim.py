@@ -5,14 +5,17 @@ runs unchanged on CuPy data and after data-parallel gradient averaging. Hyper-pa
 live in `optimizer.param_groups` (a list of dicts, as in PyTorch): changing
 `param_groups[0]["lr"]` changes the next step.
 """
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
 from kernels.arrays import to_numpy
 
 from .autograd import no_grad
-from .tensor import array_module
+from .tensor import Tensor, array_module
 
 
 class Optimizer:
@@ -22,7 +25,7 @@ class Optimizer:
     missing hyper-parameters come from the optimizer's defaults.
     """
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], defaults: dict):
         self.defaults = dict(defaults)
         params = list(params)
         if not params:
@@ -36,11 +39,11 @@ class Optimizer:
         self.state = {}                    # parameter index (over all groups) -> dict
 
     @property
-    def params(self):
+    def params(self) -> list[Tensor]:
         """Every parameter, in group order (the indices of state and state_dict)."""
         return [p for group in self.param_groups for p in group["params"]]
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset every parameter's gradient (to None, or to zeros in place)."""
         for p in self.params:
             if set_to_none or p.grad is None:
@@ -48,7 +51,7 @@ class Optimizer:
             else:
                 p.grad[...] = 0
 
-    def step(self):
+    def step(self) -> None:
         """Update every parameter that has a gradient."""
         index = 0
         with no_grad():
@@ -62,7 +65,7 @@ class Optimizer:
         """Update one parameter array in place from its gradient, state and group."""
         raise NotImplementedError
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """{"state": {index: {...}}, "param_groups": [{hyper-parameters, "params": indices}]}"""
         groups, start = [], 0
         for group in self.param_groups:
@@ -71,7 +74,7 @@ class Optimizer:
             start += count
         return {"state": {i: dict(s) for i, s in self.state.items()}, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict) -> None:
         """Restore state and hyper-parameters saved by state_dict(); checks that they fit."""
         saved = state_dict["param_groups"]
         if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.param_groups]:
@@ -106,7 +109,8 @@ class SGD(Optimizer):
     g = grad + wd*p; buf = g (first step) or momentum*buf + (1-dampening)*g;
     g = g + momentum*buf (Nesterov) or buf; p -= lr*g."""
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
         if lr < 0 or momentum < 0 or weight_decay < 0:
             raise ValueError(f"lr, momentum and weight_decay must be >= 0 (got {lr}, {momentum}, {weight_decay})")
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -135,7 +139,8 @@ class Adam(Optimizer):
 
     decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"invalid {type(self).__name__} hyper-parameters lr={lr}, betas={betas}, "
                              f"eps={eps}, weight_decay={weight_decay}")
@@ -172,5 +177,6 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2):
         super().__init__(params, lr, betas, eps, weight_decay)

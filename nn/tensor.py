@@ -9,23 +9,31 @@ Array functions come from the data's own module (`array_module`), never from Num
 directly, so the same code runs on CuPy arrays. Python numbers take the tensor's dtype
 (2.0 * a float32 tensor stays float32).
 """
+from __future__ import annotations
+
 import operator
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from kernels import arrays
+from kernels.arrays import Array
 
 from . import autograd
 from .autograd import Handle, is_grad_enabled
 
+Axis = Optional[Union[int, tuple[int, ...]]]    # an axis, several, or None for all
 
-def array_module(data):
+
+def array_module(data: Any) -> ModuleType:
     """numpy, or cupy for CuPy arrays; plain data (numbers, lists) counts as NumPy's.
     The lookup itself is kernels.arrays.array_module, shared with the collectives."""
     return arrays.array_module(data) or np
 
 
-def unbroadcast(grad, shape):
+def unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
     """Sum `grad` back to `shape`, undoing NumPy broadcasting (leading axes, and axes of
     length 1 that were stretched)."""
     if grad.shape == tuple(shape):
@@ -36,7 +44,7 @@ def unbroadcast(grad, shape):
     return reduced.reshape(shape)
 
 
-def make(data, parents, backward):
+def make(data: Array, parents: Sequence[Tensor], backward: Callable[[Array], tuple]) -> Tensor:
     """The output Tensor of an operation: records `parents` and `backward` (output gradient
     -> tuple of one gradient or None per parent) when grad mode is on and a parent needs a
     gradient. The primitive that every op, Function and parallel layer is built on."""
@@ -48,7 +56,7 @@ def make(data, parents, backward):
     return out
 
 
-def as_tensor(value, like=None):
+def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:
     """`value` as a Tensor; plain numbers take like's dtype (so 2 * float32 stays float32)."""
     if isinstance(value, Tensor):
         return value
@@ -72,7 +80,7 @@ class Tensor:
     """
     __array_ufunc__ = None            # ndarray <op> Tensor defers to Tensor's reflected op
 
-    def __init__(self, data, requires_grad=False):
+    def __init__(self, data: Any, requires_grad: bool = False):
         if isinstance(data, Tensor):
             data = data.data
         if array_module(data) is np and not isinstance(data, np.ndarray):
@@ -100,19 +108,19 @@ class Tensor:
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({self.data!r}{grad})"
 
-    def numpy(self):
+    def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied from the GPU for CuPy data)."""
         return arrays.to_numpy(self.data)
 
-    def item(self):
+    def item(self) -> float | int | bool:
         """The value of a one-element tensor as a Python number."""
         return self.data.item()
 
-    def detach(self):
+    def detach(self) -> Tensor:
         """A Tensor sharing this data, cut from the graph."""
         return Tensor(self.data)
 
-    def requires_grad_(self, requires_grad=True):
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         """Set requires_grad on a leaf, in place; returns self."""
         if not self.is_leaf:
             raise RuntimeError("requires_grad_() works on leaves only; use detach() to cut a "
@@ -120,17 +128,17 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         return self
 
-    def zero_(self):
+    def zero_(self) -> Tensor:
         """Fill the data with zeros, in place; returns self."""
         self.data[...] = 0
         return self
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Forget the accumulated gradient (grad = None)."""
         self.grad = None
 
     # -- autograd ------------------------------------------------------------------------------
-    def backward(self, grad=None):
+    def backward(self, grad: Any = None) -> None:
         """Accumulate the gradient of this tensor into every leaf that requires one.
 
         grad defaults to 1 for a one-element tensor; other shapes need it explicitly (an
@@ -156,7 +164,7 @@ class Tensor:
             grad = grad.astype(self.dtype, copy=False)
         autograd.backward(self, grad)
 
-    def register_hook(self, fn):
+    def register_hook(self, fn: Callable[[Array], Array | None]) -> Handle:
         """Call fn(grad) with the gradient flowing into this tensor before it is used or
         accumulated; a non-None return replaces the gradient. Returns a handle with remove()."""
         if not self.requires_grad:
@@ -165,7 +173,7 @@ class Tensor:
         self._hooks.append(fn)
         return Handle(self._hooks, fn)
 
-    def register_post_accumulate_grad_hook(self, fn):
+    def register_post_accumulate_grad_hook(self, fn: Callable[[Tensor], None]) -> Handle:
         """For a leaf that requires grad: call fn(tensor) as soon as its .grad holds every
         contribution of the current backward pass (once per pass in which it gets a
         gradient). Returns a handle with remove()."""
@@ -271,7 +279,7 @@ class Tensor:
         return as_tensor(other, self) @ self
 
     # -- reductions ----------------------------------------------------------------------------
-    def sum(self, axis=None, keepdims=False):
+    def sum(self, axis: Axis = None, keepdims: bool = False) -> Tensor:
         """Sum over `axis` (all by default); gradient: g broadcast back to the input's shape."""
         out = self.data.sum(axis=axis, keepdims=keepdims)
         shape, xp = self.shape, array_module(self.data)
@@ -282,12 +290,12 @@ class Tensor:
             return (xp.broadcast_to(g, shape),)
         return make(out, (self,), backward)
 
-    def mean(self, axis=None, keepdims=False):
+    def mean(self, axis: Axis = None, keepdims: bool = False) -> Tensor:
         """Mean over `axis`: the sum times 1 / (number of elements averaged)."""
         count = self.size if axis is None else int(np.prod([self.shape[a] for a in np.atleast_1d(axis)]))
         return self.sum(axis, keepdims) * (1.0 / max(count, 1))
 
-    def max(self, axis=None, keepdims=False):
+    def max(self, axis: Axis = None, keepdims: bool = False) -> Tensor:
         """Maximum over `axis`; the gradient goes to the maxima (split evenly among ties)."""
         out = self.data.max(axis=axis, keepdims=True)
         data = self.data
@@ -300,13 +308,13 @@ class Tensor:
         return make(result, (self,), backward)
 
     # -- shape -----------------------------------------------------------------------------------
-    def reshape(self, *shape):
+    def reshape(self, *shape: int) -> Tensor:
         """The same elements in a new shape (one -1 allowed); gradient: g reshaped back."""
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         original = self.shape
         return make(self.data.reshape(shape), (self,), lambda g: (g.reshape(original),))
 
-    def transpose(self, *axes):
+    def transpose(self, *axes: int) -> Tensor:
         """Permute the axes (reverse them by default); gradient: g with the inverse permutation."""
         axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
         axes = tuple(a % self.ndim for a in axes) or tuple(reversed(range(self.ndim)))
@@ -336,7 +344,7 @@ class Tensor:
             return (full,)
         return make(self.data[index], (self,), backward)
 
-    def masked_fill(self, mask, value):
+    def masked_fill(self, mask: Any, value: float) -> Tensor:
         """A copy with `value` wherever the boolean `mask` (broadcast to this shape) is True,
         as PyTorch's Tensor.masked_fill; gradient: g where mask is False, 0 where True."""
         mask = mask.data if isinstance(mask, Tensor) else mask
@@ -355,41 +363,41 @@ class Tensor:
         return make(out, (self,), lambda g: (xp.where(mask, xp.zeros((), dtype=g.dtype), g),))
 
     # -- element-wise functions ------------------------------------------------------------------
-    def exp(self):
+    def exp(self) -> Tensor:
         """e ** self; gradient: g * out."""
         out = array_module(self.data).exp(self.data)
         return make(out, (self,), lambda g: (g * out,))
 
-    def log(self):
+    def log(self) -> Tensor:
         """Natural logarithm; gradient: g / self. NaN for negative inputs, as NumPy."""
         return make(array_module(self.data).log(self.data), (self,), lambda g: (g / self.data,))
 
-    def tanh(self):
+    def tanh(self) -> Tensor:
         """Hyperbolic tangent; gradient: g * (1 - out ** 2)."""
         out = array_module(self.data).tanh(self.data)
         return make(out, (self,), lambda g: (g * (1 - out * out),))
 
-    def sigmoid(self):
+    def sigmoid(self) -> Tensor:
         """1 / (1 + e ** -self); gradient: g * out * (1 - out)."""
         out = 1 / (1 + array_module(self.data).exp(-self.data))
         return make(out, (self,), lambda g: (g * out * (1 - out),))
 
-    def relu(self):
+    def relu(self) -> Tensor:
         """max(self, 0); gradient: g where self > 0, else 0."""
         data = self.data
         return make(array_module(data).maximum(data, 0), (self,), lambda g: (g * (data > 0),))
 
-    def gelu(self, approximate="none"):
+    def gelu(self, approximate: str = "none") -> Tensor:
         """GELU (see nn.functional.gelu)."""
         from .functional import gelu
         return gelu(self, approximate)
 
-    def abs(self):
+    def abs(self) -> Tensor:
         """|self|; gradient: g * sign(self)."""
         xp = array_module(self.data)
         return make(xp.abs(self.data), (self,), lambda g: (g * xp.sign(self.data),))
 
-    def sqrt(self):
+    def sqrt(self) -> Tensor:
         """self ** 0.5."""
         return self ** 0.5
 
@@ -403,7 +411,7 @@ def _broadcast_op(op, a, b):
                          f"(in {op.__name__})") from None
 
 
-def concatenate(tensors, axis=0):
+def concatenate(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     """Join tensors along `axis`; the gradient is split back into the pieces."""
     tensors = [as_tensor(t) for t in tensors]
     xp = array_module(tensors[0].data)
@@ -416,7 +424,7 @@ def concatenate(tensors, axis=0):
     return make(out, tensors, lambda g: tuple(xp.split(g, bounds, axis=axis)))
 
 
-def split(tensor, sections, axis=0):
+def split(tensor: Tensor, sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
     """Split into `sections` equal parts (an int, as numpy.split) or into pieces of the
     given sizes (a list of ints); each part's gradient lands in its slice of the input's."""
     length = tensor.shape[axis]
@@ -437,7 +445,7 @@ def split(tensor, sections, axis=0):
     return parts
 
 
-def stack(tensors, axis=0):
+def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     """Stack along a new axis (concatenate of tensors given a length-1 axis there)."""
     tensors = [as_tensor(t) for t in tensors]
     position = axis % (tensors[0].ndim + 1)

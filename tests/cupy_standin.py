@@ -406,8 +406,8 @@ class FakeArray(NDArrayOperatorsMixin):
         _enqueue(write, _fakes((self, key, value), []))
 
     def __getattr__(self, name):
-        if name == "host":
-            raise AttributeError(name)
+        if name in ("host", "__array_interface__", "__array_struct__"):
+            raise AttributeError(name)       # CuPy arrays have neither: NumPy cannot read them
         attribute = getattr(self.host, name)
         if callable(attribute):
             return lambda *args, **kwargs: _deferred(
@@ -478,6 +478,33 @@ def _module_attribute(name):
             return target(*args, **kwargs)            # dispatches to FakeArray
         return _adopt(target(*args, **kwargs))
     return call
+
+
+def _device_copy(a, dtype=None):
+    """A new array on a's device holding a (cast to dtype), C-contiguous, filled when the
+    stream runs the copy."""
+    _check_here([a])
+    result = FakeArray(_aligned(a.shape, np.dtype(dtype or a.dtype)), a.device_id)
+    _enqueue(lambda: result.host.__setitem__(Ellipsis, a.host), [a, result])
+    return result
+
+
+def fake_array(obj, dtype=None, copy=True):
+    """cupy.array: a device array is copied on its device (queued); host data is copied up now."""
+    if not isinstance(obj, FakeArray):
+        return fake_asarray(np.array(obj, dtype=dtype))
+    same = dtype is None or np.dtype(dtype) == obj.dtype
+    return obj if copy is False and same else _device_copy(obj, dtype)
+
+
+def fake_ascontiguousarray(a, dtype=None):
+    """cupy.ascontiguousarray: a itself when already C-contiguous (and of that dtype), else a
+    queued copy on its device; host data is copied up now."""
+    if not isinstance(a, FakeArray):
+        return fake_asarray(np.ascontiguousarray(a, dtype=dtype))
+    if a.flags.c_contiguous and (dtype is None or np.dtype(dtype) == a.dtype):
+        return a
+    return _device_copy(a, dtype)
 
 
 class Device:
@@ -577,6 +604,7 @@ def make_fake_cupy(tmp_dir, devices=1):
     fake.__version__ = "13.6.0 (stand-in)"
     fake.ndarray, fake.RawModule, fake.asarray = FakeArray, _make_raw_module(tmp_dir), fake_asarray
     fake.asnumpy = lambda a, stream=None, out=None: a.get(stream=stream, out=out)
+    fake.array, fake.ascontiguousarray = fake_array, fake_ascontiguousarray
     fake.get_array_module = lambda *arrays: fake if _fakes(arrays, []) else np
     fake.world = _WORLD
     runtime = types.SimpleNamespace(

@@ -276,3 +276,40 @@ def test_debug_mode_names_ranks_with_other_reduce_scatter_counts():
             comm.reduce_scatter(np.zeros(4), counts=counts)
         return str(info.value)
     assert "ranks [1]" in run(3, body, debug=True)[0]
+
+
+def test_new_collectives_are_in_the_flight_record_and_time_out_naming_the_call(tmp_path):
+    def body(comm):
+        comm.alltoall(np.ones(4), algorithm="bruck")
+        comm.gather(np.ones(2), 1, algorithm="tree")
+        comm.scan(np.ones(2), "max")
+        if comm.rank == 2:
+            comm.dump_flight_record()
+            return comm.flight_record()
+        comm.alltoallv(np.ones(3), [1, 1, 1], [1, 1, 1])
+    with pytest.raises(cc.CollectiveTimeout) as info:
+        cc.run_threads(3, body, timeout=1, flight_dir=str(tmp_path))
+    assert "alltoallv(dtype=float64, algorithm=pairwise) #4 did not complete within 1 s" in str(info.value)
+    assert "rank 2 never entered #4" in info.value.summary
+
+    record = run(2, lambda comm: (comm.alltoall(np.ones(4), algorithm="bruck"),
+                                  comm.scatter(np.ones(4), 1, algorithm="linear"),
+                                  comm.flight_record())[-1])[0]
+    assert [e["call"] for e in record] == ["alltoall(count=4, dtype=float64, algorithm=bruck)",
+                                           "scatter(count=4, dtype=float64, root=1, algorithm=linear)"]
+
+
+@pytest.mark.parametrize("differs", ["root", "shape", "algorithm"])
+def test_debug_mode_names_ranks_that_call_gather_scatter_or_alltoall_differently(differs):
+    def body(comm):
+        odd = comm.rank == 1
+        with pytest.raises(cc.CollectiveMismatch) as info:
+            if differs == "root":
+                comm.scatter(np.zeros(6), root=2 if odd else 0)
+            elif differs == "shape":
+                comm.gather(np.zeros((2, 3) if odd else (3, 2)))
+            else:
+                comm.alltoall(np.zeros(6), algorithm="bruck" if odd else "pairwise")
+        return str(info.value)
+    messages = run(3, body, debug=True)
+    assert all(m == messages[0] for m in messages) and "ranks [1]" in messages[0] and "ranks [0, 2]" in messages[0]

@@ -76,7 +76,7 @@ def reference(accumulate=1):
     return REFERENCE[accumulate]
 
 
-@pytest.mark.parametrize("algorithm", ["ring", "tree", "recursive_doubling", "rabenseifner"])
+@pytest.mark.parametrize("algorithm", ["ring", "tree", "recursive_doubling", "rabenseifner", "oneshot", "twoshot"])
 @pytest.mark.parametrize("bucket_cap_mb", [25, 0.0005])
 @pytest.mark.parametrize("overlap", [True, False])
 def test_data_parallel_equals_single_process_training(algorithm, bucket_cap_mb, overlap):
@@ -112,6 +112,15 @@ def test_grads_are_views_of_the_bucket_and_averaged():
     assert all(shared for shared, _, _ in results)
     assert results[0][1].tobytes() == results[1][1].tobytes()
     assert {"wait", "communication", "hidden"} <= set(results[0][2])
+
+
+def test_buckets_live_in_the_shared_segment_where_there_is_one():
+    def body(comm):
+        model = DistributedDataParallel(build(), comm)
+        segment = comm.transport.capabilities.shared_segment
+        return [segment is not None and segment.offset_in_heap(b.flat) is not None for b in model.buckets]
+    assert all(all(flags) for flags in cc.run_threads(2, body))
+    assert not any(any(flags) for flags in cc.run_threads(2, body, shm_bytes=0))
 
 
 def test_parameters_without_gradient_do_not_hang():

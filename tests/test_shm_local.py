@@ -106,3 +106,50 @@ def test_heap_ranges_are_reused_and_merge_when_given_back():
     heap.give(*a)
     heap.give(*b)
     assert heap.free_bytes() == 1024 and heap.take(1024) == (0, 1024)
+
+
+def test_comm_empty_lives_in_the_segment_and_gives_its_bytes_back():
+    def body(comm):
+        segment = comm.transport.capabilities.shared_segment
+        free = segment.heap.free_bytes()
+        a = comm.zeros((3, 5), "float32")
+        inside = segment.offset_in_heap(a) is not None and not a.any() and a.dtype == np.float32
+        del a
+        gc.collect()
+        return inside, segment.heap.free_bytes() == free
+    assert cc.run_threads(2, body) == [(True, True)] * 2
+
+
+def test_comm_empty_falls_back_to_ordinary_memory_without_room_or_segment():
+    def body(comm):
+        big = comm.empty(1 << 20, np.uint8)          # larger than the 8 KiB heap
+        return big.shape == (1 << 20,) and comm.empty(0).shape == (0,)
+    assert all(cc.run_threads(2, body, shm_bytes=HEADER + 4 * 4096))
+    assert all(cc.run_threads(2, lambda comm: comm.empty((2, 2)).shape == (2, 2), shm_bytes=0))
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        cc.run_threads(1, lambda comm: comm.empty(3, object))
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_collectives_on_segment_arrays_read_them_in_place_and_stay_exact(in_place, size):
+    count = 70001
+    inputs = [make_input(r, count, "float32", "sum") for r in range(size)]
+
+    def body(comm):
+        results = []
+        for algorithm in SHM:
+            x = comm.empty(count, np.float32)
+            for _ in range(3):                        # several calls reuse the same buffer
+                x[...] = inputs[comm.rank]
+                out = None if in_place else comm.empty(count, np.float32)
+                results.append(comm.allreduce(x, algorithm=algorithm, out=out).copy())
+                if not in_place:
+                    assert np.array_equal(x, inputs[comm.rank])
+        return results
+    per_rank = cc.run_threads(size, body, shm_bytes=HEADER + (1 << 20))
+    for results in per_rank:
+        for result in results:
+            assert_matches(result, inputs, "sum")
+    for i in range(len(per_rank[0])):
+        assert all(r[i].tobytes() == per_rank[0][i].tobytes() for r in per_rank)

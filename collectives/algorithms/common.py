@@ -5,6 +5,8 @@ from contextlib import contextmanager
 
 import kernels
 
+from ..partition import largest_power_of_two
+
 # The reducer of the collective running on this thread, while a Communicator's observers
 # watch reductions (see `reductions_through`); unset otherwise.
 _running = threading.local()
@@ -78,16 +80,6 @@ def _empty_like(like, n, dtype):
     return np.empty_like(like, shape=(n,), dtype=dtype)
 
 
-def chunk_bounds(count, chunks):
-    """Offsets cutting `count` elements into `chunks` nearly equal pipeline chunks (>= 1)."""
-    chunks = max(1, min(chunks, count)) if count else 1
-    base, extra = divmod(count, chunks)
-    bounds = [0]
-    for i in range(chunks):
-        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
-    return bounds
-
-
 def tree_links(rank, size, root, arity):
     """(parent, children) of `rank` in the k-ary tree rooted at `root` (arity 1: a chain).
 
@@ -111,9 +103,7 @@ class Fold:
     """
 
     def __init__(self, rank, size):
-        p = 1
-        while p * 2 <= size:
-            p *= 2
+        p = largest_power_of_two(size)
         self.p, self.extra = p, size - p
         if rank < 2 * self.extra:
             self.partner = rank + 1 if rank % 2 == 0 else rank - 1

@@ -5,7 +5,8 @@ tree, arity 1 a chain (the "pipeline" algorithms). The buffer is cut into chunks
 node works on chunk c its parent already works on chunk c-1, so a tree of depth D moves k
 chunks in about D + k - 1 steps instead of D * k.
 """
-from .common import chunk_bounds, reduce_into, tree_links
+from ..partition import chunk_bounds
+from .common import reduce_into, tree_links
 
 
 def reduce(t, work, op, root, ws, arity=2, chunks=1):

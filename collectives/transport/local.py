@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import CollectiveTimeout, TransportError, TransportTimeout
 from .calls import CallTags
+from .channels import Channel
 from .contract import NO_CAPABILITIES, CallState
 from .segment import DEFAULT_BYTES, LocalSegment
 
@@ -27,23 +28,13 @@ class _Message:
         self.error = None
 
 
-class _Channel:
-    """Messages from one rank to another in one group, matched in posting order."""
-    __slots__ = ("sent", "posted", "messages")
-
-    def __init__(self):
-        self.sent = 0       # messages enqueued so far
-        self.posted = 0     # receives posted so far
-        self.messages = {}  # sequence number -> _Message
-
-
 class Fabric:
     """Shared state of one in-process world: every channel of every group."""
 
     def __init__(self, timeout=DEFAULT_TIMEOUT, shm_bytes=DEFAULT_BYTES):
         self.timeout = timeout
         self.cond = threading.Condition()
-        self.channels = defaultdict(_Channel)
+        self.channels = defaultdict(Channel)   # (group, source, dest) -> Channel
         self.aborted = None  # set to a reason when a rank failed: the others stop waiting
         self.shm_bytes = shm_bytes
         self._segments = {}  # group -> [every rank's region of its segment, ranks that freed it]
@@ -90,31 +81,26 @@ class Fabric:
     def post_send(self, key, payload, tag):
         message = _Message(payload, tag)
         with self.cond:
-            channel = self.channels[key]
-            channel.messages[channel.sent] = message
-            channel.sent += 1
+            self.channels[key].put(message)
             self.cond.notify_all()
         return message
 
     def post_recv(self, key):
         with self.cond:
-            channel = self.channels[key]
-            ticket = channel.posted
-            channel.posted += 1
-        return ticket
+            return self.channels[key].post()
 
     def take(self, key, ticket, describe, endpoint, peer):
         timeout = endpoint.timeout
         with self.cond:
             channel = self.channels[key]
-            if not self.cond.wait_for(lambda: ticket in channel.messages or self.aborted,
+            if not self.cond.wait_for(lambda: channel.has(ticket) or self.aborted,
                                       timeout or None):
                 raise self._timed_out(f"{describe()}: no message (the peer never sent it: a "
                                       "deadlock or a skipped call)", endpoint, peer,
                                       "receive from", timeout)
-            if ticket not in channel.messages:
+            if not channel.has(ticket):
                 self._check_aborted(describe)
-            return channel.messages.pop(ticket)
+            return channel.take(ticket)
 
     def wait_delivered(self, message, describe, endpoint, peer):
         """Block until `message` was received (polling for an abort every 50 ms)."""

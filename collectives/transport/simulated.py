@@ -51,6 +51,7 @@ import numpy as np
 
 from .. import tuning
 from ..errors import TransportError
+from .channels import Channel
 from .contract import CallState, Capabilities
 
 STACK_BYTES = 1 << 20     # per simulated rank; algorithms recurse little
@@ -100,13 +101,6 @@ class _Message:
 
     def __init__(self, payload, arrival, cost):
         self.payload, self.arrival, self.cost = payload, arrival, cost
-
-
-class _Channel:
-    __slots__ = ("sent", "posted", "messages")
-
-    def __init__(self):
-        self.sent, self.posted, self.messages = 0, 0, {}
 
 
 class _Baton:
@@ -190,7 +184,7 @@ class _Fabric:
         self.gamma = [x * model.gamma for x in self.scale]
         self.costs = {}
         self.endpoints = []                   # filled by the endpoints, in rank order
-        self.channels = defaultdict(_Channel)
+        self.channels = defaultdict(Channel)   # (source, dest) -> Channel
         self.waiting = [None] * size          # what each blocked rank waits for
         self.baton = _Baton(size)
         self.gathered, self.gather_waiters = {}, []
@@ -212,25 +206,21 @@ class _Fabric:
         return cost
 
     def deposit(self, src, dst, message):
-        channel = self.channels[(src, dst)]
-        channel.messages[channel.sent] = message
-        channel.sent += 1
+        self.channels[(src, dst)].put(message)
         if self.waiting[dst] == src:
             self.waiting[dst] = None
             self.baton.ready.append(dst)
 
     def post(self, src, dst):
-        channel = self.channels[(src, dst)]
-        channel.posted += 1
-        return channel.posted - 1
+        return self.channels[(src, dst)].post()
 
     def take(self, src, dst, ticket):
         channel = self.channels[(src, dst)]
-        while ticket not in channel.messages:
+        while not channel.has(ticket):
             self.waiting[dst] = src
             self.baton.wait(dst, f"receive from rank {src}")
             self.endpoints[dst].ahead = 0
-        return channel.messages.pop(ticket)
+        return channel.take(ticket)
 
     def gather(self, endpoint, obj):
         """Every rank's obj once all have called (zero cost; clocks meet at the latest)."""

@@ -10,14 +10,24 @@ a killed save left. A truncated or foreign file is a clear error, and loading ch
 everything (model keys and shapes, the optimizer's kind, groups and state shapes, the
 sampler's settings) before changing anything.
 """
-import glob
+from __future__ import annotations
+
 import json
 import os
 import zipfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from collectives.files import write_atomically
 from kernels.arrays import to_numpy
+
+if TYPE_CHECKING:
+    from collectives import Communicator
+
+    from ..modules import Module
+    from ..optim import Optimizer
+    from .sampler import DistributedSampler
 
 FORMAT = "collectives-checkpoint-v1"
 
@@ -61,7 +71,9 @@ def _module(model):
     return getattr(model, "module", model)      # a DistributedDataParallel wraps its module
 
 
-def save_checkpoint(path, model, optimizer, sampler=None, step=0, comm=None, extra=None):
+def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: Optimizer | None,
+                    sampler: DistributedSampler | None = None, step: int = 0, comm: Communicator | None = None,
+                    extra: dict | None = None) -> str | os.PathLike:
     """Write model, optimizer, sampler position and `step` to `path` (rank 0 only when a
     communicator is given or the model carries one; every rank then waits at a barrier so
     that no rank reads a checkpoint that is not there yet). Returns the path."""
@@ -82,26 +94,12 @@ def save_checkpoint(path, model, optimizer, sampler=None, step=0, comm=None, ext
 
 
 def _write_atomically(path, meta, arrays):
-    """Write to a hidden temporary next to `path`, then rename it into place; first remove
-    the temporaries that killed saves to the same path left behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    prefix = os.path.join(folder, f".{os.path.basename(path)}.")
-    temporary = f"{prefix}{os.getpid()}.tmp"
-    for stale in glob.glob(glob.escape(prefix) + "*.tmp"):
-        if stale != temporary:
-            try:
-                os.remove(stale)
-            except FileNotFoundError:
-                pass
-    with open(temporary, "wb") as handle:
-        np.savez(handle, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    """Write the archive so that a reader never sees half of it (collectives.files)."""
+    write_atomically(path, lambda handle: np.savez(
+        handle, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays), binary=True)
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: str | os.PathLike) -> dict:
     """The checkpoint at `path` as {"step", "model", "optimizer", "sampler", "extra"}
     (arrays as NumPy); CheckpointError if it is truncated, foreign or incomplete."""
     try:
@@ -128,7 +126,8 @@ def read_checkpoint(path):
             "sampler": meta["sampler"], "extra": _unflatten(meta["extra"], arrays) if meta["extra"] else None}
 
 
-def load_checkpoint(path, model, optimizer=None, sampler=None):
+def load_checkpoint(path: str | os.PathLike, model: Module, optimizer: Optimizer | None = None,
+                    sampler: DistributedSampler | None = None) -> int:
     """Restore model, optimizer and sampler from `path` (on every rank); returns the step.
 
     Everything is checked first (model keys and shapes, the optimizer's kind, parameter

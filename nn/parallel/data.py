@@ -23,8 +23,12 @@ How it works (the decisions are the ones PyTorch's reducer makes, for the same r
   sends each bucket as float16 (pre-divided by the world size, so the sum cannot
   overflow) and restores float32.
 """
+from __future__ import annotations
+
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,17 +37,23 @@ import kernels
 from ..autograd import queue_callback
 from ..modules import Module
 
+if TYPE_CHECKING:
+    from collectives import Communicator
+
 
 class _Bucket:
     """One flat gradient buffer and the parameters whose gradients live in it."""
 
-    def __init__(self, index, params, device):
+    def __init__(self, index, params, device, comm):
         self.index = index
         self.params = params
         self.sizes = [p.size for p in params]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
         like = params[0].data
-        self.flat = np.zeros_like(like, shape=(int(self.offsets[-1]),))
+        # On the CPU the bucket lives in the shared segment where there is one (comm.zeros):
+        # the shared-memory all-reduce then reads it in place, without a publish copy.
+        shape = (int(self.offsets[-1]),)
+        self.flat = np.zeros_like(like, shape=shape) if device else comm.zeros(shape, like.dtype)
         self.device = device
         self.views = [self.flat[self.offsets[i]:self.offsets[i + 1]].reshape(p.shape)
                       for i, p in enumerate(params)]
@@ -67,7 +77,8 @@ class DistributedDataParallel(Module):
     `last_step` holds timings of the latest backward (communication wait, overlap).
     """
 
-    def __init__(self, module, comm, bucket_cap_mb=25, overlap=True, algorithm="auto", compression=None):
+    def __init__(self, module: Module, comm: Communicator, bucket_cap_mb: float = 25, overlap: bool = True,
+                 algorithm: str = "auto", compression: str | None = None):
         super().__init__()
         if compression not in (None, "fp16"):
             raise ValueError(f"compression must be None or 'fp16', got {compression!r}")
@@ -82,7 +93,7 @@ class DistributedDataParallel(Module):
         params = [p for p in module.parameters() if p.requires_grad]
         if compression == "fp16" and any(p.dtype != np.float32 for p in params):
             raise TypeError("compression='fp16' needs float32 parameters")
-        self.buckets = self._make_buckets(params, bucket_cap_mb * (1 << 20))
+        self.buckets = self._make_buckets(params, bucket_cap_mb * (1 << 20), comm)
         self._bucket_of = {id(p): (b, i) for b in self.buckets for i, p in enumerate(b.params)}
         self.last_step = {}
         self._broadcast_parameters()
@@ -92,7 +103,7 @@ class DistributedDataParallel(Module):
 
     # -- set-up ------------------------------------------------------------------------------
     @staticmethod
-    def _make_buckets(params, cap_bytes):
+    def _make_buckets(params, cap_bytes, comm):
         """Reverse registration order, split by dtype and array module, at most cap_bytes
         each (a parameter larger than the cap gets a bucket of its own)."""
         buckets, current, size = [], [], 0
@@ -105,7 +116,8 @@ class DistributedDataParallel(Module):
             size += p.data.nbytes
         if current:
             buckets.append(current)
-        return [_Bucket(i, b, device=not isinstance(b[0].data, np.ndarray)) for i, b in enumerate(buckets)]
+        return [_Bucket(i, b, device=not isinstance(b[0].data, np.ndarray), comm=comm)
+                for i, b in enumerate(buckets)]
 
     def _broadcast_parameters(self):
         """Make every replica start from rank 0's parameters (one broadcast per bucket)."""
@@ -118,7 +130,7 @@ class DistributedDataParallel(Module):
             bucket.flat[...] = 0
 
     # -- training ----------------------------------------------------------------------------
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the module; first point every gradient at its slot of the bucket (CPU)."""
         for bucket in self.buckets:
             if not bucket.device:
@@ -132,7 +144,7 @@ class DistributedDataParallel(Module):
         return self.module(*args, **kwargs)
 
     @contextmanager
-    def no_sync(self):
+    def no_sync(self) -> Iterator[None]:
         """Within this block backward only accumulates gradients locally (no all-reduce);
         the first backward after it averages the accumulated gradients."""
         previous = self._sync

@@ -1,5 +1,13 @@
 """DistributedSampler: each rank's disjoint share of every epoch's permutation."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from collectives import Communicator
 
 
 class DistributedSampler:
@@ -16,7 +24,8 @@ class DistributedSampler:
     so a resumed run continues with the next unseen batch.
     """
 
-    def __init__(self, num_samples, comm, shuffle=True, seed=0, drop_last=False):
+    def __init__(self, num_samples: int, comm: Communicator, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False):
         if not isinstance(num_samples, (int, np.integer)) or num_samples < 0:
             raise ValueError(f"num_samples must be a non-negative int, got {num_samples!r}")
         self.num_samples = int(num_samples)
@@ -29,13 +38,13 @@ class DistributedSampler:
         self.shard_size = per_rank
         self.total_size = per_rank * self.world
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """Use the permutation of `epoch` (call at the start of every epoch); restarts it."""
         if epoch != self.epoch:
             self.consumed = 0
         self.epoch = epoch
 
-    def permutation(self):
+    def permutation(self) -> np.ndarray:
         """This epoch's global order of indices, padded or cut to total_size."""
         order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
                  if self.shuffle else np.arange(self.num_samples))
@@ -44,7 +53,7 @@ class DistributedSampler:
         repeats = -(-self.total_size // order.size)
         return np.tile(order, repeats)[:self.total_size]
 
-    def indices(self):
+    def indices(self) -> np.ndarray:
         """This rank's shard for the current epoch (shard_size indices)."""
         return self.permutation()[self.rank::self.world]
 
@@ -57,7 +66,7 @@ class DistributedSampler:
     def __len__(self):
         return self.shard_size
 
-    def batches(self, batch_size):
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         """Yield the rest of this epoch's shard in batches of `batch_size` indices (the last
         may be shorter); the position advances as each batch is handed out."""
         if batch_size < 1:
@@ -68,13 +77,13 @@ class DistributedSampler:
             self.consumed += batch.size
             yield batch
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """Where this sampler stands: epoch, position in the epoch, and its settings."""
         return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed,
                 "shuffle": self.shuffle, "num_samples": self.num_samples, "world": self.world,
                 "drop_last": self.drop_last}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         """Continue from `state` (from state_dict()); the settings must match."""
         for key in ("seed", "shuffle", "num_samples", "world", "drop_last"):
             if state[key] != getattr(self, key):

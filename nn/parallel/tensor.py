@@ -23,7 +23,13 @@ With sequence_parallel=True (see sequence.py) the column-parallel layer's input 
 rank's T/tp of the sequence, all-gathered on the way in, and the row-parallel layer's
 output is reduce-scattered back to T/tp: the all-reduce becomes its two halves.
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 import collectives as cc
 
@@ -33,6 +39,12 @@ from ..init import linear_parameters
 from ..modules import GELU, Linear, Module, Parameter, ReLU, Tanh
 from ..tensor import array_module
 from .sequence import gather_from_sequence_parallel_region, reduce_scatter_to_sequence_parallel_region
+
+if TYPE_CHECKING:
+    from collectives import Communicator
+
+    from ..modules import Sequential
+    from ..tensor import Tensor
 
 
 def _last_axis_first(array):
@@ -107,22 +119,22 @@ class _ScatterToParallel(Function):
         return _gather_last(grad, ctx.comm), None
 
 
-def copy_to_parallel_region(x, comm, algorithm="auto"):
+def copy_to_parallel_region(x: Tensor, comm: Communicator, algorithm: str = "auto") -> Tensor:
     """Identity forward; all-reduce of the gradient backward (replicated input -> shards)."""
     return _CopyToParallel.apply(x, comm, algorithm)
 
 
-def reduce_from_parallel_region(x, comm, algorithm="auto"):
+def reduce_from_parallel_region(x: Tensor, comm: Communicator, algorithm: str = "auto") -> Tensor:
     """All-reduce forward (sum the shards' partial results); identity backward."""
     return _ReduceFromParallel.apply(x, comm, algorithm)
 
 
-def gather_from_parallel_region(x, comm):
+def gather_from_parallel_region(x: Tensor, comm: Communicator) -> Tensor:
     """All-gather along the last axis forward; keep this rank's slice of the gradient backward."""
     return _GatherFromParallel.apply(x, comm)
 
 
-def scatter_to_parallel_region(x, comm):
+def scatter_to_parallel_region(x: Tensor, comm: Communicator) -> Tensor:
     """Keep this rank's slice of the last axis forward; all-gather the gradient backward."""
     return _ScatterToParallel.apply(x, comm)
 
@@ -137,8 +149,9 @@ class ColumnParallelLinear(Module):
     offsets: the boundaries of the rows each rank keeps (default cc.partition(out, tp)).
     """
 
-    def __init__(self, in_features, out_features, comm, bias=True, gather_output=False,
-                 dtype=np.float32, algorithm="auto", sequence_parallel=False, offsets=None, _weights=None):
+    def __init__(self, in_features: int, out_features: int, comm: Communicator, bias: bool = True,
+                 gather_output: bool = False, dtype: DTypeLike = np.float32, algorithm: str = "auto",
+                 sequence_parallel: bool = False, offsets: Sequence[int] | None = None, _weights=None):
         super().__init__()
         self.algorithm, self.sequence_parallel = algorithm, sequence_parallel
         if gather_output and out_features % comm.size:
@@ -154,7 +167,8 @@ class ColumnParallelLinear(Module):
         self.bias = Parameter(_shard(full_bias, rows, dtype)) if full_bias is not None else None
 
     @classmethod
-    def from_linear(cls, linear, comm, gather_output=False, **options):
+    def from_linear(cls, linear: Linear, comm: Communicator, gather_output: bool = False,
+                    **options: Any) -> ColumnParallelLinear:
         """Shard an existing nn.Linear: this rank keeps its rows of weight and bias.
         options: algorithm, sequence_parallel (as the constructor)."""
         bias = None if linear.bias is None else linear.bias.data
@@ -187,8 +201,9 @@ class RowParallelLinear(Module):
     offsets: the boundaries of the columns each rank keeps (default cc.partition(in, tp)).
     """
 
-    def __init__(self, in_features, out_features, comm, bias=True, input_is_parallel=True,
-                 dtype=np.float32, algorithm="auto", sequence_parallel=False, offsets=None, _weights=None):
+    def __init__(self, in_features: int, out_features: int, comm: Communicator, bias: bool = True,
+                 input_is_parallel: bool = True, dtype: DTypeLike = np.float32, algorithm: str = "auto",
+                 sequence_parallel: bool = False, offsets: Sequence[int] | None = None, _weights=None):
         super().__init__()
         self.comm, self.algorithm, self.sequence_parallel = comm, algorithm, sequence_parallel
         self.in_features, self.out_features = in_features, out_features
@@ -200,7 +215,8 @@ class RowParallelLinear(Module):
         self.bias = Parameter(_shard(full_bias, ..., dtype)) if full_bias is not None else None
 
     @classmethod
-    def from_linear(cls, linear, comm, input_is_parallel=True, **options):
+    def from_linear(cls, linear: Linear, comm: Communicator, input_is_parallel: bool = True,
+                    **options: Any) -> RowParallelLinear:
         """Shard an existing nn.Linear: this rank keeps its columns of the weight.
         options: algorithm, sequence_parallel (as the constructor)."""
         bias = None if linear.bias is None else linear.bias.data
@@ -235,7 +251,8 @@ class ParallelMLP(Module):
     linear, the activation, a row-parallel linear. One all-reduce in forward (after the
     row-parallel layer) and one in backward (into the column-parallel layer's input)."""
 
-    def __init__(self, dim, hidden, comm, activation="gelu", bias=True, dtype=np.float32, algorithm="auto"):
+    def __init__(self, dim: int, hidden: int, comm: Communicator, activation: str = "gelu", bias: bool = True,
+                 dtype: DTypeLike = np.float32, algorithm: str = "auto"):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
@@ -247,7 +264,8 @@ class ParallelMLP(Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-def unsharded_mlp(dim, hidden, activation="gelu", bias=True, dtype=np.float32):
+def unsharded_mlp(dim: int, hidden: int, activation: str = "gelu", bias: bool = True,
+                  dtype: DTypeLike = np.float32) -> Sequential:
     """The nn.Sequential that ParallelMLP splits, drawing the same weights from the same seed."""
     from ..modules import Sequential
     return Sequential(Linear(dim, hidden, bias=bias, dtype=dtype), _ACTIVATIONS[activation](),
@@ -262,7 +280,7 @@ class ProcessGrid:
     grid.dp_rank this rank's place in each.
     """
 
-    def __init__(self, comm, tp):
+    def __init__(self, comm: Communicator, tp: int):
         if not isinstance(tp, int) or tp < 1 or comm.size % tp:
             raise ValueError(f"tp must be a positive divisor of the world size {comm.size}, got {tp!r}")
         self.world = comm
