@@ -30,7 +30,7 @@ def test_ddp_and_fsdp2_reach_the_single_process_weights_like_gloo():
 
 def test_a_rank_passing_the_wrong_size_makes_every_rank_raise_not_hang():
     output = run_section("fault")
-    raised = dict(re.findall(r"^rank (\d) raised (\w+): rank \1: allreduce", output, re.M))
+    raised = dict(re.findall(r"rank (\d) raised (\w+): rank \1: ", output))
     assert sorted(raised) == [str(r) for r in range(RANKS)], output
     assert set(raised.values()) <= {"CollectiveTimeout", "TransportError", "CollectiveMismatch"}
 
