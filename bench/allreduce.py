@@ -4,6 +4,7 @@ mpirun -n 4 python -m bench.allreduce --device gpu     (CuPy buffers; plus NCCL'
 All-reduce of every algorithm (ours and MPI's own), nccl-tests style: out-of-place and
 in-place time, algbw and busbw = algbw * 2(n-1)/n, and the number of wrong elements.
 """
+import socket
 import sys
 
 from bench.common import reduce_float64
@@ -18,11 +19,31 @@ def _expected(inputs, op, root, rank):
     return reduce_float64(inputs, op)
 
 
+def gpu_identity(cupy):
+    """This rank's GPU as (host name, PCI bus id): unique across a job, unlike the device
+    ordinal (every node, and a scheduler giving each rank one visible GPU, count from 0)."""
+    return socket.gethostname(), cupy.cuda.Device(cupy.cuda.runtime.getDevice()).pci_bus_id
+
+
+def nccl_layout_problem(identities):
+    """Why NCCL cannot run with these per-rank (host, GPU) identities, in one line, or None
+    when every rank has its own GPU (NCCL refuses two ranks on one GPU)."""
+    seen = {}
+    for rank, identity in enumerate(identities):
+        if identity in seen:
+            host, bus = identity
+            return (f"ranks {seen[identity]} and {rank} share GPU {bus} on {host} and NCCL needs "
+                    f"one GPU per rank; no nccl rows (run one rank per GPU to compare with NCCL)")
+        seen[identity] = rank
+    return None
+
+
 def nccl_baseline(comm, args, say):
     """On GPUs, NCCL's own all-reduce on the same buffers, as one more row set ("nccl").
 
-    The NCCL unique id travels over MPI from rank 0. NCCL refuses several ranks on one GPU;
-    then, or without cupy.cuda.nccl, this says so in one line and returns no rows.
+    The NCCL unique id travels over MPI from rank 0. NCCL refuses several ranks on one GPU
+    (found by host and PCI bus id); then, or without cupy.cuda.nccl, this says why in one
+    line and returns no rows.
     """
     if args.device != "gpu":
         return {}
@@ -35,10 +56,9 @@ def nccl_baseline(comm, args, say):
     if args.op == "avg" or args.datatype not in _NCCL_TYPES:
         say(f"# nccl: op {args.op} / dtype {args.datatype} not mapped; no nccl rows")
         return {}
-    devices = comm.allgather_object(cupy.cuda.runtime.getDevice())
-    if len(set(devices)) < comm.size:
-        say(f"# nccl: {comm.size} ranks share {len(set(devices))} GPU(s) and NCCL refuses several "
-            "ranks on one GPU; no nccl rows (run one rank per GPU to compare with NCCL)")
+    problem = nccl_layout_problem(comm.allgather_object(gpu_identity(cupy)))
+    if problem is not None:
+        say(f"# nccl: {problem}")
         return {}
     uid = comm.broadcast_object(nccl.get_unique_id() if comm.rank == 0 else None)
     nccl_comm = nccl.NcclCommunicator(comm.size, uid, comm.rank)

@@ -11,6 +11,8 @@
 Algorithms are ours (ring, tree, recursive doubling, Rabenseifner, ...); MPI only moves
 bytes, except for algorithm "mpi", MPI's own collective, kept as the baseline.
 """
+from typing import Any, Callable, Optional
+
 from .arguments import as_int
 from .buffers import select_device
 from .communicator import Communicator, check_timeout, debug_from_env, timeout_from_env
@@ -26,7 +28,8 @@ __all__ = ["init", "run_threads", "partition", "Communicator", "Work", "Collecti
 _UNSET = object()
 
 
-def init(comm=None, *, debug=None, timeout=_UNSET, flight_dir=None, shm_bytes=_UNSET):
+def init(comm: Any = None, *, debug: Optional[bool] = None, timeout: Any = _UNSET, flight_dir: Optional[str] = None,
+         shm_bytes: Any = _UNSET) -> Communicator:
     """A Communicator over an mpi4py communicator (default MPI.COMM_WORLD).
 
     The communicator is duplicated, so the engine's messages never mix with the caller's.
@@ -75,8 +78,9 @@ def _equal_consecutive_nodes(layout):
     return g
 
 
-def run_threads(size, fn, *args, debug=False, timeout=60.0, flight_dir=None, ranks_per_node=None,
-                shm_bytes=_UNSET, **kwargs):
+def run_threads(size: int, fn: Callable[..., Any], *args: Any, debug: bool = False, timeout: Optional[float] = 60.0,
+                flight_dir: Optional[str] = None, ranks_per_node: Optional[int] = None, shm_bytes: Any = _UNSET,
+                **kwargs: Any) -> list:
     """Run fn(comm, *args, **kwargs) on `size` ranks in this process, one thread each.
 
     The ranks share a segment of `shm_bytes` per rank (default COLLECTIVES_SHM_BYTES, else

@@ -3,15 +3,20 @@ host, CuPy arrays on this rank's GPU, and any array that exports DLPack or the a
 interface, seen as one of those), how it is viewed flat, where results go, and how a
 rank picks its GPU."""
 import os
+from typing import Any
 
 import numpy as np
 
+import kernels
 from kernels.arrays import array_module
 
 from .ops import check_dtype
 
+# What the collectives take and return: a numpy.ndarray, or a cupy.ndarray on this rank's GPU.
+Array = Any
+
 # dtypes the CUDA reduction kernel is instantiated for; data movement takes any dtype
-DEVICE_REDUCE_DTYPES = tuple(np.dtype(n) for n in ("float16", "float32", "float64", "int32", "int64"))
+DEVICE_REDUCE_DTYPES = kernels.DEVICE_DTYPES
 
 
 _DTYPE_NAMES = {}
@@ -109,17 +114,20 @@ def _check_device(x, name, reduces):
 def select_device(local_rank):
     """Make GPU (local_rank mod device count) current, if CuPy and a GPU are present.
 
-    Several ranks on one node share GPUs round-robin. Returns the device id, or None.
+    Several ranks on one node share GPUs round-robin. Returns the device id, or None when
+    there is no GPU to use: no CuPy, driver or device, or a device that refuses this
+    process (exclusive-process mode, busy): the rank then works on host buffers only,
+    as a CPU-only job does, instead of failing at start-up.
     """
     try:
         import cupy
         count = cupy.cuda.runtime.getDeviceCount()
-    except Exception:            # no CuPy, no driver or no device: host buffers only
+        if count == 0:
+            return None
+        device = local_rank % count
+        cupy.cuda.Device(device).use()
+    except Exception:
         return None
-    if count == 0:
-        return None
-    device = local_rank % count
-    cupy.cuda.Device(device).use()
     return device
 
 

@@ -4,12 +4,14 @@ It checks arguments on the calling rank before any communication, optionally che
 all ranks called alike (debug mode), picks the algorithm, and runs it synchronously or on
 the communicator's ordered background thread.
 """
+from __future__ import annotations
+
 import math
 import numbers
 import os
 import uuid
 import weakref
-from typing import Any
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from . import buffers, tuning
 from .algorithms.common import Workspace, plain_reduce, reductions_through
 from .algorithms.shm import segment_of
 from .arguments import as_int
+from .buffers import Array
 from .errors import CollectiveMismatch, CollectiveTimeout, MessageError, TransportError, TransportTimeout
 from .extended import Collectives, offsets_from_counts
 from .flight import FlightRecorder, default_directory, describe, read_records, summarize
@@ -25,19 +28,20 @@ from .mismatch import explain
 from .observe import Observer, chain_reducers
 from .ops import SUM, check_dtype, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
+from .transport.contract import Transport
 from .transport.segment import heap_array
 from .transport.staged import DirectDeviceTransport, StagedTransport
-from .work import OrderedExecutor
+from .work import OrderedExecutor, Work
 
 DEFAULT_TIMEOUT = 300.0
 
 
-def debug_from_env():
+def debug_from_env() -> bool:
     """True when COLLECTIVES_DEBUG is set to 1/true/yes/on."""
     return os.environ.get("COLLECTIVES_DEBUG", "").lower() in ("1", "true", "yes", "on")
 
 
-def timeout_from_env(default=DEFAULT_TIMEOUT):
+def timeout_from_env(default: Optional[float] = DEFAULT_TIMEOUT) -> Optional[float]:
     """Seconds from COLLECTIVES_TIMEOUT (0 or 'none': wait forever), else `default`."""
     text = os.environ.get("COLLECTIVES_TIMEOUT", "").strip().lower()
     if not text:
@@ -50,7 +54,7 @@ def timeout_from_env(default=DEFAULT_TIMEOUT):
         raise ValueError(f"COLLECTIVES_TIMEOUT must be a number of seconds, got {text!r}") from None
 
 
-def check_timeout(timeout):
+def check_timeout(timeout: Optional[float]) -> Optional[float]:
     """None for 'wait forever' (None, 0 or inf), else a positive float; ValueError otherwise."""
     if timeout is None:
         return None
@@ -70,7 +74,8 @@ class Communicator(Collectives):
     communicator), the background thread and the workspaces.
     """
 
-    def __init__(self, transport, debug=False, timeout=DEFAULT_TIMEOUT, flight_dir=None):
+    def __init__(self, transport: Transport, debug: bool = False, timeout: Optional[float] = DEFAULT_TIMEOUT,
+                 flight_dir: Optional[str] = None) -> None:
         self._base = transport                # what this communicator owns and frees
         self._transport = transport           # what collectives run on: _base wrapped by the observers
         self.rank = transport.rank
@@ -122,7 +127,7 @@ class Communicator(Collectives):
         return wrapper
 
     @property
-    def transport(self):
+    def transport(self) -> Transport:
         """The transport collectives run on (wrapped by the observers' wrap, if any)."""
         return self._transport
 
@@ -157,15 +162,15 @@ class Communicator(Collectives):
         self._reducer = chain_reducers(watching, plain_reduce)
 
     @property
-    def timeout(self):
+    def timeout(self) -> Optional[float]:
         """Seconds a collective may wait on a peer before CollectiveTimeout (None: forever)."""
         return self.transport.timeout
 
-    def flight_record(self):
+    def flight_record(self) -> list:
         """The last collectives this rank entered: dicts with seq, call, algorithm, state, times."""
         return list(self._flight.entries)
 
-    def dump_flight_record(self, directory=None):
+    def dump_flight_record(self, directory: Optional[str] = None) -> str:
         """Write this rank's flight record to DIRECTORY/rank<r>.json (default: flight_dir)."""
         return self._flight.dump(directory or self.flight_dir)
 
@@ -174,7 +179,7 @@ class Communicator(Collectives):
                 f"{type(self.transport).__name__}{' debug' if self.debug else ''}>")
 
     # -- lifetime ------------------------------------------------------------------------
-    def free(self):
+    def free(self) -> None:
         """Release this communicator and every sub-communicator split from it that is
         still alive: queued asynchronous work finishes first (its Work handles keep their
         results or errors), then the background thread ends, the transport (the MPI
@@ -191,7 +196,7 @@ class Communicator(Collectives):
         self._release()
 
     @property
-    def freed(self):
+    def freed(self) -> bool:
         """True once free() was called."""
         return self._freed
 
@@ -230,7 +235,7 @@ class Communicator(Collectives):
         return array
 
     # -- choosing algorithms -----------------------------------------------------------
-    def algorithms(self, collective):
+    def algorithms(self, collective: str) -> list:
         """Algorithm names valid for `collective` on this communicator (no "auto")."""
         if collective not in registry.ALGORITHMS:
             raise ValueError(f"unknown collective {collective!r}: valid are "
@@ -394,7 +399,8 @@ class Communicator(Collectives):
             dest[...] = wide if result is None else result
 
     # -- the collectives ----------------------------------------------------------------------
-    def allreduce(self, x, op="sum", *, algorithm="auto", out=None, async_op=False):
+    def allreduce(self, x: Array, op: str = "sum", *, algorithm: str = "auto", out: Optional[Array] = None,
+                  async_op: bool = False) -> Union[Array, Work]:
         """Reduce x element-wise over all ranks; every rank gets the result.
 
         Writes into `out` if given, else into x in place; returns that array (or a Work
@@ -421,8 +427,8 @@ class Communicator(Collectives):
             return target
         return self._run(("allreduce", x.size, buffers.dtype_name(x.dtype), op, name), job, async_op)
 
-    def reduce_scatter(self, x, op="sum", *, algorithm="auto", out=None, async_op=False,
-                       counts=None):
+    def reduce_scatter(self, x: Array, op: str = "sum", *, algorithm: str = "auto", out: Optional[Array] = None,
+                       async_op: bool = False, counts: Optional[Sequence[int]] = None) -> Union[Array, Work]:
         """Reduce x over all ranks and return this rank's block of the result (1-D).
 
         Blocks follow `cc.partition(x.size, size)`, or `counts` (one element count per
@@ -460,7 +466,8 @@ class Communicator(Collectives):
         count = x.size if counts is None else tuple(b - a for a, b in zip(offsets, offsets[1:]))
         return self._run(("reduce_scatter", count, buffers.dtype_name(x.dtype), op, name), job, async_op)
 
-    def allgather(self, x, *, algorithm="auto", out=None, async_op=False):
+    def allgather(self, x: Array, *, algorithm: str = "auto", out: Optional[Array] = None,
+                  async_op: bool = False) -> Union[Array, Work]:
         """Concatenate every rank's x along axis 0 (a 0-d x counts as shape (1,)).
 
         All ranks must pass the same shape. Returns `out` or a new array. Cost (ring):
@@ -484,7 +491,8 @@ class Communicator(Collectives):
             return result
         return self._run(("allgather", tuple(x.shape), buffers.dtype_name(x.dtype), name), job, async_op)
 
-    def broadcast(self, x, root=0, *, algorithm="auto", async_op=False):
+    def broadcast(self, x: Array, root: int = 0, *, algorithm: str = "auto",
+                  async_op: bool = False) -> Union[Array, Work]:
         """Copy root's x into every rank's x, in place; returns x. Cost (tree): about
         log2(n) + chunks - 1 steps, each non-leaf sending the buffer to its children."""
         x = buffers.as_array(x)
@@ -498,7 +506,8 @@ class Communicator(Collectives):
             return x
         return self._run(("broadcast", x.size, buffers.dtype_name(x.dtype), root, name), job, async_op)
 
-    def reduce(self, x, op="sum", root=0, *, algorithm="auto", out=None, async_op=False):
+    def reduce(self, x: Array, op: str = "sum", root: int = 0, *, algorithm: str = "auto",
+               out: Optional[Array] = None, async_op: bool = False) -> Optional[Union[Array, Work]]:
         """Reduce x over all ranks into root only: into `out` there if given, else into
         root's x in place. Returns the result on root and None elsewhere; other ranks' x
         is not modified. Cost (tree): about log2(n) + chunks - 1 steps."""
@@ -530,7 +539,7 @@ class Communicator(Collectives):
             return target
         return self._run(("reduce", x.size, buffers.dtype_name(x.dtype), op, root, name), job, async_op)
 
-    def barrier(self, *, async_op: bool = False):
+    def barrier(self, *, async_op: bool = False) -> Optional[Work]:
         """Return once every rank has entered the barrier (after this rank's queued work);
         with async_op, a Work whose wait() returns then. Cost: one barrier of the transport."""
         return self._run(("barrier",), self.transport.barrier, async_op=async_op)
@@ -552,7 +561,7 @@ class Communicator(Collectives):
         return self._run(("broadcast_object", root, "allgather_object"),
                          lambda: self.transport.allgather_object(mine)[root], async_op=False)
 
-    def split(self, color, key=0):
+    def split(self, color: Optional[int], key: int = 0) -> Optional[Communicator]:
         """A new Communicator over the ranks that passed the same `color`, ranked by
         (key, old rank); color None leaves this rank out (returns None). Collective.
         Free the result with `free()` (or `with`) when done: each one holds an MPI

@@ -7,9 +7,16 @@ workspace, exactly as the five original collectives do.
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from kernels.arrays import to_numpy
+
 from . import algorithms as registry
 from . import buffers
 from .arguments import as_int
+from .buffers import Array
 from .errors import CollectiveMismatch
 from .ops import check_op, identity
 from .partition import partition
@@ -40,11 +47,11 @@ def check_peer(peer, size, rank, what):
 
 class PointToPointWork(Work):
     """Handle of an asynchronous send or receive: wait() completes it (bounded by the
-    communicator's timeout) and returns the received array (None for a send)."""
+    communicator's timeout) and returns finish() (the received array; None for a send)."""
 
-    def __init__(self, description, request, result):
+    def __init__(self, description, request, finish):
         super().__init__(description)
-        self._request, self._value = request, result
+        self._request, self._then = request, finish
 
     def test(self):
         return self._done.is_set() or bool(self._request.test())
@@ -53,17 +60,19 @@ class PointToPointWork(Work):
         if not self._done.is_set():
             try:
                 self._request.wait()
+                result = self._then()
             except BaseException as error:
                 self._finish(error=error)
                 raise
-            self._finish(self._value)
+            self._finish(result)
         return super().wait()
 
 
 class Collectives:
     """All-to-all(v), gather, scatter, scan, exscan, send and recv (see module docstring)."""
 
-    def alltoall(self, x, *, algorithm="auto", out=None, async_op=False):
+    def alltoall(self, x: Array, *, algorithm: str = "auto", out: Optional[Array] = None,
+                 async_op: bool = False) -> Union[Array, Work]:
         """Block j of this rank's x (blocks by `cc.partition(x.size, n)`) goes to rank j;
         block i of the result came from rank i.
 
@@ -84,7 +93,8 @@ class Collectives:
         return self._exchange("alltoall", x, out, shape, offsets, recv_offsets, name,
                               ("alltoall", x.size, str(x.dtype), name), async_op)
 
-    def alltoallv(self, x, send_counts, recv_counts, *, algorithm="auto", out=None, async_op=False):
+    def alltoallv(self, x: Array, send_counts: Sequence[int], recv_counts: Sequence[int], *, algorithm: str = "auto",
+                  out: Optional[Array] = None, async_op: bool = False) -> Union[Array, Work]:
         """All-to-all with per-rank counts (in elements): the first send_counts[0] elements
         of x go to rank 0, the next send_counts[1] to rank 1, ...; the result (1-D,
         sum(recv_counts) elements) holds recv_counts[i] elements from rank i, in rank
@@ -132,7 +142,8 @@ class Collectives:
         if wrong:
             raise CollectiveMismatch("alltoallv counts disagree across ranks:\n  " + "\n  ".join(wrong[:10]))
 
-    def gather(self, x, root=0, *, algorithm="auto", out=None, async_op=False):
+    def gather(self, x: Array, root: int = 0, *, algorithm: str = "auto", out: Optional[Array] = None,
+               async_op: bool = False) -> Optional[Union[Array, Work]]:
         """Concatenate every rank's x along axis 0 on `root` (a 0-d x counts as shape
         (1,)); every rank passes the same shape. Returns the result on root (`out` there
         if given) and None elsewhere. Cost: tree, ceil(log2 n) steps, the root receiving
@@ -157,7 +168,8 @@ class Collectives:
             return result
         return self._run(("gather", tuple(x.shape), str(x.dtype), root, name), job, async_op)
 
-    def scatter(self, x, root=0, *, algorithm="auto", out=None, async_op=False):
+    def scatter(self, x: Array, root: int = 0, *, algorithm: str = "auto", out: Optional[Array] = None,
+                async_op: bool = False) -> Union[Array, Work]:
         """Rank i gets block i (1-D, blocks by `cc.partition(x.size, n)`) of root's x.
 
         Every rank passes an x of the same shape and dtype; only root's contents are read
@@ -181,13 +193,15 @@ class Collectives:
             return result
         return self._run(("scatter", x.size, str(x.dtype), root, name), job, async_op)
 
-    def scan(self, x, op="sum", *, algorithm="auto", out=None, async_op=False):
+    def scan(self, x: Array, op: str = "sum", *, algorithm: str = "auto", out: Optional[Array] = None,
+             async_op: bool = False) -> Union[Array, Work]:
         """Inclusive prefix reduction: rank r gets x_0 op x_1 op ... op x_r (operands in
         rank order). Writes into `out` if given, else x in place. Cost (recursive
         doubling): ceil(log2 n) steps, each sending, receiving and reducing the buffer."""
         return self._prefix("scan", x, op, algorithm, out, async_op)
 
-    def exscan(self, x, op="sum", *, algorithm="auto", out=None, async_op=False):
+    def exscan(self, x: Array, op: str = "sum", *, algorithm: str = "auto", out: Optional[Array] = None,
+               async_op: bool = False) -> Union[Array, Work]:
         """Exclusive prefix reduction: rank r gets x_0 op ... op x_{r-1}; rank 0 gets the
         op's identity (0 for sum, 1 for prod, the lowest value for max, the highest for
         min). Writes into `out` if given, else x in place. Cost (recursive doubling):
@@ -218,32 +232,38 @@ class Collectives:
         return self._run((collective, x.size, str(x.dtype), op, name), job, async_op)
 
     # -- point to point ---------------------------------------------------------------------
-    def send(self, x, dest, *, async_op=False):
+    def send(self, x: Array, dest: int, *, async_op: bool = False) -> Optional[Work]:
         """Send x to rank `dest`. Messages between one pair are received in the order sent;
         they never mix with collectives' messages (they travel on a duplicate of the
-        transport). Returns None, or a Work whose wait() completes the send.
-        Cost: one message of x.nbytes."""
+        transport). A GPU array is copied to the host first. Returns None, or a Work whose
+        wait() completes the send. Cost: one message of x.nbytes."""
         x = buffers.as_array(x)
         buffers.check_array(x)
-        self._check_host(x, "send")
         dest = check_peer(dest, self.size, self.rank, "dest")
-        request = self._point_to_point().isend(buffers.flat(x), dest)
-        work = PointToPointWork(f"send to rank {dest}", request, None)
+        data = to_numpy(x) if buffers.is_device(x) else x
+        request = self._point_to_point().isend(buffers.flat(data), dest)
+        work = PointToPointWork(f"send to rank {dest}", request, lambda: None)
         return work if async_op else work.wait()
 
-    def recv(self, x, source, *, async_op=False):
+    def recv(self, x: Array, source: int, *, async_op: bool = False) -> Union[Array, Work]:
         """Receive into x (which must have the sender's byte count) from rank `source`, the
-        next message in the order that rank sent them. Returns x, or a Work whose wait()
-        returns x. Cost: one message of x.nbytes."""
+        next message in the order that rank sent them (a GPU array: through a host buffer,
+        copied in on the caller's stream). Returns x, or a Work whose wait() returns x.
+        Cost: one message of x.nbytes."""
         x = buffers.as_array(x)
         buffers.check_array(x, writeable=True)
-        self._check_host(x, "recv")
         source = check_peer(source, self.size, self.rank, "source")
-        request = self._point_to_point().irecv(buffers.flat(x), source)
-        work = PointToPointWork(f"receive from rank {source}", request, x)
-        return work if async_op else work.wait()
-
-    def _check_host(self, x, what):
         if buffers.is_device(x):
-            raise TypeError(f"rank {self.rank}: {what} of GPU arrays is not supported yet: "
-                            f"pass x.get() (a NumPy copy)")
+            host = np.empty(x.shape, x.dtype)
+
+            def finish():
+                x[...] = buffers.array_module(x).asarray(host)
+                return x
+        else:
+            host = x
+
+            def finish():
+                return x
+        request = self._point_to_point().irecv(buffers.flat(host), source)
+        work = PointToPointWork(f"receive from rank {source}", request, finish)
+        return work if async_op else work.wait()

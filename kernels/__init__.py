@@ -11,7 +11,11 @@ import numpy as np
 from . import reference
 from .reference import bucket_views
 
-__all__ = ["reduce_into", "pack", "unpack", "compress_fp16", "unpack_fp16", "bucket_views"]
+# The dtypes the CUDA kernels are instantiated for, in kernels/cuda.py's C_TYPES order (the
+# one list: collectives.buffers refuses device reductions of any other dtype up front).
+DEVICE_DTYPES = tuple(np.dtype(name) for name in ("float16", "float32", "float64", "int32", "int64"))
+
+__all__ = ["DEVICE_DTYPES", "reduce_into", "pack", "unpack", "compress_fp16", "unpack_fp16", "bucket_views"]
 
 
 def _impl(*arrays):

@@ -6,6 +6,13 @@
 // cuda_fp16.h), and CuPy's compile cache, keyed by the source text, sees header changes.
 #pragma once
 
+// Kernels are templates over types and operations; each file ends with a macro,
+// <KERNEL>_ENTRY(name, template arguments...), that defines the kernel of one instance as
+// an extern "C" __global__ function of a plain name. kernels/cuda.py appends one such line
+// per instance it launches to the text it compiles, and asks for kernels by those names:
+// CuPy caches a module on disk (per source hash and GPU architecture) only when it is
+// compiled without name_expressions, so no rank recompiles the kernels on every run.
+
 // Every kernel is launched with THREADS threads per block (kernels/cuda.py reads it here).
 constexpr int THREADS = 256;
 // Bytes each thread has in flight per loop trip: four 16-byte vectors, or as many scalars.

@@ -1,9 +1,13 @@
 """Loading and launching the CUDA kernels of kernels/*.cu with CuPy.
 
-Each .cu file is compiled by NVRTC (cupy.RawModule) once per process and device, with all
-its template instances named up front (`NAMES`), on first use; `#include "x.cuh"` lines are
-replaced by the header's text first, so NVRTC needs no include path and CuPy's on-disk
-cache (keyed by the source text) sees header edits.
+Each .cu file is compiled by NVRTC (cupy.RawModule) once per process and device, on first
+use, with one extern "C" kernel per template instance the functions below launch (`NAMES`:
+`module_source` appends an <KERNEL>_ENTRY line per instance, named by `entry_name`).
+Plain names instead of name_expressions let CuPy keep the compiled module in its on-disk
+cache (per source hash, options and GPU architecture; CuPy skips that cache for modules
+with name_expressions), so later runs load it instead of compiling (about 4 s per rank).
+`#include "x.cuh"` lines are replaced by the header's text first, so NVRTC needs no
+include path and the cache key sees header edits.
 
 Every public function checks what a raw kernel cannot (cupy.ndarray, dtype, C-contiguity,
 current device, sizes) before launching, and computes the launch geometry: blocks of
@@ -20,7 +24,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import reference
+from . import DEVICE_DTYPES, reference, wheels
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPTIONS = ("--std=c++17",)
@@ -28,8 +32,7 @@ THREADS = 256                    # threads per block; must equal THREADS in comm
 MAX_ROWS = 16                    # a chunk is at most 16 block-wide rows of 16-byte vectors
 TABLES_KEPT = 64                 # multi-array tables cached on the device (LRU)
 F16, F32 = np.dtype("float16"), np.dtype("float32")
-C_TYPES = {F16: "f16", F32: "float", np.dtype("float64"): "double",
-           np.dtype("int32"): "int", np.dtype("int64"): "long long"}
+C_TYPES = dict(zip(DEVICE_DTYPES, ("f16", "float", "double", "int", "long long")))   # dtype -> CUDA type
 OPS = {"sum": "Sum", "prod": "Prod", "max": "Max", "min": "Min"}
 
 
@@ -60,7 +63,23 @@ def source(filename):
     return re.sub(r'^#include "([\w.]+\.cuh)"[ \t]*$', inline, text, flags=re.M)
 
 
+def entry_name(expression):
+    """The extern "C" name of a kernel instance: "reduce_into<float, Sum>" -> "reduce_into_float_Sum"."""
+    return re.sub(r"\W+", "_", expression).strip("_")
+
+
+def module_source(filename):
+    """The full text compiled for `filename`: `source(filename)` plus one
+    <KERNEL>_ENTRY(entry name, template arguments) line per instance in NAMES."""
+    lines = []
+    for expression in NAMES[filename]:
+        kernel, arguments = re.fullmatch(r"(\w+)<(.*)>", expression).groups()
+        lines.append(f"{kernel.upper()}_ENTRY({entry_name(expression)}, {arguments})")
+    return source(filename) + "\n" + "\n".join(lines) + "\n"
+
+
 def _cupy():
+    wheels.preload()                 # NVRTC from its wheel before CuPy first compiles
     try:
         import cupy
     except ImportError as error:
@@ -73,30 +92,41 @@ def _cupy():
 def _module(filename, device):
     cupy = _cupy()
     with cupy.cuda.Device(device):
-        return cupy.RawModule(code=source(filename), options=OPTIONS,
-                              name_expressions=NAMES[filename] or None)
+        return cupy.RawModule(code=module_source(filename), options=OPTIONS)
 
 
 @functools.cache
-def _function(filename, name, device):
-    """The compiled kernel `name` of `filename` on `device` (compiles the file on first use)."""
+def _kernel(filename, name, device):
+    """The compiled kernel `name` (an expression of NAMES, or an extern "C" name) of
+    `filename` on `device` (compiles the file, or loads it from CuPy's cache, on first use)."""
     with _cupy().cuda.Device(device):
-        return _module(filename, device).get_function(name)
+        entry = entry_name(name) if name in NAMES[filename] else name
+        return _module(filename, device).get_function(entry)
+
+
+def _function(filename, name, device):
+    """The kernel every launch below goes through (tests wrap it to count launches)."""
+    return _kernel(filename, name, device)
 
 
 @functools.cache
-def _max_blocks(device):
-    """Blocks of THREADS threads the GPU can hold at once (a full grid-stride grid)."""
-    attributes = _cupy().cuda.Device(device).attributes
-    return attributes["MultiProcessorCount"] * (attributes["MaxThreadsPerMultiProcessor"] // THREADS)
+def _max_blocks(filename, name, device):
+    """Blocks of THREADS threads of this kernel the GPU holds at once (a full grid-stride
+    grid): the occupancy API's blocks per multiprocessor (registers decide: ptxas reports
+    48-103 per thread, so 2-4 blocks fit, not the 8 a thread count alone suggests), times
+    the multiprocessors."""
+    cupy = _cupy()
+    kernel = _kernel(filename, name, device)
+    per_sm = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.ptr, THREADS, 0)
+    return cupy.cuda.Device(device).attributes["MultiProcessorCount"] * max(1, per_sm)
 
 
-def _geometry(total, itemsize, device):
-    """(chunk, chunks, blocks) for `total` elements whose wider type has `itemsize` bytes:
-    chunks are whole rows of THREADS 16-byte vectors, about one chunk per block for large
-    data (at most MAX_ROWS rows, then blocks loop), as many blocks as chunks when small."""
+def _geometry(total, itemsize, blocks):
+    """(chunk, chunks, blocks) for `total` elements whose wider type has `itemsize` bytes,
+    for a kernel of which `blocks` fit the GPU at once: chunks are whole rows of THREADS
+    16-byte vectors, about one chunk per block for large data (at most MAX_ROWS rows, then
+    blocks loop), as many blocks as chunks when small."""
     row = THREADS * (16 // itemsize)
-    blocks = _max_blocks(device)
     chunk = row * max(1, min(MAX_ROWS, -(-total // (blocks * row))))
     chunks = -(-total // chunk)
     return chunk, chunks, min(chunks, blocks)
@@ -135,8 +165,9 @@ def plan_reduce_into(dst, src, op, reverse=False):
     reference.check_reduce(dst, src, op)
     if not dst.size:
         return _nothing
-    chunk, _, blocks = _geometry(dst.size, dst.itemsize, device)
-    kernel = _function("reduce.cu", f"reduce_into<{C_TYPES[dst.dtype]}, {OPS[op]}>", device)
+    name = f"reduce_into<{C_TYPES[dst.dtype]}, {OPS[op]}>"
+    chunk, _, blocks = _geometry(dst.size, dst.itemsize, _max_blocks("reduce.cu", name, device))
+    kernel = _function("reduce.cu", name, device)
     args = (dst, src, np.int64(dst.size), np.int64(chunk), np.int32(bool(reverse)))
     return functools.partial(kernel, (blocks,), (THREADS,), args)
 
@@ -153,7 +184,7 @@ _TABLES = OrderedDict()          # (device, chunk, addresses, sizes) -> device t
 _TABLES_LOCK = threading.Lock()  # asynchronous collectives may pack from another thread
 
 
-def _table(arrays, itemsize, device):
+def _table(arrays, itemsize, device, max_blocks):
     """The int64 device table of kernels/pack.cu for `arrays` (addresses, offsets, first
     array of each chunk), built with NumPy and sent in ONE host-to-device copy of
     16 bytes per array + 8 per chunk; the TABLES_KEPT most recent layouts are cached by
@@ -163,7 +194,7 @@ def _table(arrays, itemsize, device):
     addresses = np.fromiter((a.data.ptr for a in arrays), np.int64, n)
     sizes = np.fromiter((a.size for a in arrays), np.int64, n)
     total = int(sizes.sum())
-    chunk, chunks, blocks = _geometry(total, itemsize, device)
+    chunk, chunks, blocks = _geometry(total, itemsize, max_blocks)
     key = (device, chunk, addresses.tobytes(), sizes.tobytes())
     with _TABLES_LOCK:
         table = _TABLES.get(key)
@@ -186,10 +217,12 @@ def _plan_multi_copy(arrays, flat, to_flat, source, target, op, scale, device):
     """The launch of multi_copy<source, target, op> between `arrays` and `flat` (checked)."""
     if not arrays:
         return _nothing
-    table, total, chunk, chunks, blocks = _table(arrays, max(source.itemsize, target.itemsize), device)
+    name = f"multi_copy<{C_TYPES[source]}, {C_TYPES[target]}, {op}>"
+    table, total, chunk, chunks, blocks = _table(arrays, max(source.itemsize, target.itemsize), device,
+                                                 _max_blocks("pack.cu", name, device))
     if not total:
         return _nothing
-    kernel = _function("pack.cu", f"multi_copy<{C_TYPES[source]}, {C_TYPES[target]}, {op}>", device)
+    kernel = _function("pack.cu", name, device)
     args = (table, np.int32(len(arrays)), np.int64(chunks), np.int64(chunk), flat,
             np.int32(to_flat), np.float64(scale))
     return functools.partial(kernel, (blocks,), (THREADS,), args)
@@ -263,9 +296,10 @@ def plan_compress_fp16(bucket, wire, scale=1.0):
     reference.check_compress(bucket, wire)
     if not bucket.size:
         return _nothing
-    chunk, _, blocks = _geometry(bucket.size, 4, device)
     op = "Convert<float, f16>" if scale == 1.0 else "Scale<float, f16>"
-    kernel = _function("compress.cu", f"convert<float, f16, {op}>", device)
+    name = f"convert<float, f16, {op}>"
+    chunk, _, blocks = _geometry(bucket.size, 4, _max_blocks("compress.cu", name, device))
+    kernel = _function("compress.cu", name, device)
     args = (wire, bucket, np.int64(bucket.size), np.int64(chunk), np.float64(np.float32(scale)))
     return functools.partial(kernel, (blocks,), (THREADS,), args)
 

@@ -15,9 +15,8 @@
 // to_flat = 1: arrays (S) -> flat (D), pack. to_flat = 0: flat (S) -> arrays (D), unpack.
 // E is the element operation: Copy, Convert (float16 -> float32) or Scale (fused 1/world).
 template <typename S, typename D, typename E>
-__global__ void __launch_bounds__(THREADS)
-multi_copy(const long long* __restrict__ table, int n, long long chunks, long long chunk,
-           void* flat, int to_flat, double scale) {
+__device__ __forceinline__ void multi_copy(const long long* __restrict__ table, int n, long long chunks,
+                                           long long chunk, void* flat, int to_flat, double scale) {
     const long long* address = table;
     const long long* offsets = table + n;
     const long long* first = table + 2 * n + 1;
@@ -40,19 +39,11 @@ multi_copy(const long long* __restrict__ table, int n, long long chunks, long lo
     }
 }
 
-#ifdef KERNELS_INSTANTIATE_ALL
-// For a plain nvcc compile (the tests); at run time NVRTC instantiates what cuda.py names.
-#define COMMA ,
-#define MULTI_COPY(S, D, E) \
-    template __global__ void multi_copy<S, D, E>(const long long*, int, long long, long long, void*, int, double);
-MULTI_COPY(f16, f16, Copy<f16>)
-MULTI_COPY(float, float, Copy<float>)
-MULTI_COPY(double, double, Copy<double>)
-MULTI_COPY(int, int, Copy<int>)
-MULTI_COPY(long long, long long, Copy<long long>)
-MULTI_COPY(f16, f16, Scale<f16 COMMA f16>)
-MULTI_COPY(float, float, Scale<float COMMA float>)
-MULTI_COPY(double, double, Scale<double COMMA double>)
-MULTI_COPY(f16, float, Convert<f16 COMMA float>)
-MULTI_COPY(f16, float, Scale<f16 COMMA float>)
-#endif
+// The kernel of one instance, under the plain name kernels/cuda.py gives it (see ENTRY in
+// common.cuh): MULTI_COPY_ENTRY(name, S, D, E).
+#define MULTI_COPY_ENTRY(NAME, S, D, ...)                                                  \
+    extern "C" __global__ void __launch_bounds__(THREADS)                                  \
+    NAME(const long long* __restrict__ table, int n, long long chunks, long long chunk,     \
+         void* flat, int to_flat, double scale) {                                          \
+        multi_copy<S, D, __VA_ARGS__>(table, n, chunks, chunk, flat, to_flat, scale);      \
+    }

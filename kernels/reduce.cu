@@ -57,24 +57,17 @@ template <typename T, typename Op> struct Combine {
 // Block b takes chunks b, b + gridDim.x, ... of `chunk` elements (a multiple of the vector
 // width, so every chunk starts with the alignment of the first).
 template <typename T, typename Op>
-__global__ void __launch_bounds__(THREADS)
-reduce_into(T* dst, const T* src, long long n, long long chunk, int reverse) {
+__device__ __forceinline__ void reduce_into(T* dst, const T* src, long long n, long long chunk, int reverse) {
     const Combine<T, Op> e(reverse);
     for (long long start = blockIdx.x * chunk; start < n; start += gridDim.x * chunk) {
         block_apply<T, T, Combine<T, Op> >(dst + start, src + start, min64(chunk, n - start), e);
     }
 }
 
-#ifdef KERNELS_INSTANTIATE_ALL
-// For a plain nvcc compile (the tests); at run time NVRTC instantiates what cuda.py names.
-#define REDUCE(T) \
-    template __global__ void reduce_into<T, Sum>(T*, const T*, long long, long long, int); \
-    template __global__ void reduce_into<T, Prod>(T*, const T*, long long, long long, int); \
-    template __global__ void reduce_into<T, Max>(T*, const T*, long long, long long, int); \
-    template __global__ void reduce_into<T, Min>(T*, const T*, long long, long long, int);
-REDUCE(f16)
-REDUCE(float)
-REDUCE(double)
-REDUCE(int)
-REDUCE(long long)
-#endif
+// The kernel of one instance, under the plain name kernels/cuda.py gives it (see ENTRY in
+// common.cuh): REDUCE_INTO_ENTRY(name, T, Op).
+#define REDUCE_INTO_ENTRY(NAME, T, ...)                                                    \
+    extern "C" __global__ void __launch_bounds__(THREADS)                                  \
+    NAME(T* dst, const T* src, long long n, long long chunk, int reverse) {                \
+        reduce_into<T, __VA_ARGS__>(dst, src, n, chunk, reverse);                          \
+    }

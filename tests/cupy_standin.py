@@ -219,6 +219,7 @@ class _World:
         self.local = threading.local()
         self.compiles = []            # (options, name_expressions) of every NVRTC compile
         self.disk_cache = set()       # keys of the modules CuPy's disk cache holds
+        self.launches = []            # (kernel name, grid) of every launch
 
     def device(self):
         return getattr(self.local, "device", 0)
@@ -545,7 +546,8 @@ class Device:
 class FakeKernel:
     _ptrs = itertools.count(0x9000)
 
-    def __init__(self, library, index):
+    def __init__(self, library, index, name):
+        self.name = name
         self.run = getattr(library, f"run_{index}")
         self.arity = getattr(library, f"arity_{index}")()
         self.ptr = next(self._ptrs)
@@ -567,7 +569,11 @@ class FakeKernel:
             del keep[:]
         keep = [args, values]
         _check_here([a for a in args if isinstance(a, FakeArray)])
+        _WORLD.launches.append((self.name, tuple(grid)))
         (stream or _WORLD.stream()).enqueue(launch)
+
+
+PLAIN_KERNEL = r'extern "C" __global__ void (?!__launch_bounds__)(\w+)\('   # e.g. busy_wait
 
 
 def _make_raw_module(tmp_dir):
@@ -588,10 +594,11 @@ def _make_raw_module(tmp_dir):
 
         def get_function(self, name):
             if self._built is None:
-                names = self.names or re.findall(r'extern "C" __global__[^(]*?\b(\w+)\s*\(', self.code)
+                names = self.names or (re.findall(r"^\w+_ENTRY\((\w+),", self.code, flags=re.M)
+                                       + re.findall(PLAIN_KERNEL, self.code))
                 self._built = compile_for_host(self.code, list(names), tmp_dir)
             library, index = self._built
-            return FakeKernel(library, index[name])
+            return FakeKernel(library, index[name], name)
     return RawModule
 
 
@@ -632,8 +639,8 @@ def make_fake_cupyx():
 
 def clear_caches():
     """Forget kernels.cuda's compiled modules, functions and tables (per-process caches)."""
-    for cached in (cuda._module, cuda._function, cuda._max_blocks):
-        getattr(cached, "cache_clear", lambda: None)()   # a test may have wrapped _function
+    for name in ("_module", "_kernel", "_function", "_max_blocks"):
+        getattr(getattr(cuda, name, None), "cache_clear", lambda: None)()
     cuda._TABLES.clear()
 
 

@@ -165,3 +165,19 @@ def test_data_parallel_on_two_gpus_matches_the_cpu(cp):
     for rank in range(2):
         for a, b in zip(cpu[rank], gpu[rank]):
             np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+
+
+def test_a_gpu_that_refuses_the_process_leaves_the_rank_on_the_host(cp, monkeypatch):
+    """Device.use() failing (a GPU in exclusive-process mode already taken) must not stop
+    a job that may use host buffers only (bug 7)."""
+    from collectives.buffers import select_device
+
+    def refuse(self):
+        raise RuntimeError("cudaErrorDevicesUnavailable: CUDA-capable device(s) is/are busy or unavailable")
+    monkeypatch.setattr(cupy_standin.Device, "use", refuse)
+    assert select_device(1) is None
+
+
+def test_select_device_makes_the_local_ranks_gpu_current(cp):
+    from collectives.buffers import select_device
+    assert select_device(3) == 1 and cp.cuda.runtime.getDevice() == 1

@@ -1,6 +1,7 @@
-"""The CUDA sources build (no GPU needed): every .cu compiles with nvcc for sm_80 and sm_90,
-the self-contained text kernels.cuda hands to NVRTC compiles too, and every template
-instance the loader names exists. Skipped with the reason where nvcc is absent."""
+"""The CUDA sources build (no GPU needed): the self-contained text kernels.cuda hands to
+NVRTC for every .cu (headers pasted in, one extern "C" kernel per instance it launches)
+compiles with nvcc for sm_80 and sm_90, and under CuPy's own options its PTX never flushes
+subnormals. Skipped with the reason where nvcc is absent."""
 import glob
 import os
 import re
@@ -50,24 +51,25 @@ def test_the_nvrtc_source_has_the_headers_pasted_in():
 
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-@pytest.mark.parametrize("source", SOURCES, ids=os.path.basename)
-def test_every_cu_file_compiles(source, arch, tmp_path):
-    nvcc(source, arch, tmp_path, "-DKERNELS_INSTANTIATE_ALL", "-Werror", "all-warnings")
-
-
-def nvrtc_probe(filename, tmp_path):
-    """The exact text NVRTC gets (headers pasted in), alone in an empty folder, plus a use
-    of every name expression, which instantiates it as NVRTC would."""
-    probe = tmp_path / f"probe_{filename}"
-    uses = [f"    (void)&{name};" for name in cuda.NAMES[filename]]
-    probe.write_text(cuda.source(filename) + "\nvoid probe() {\n" + "\n".join(uses) + "\n}\n")
-    return probe
-
-
-@needs_nvcc
 @pytest.mark.parametrize("filename", sorted(cuda.NAMES))
-def test_every_name_the_loader_asks_nvrtc_for_is_a_valid_instance(filename, tmp_path):
-    nvcc(nvrtc_probe(filename, tmp_path), "sm_80", tmp_path, "-Werror", "all-warnings")
+def test_every_kernel_nvrtc_gets_compiles(filename, arch, tmp_path):
+    """The exact text NVRTC gets (headers pasted in, one ENTRY line per instance), alone in
+    an empty folder, compiles without a warning."""
+    nvcc(module_text(filename, tmp_path), arch, tmp_path, "-Werror", "all-warnings")
+
+
+def module_text(filename, tmp_path):
+    path = tmp_path / f"module_{filename}"
+    path.write_text(cuda.module_source(filename))
+    return path
+
+
+def test_every_instance_has_its_own_plain_kernel_name():
+    for filename, expressions in cuda.NAMES.items():
+        names = [cuda.entry_name(e) for e in expressions]
+        assert len(set(names)) == len(names) and all(n.isidentifier() for n in names), filename
+        text = cuda.module_source(filename)
+        assert all(text.count(f"_ENTRY({name}, ") == 1 for name in names), filename
 
 
 @needs_nvcc
@@ -80,7 +82,7 @@ def test_no_kernel_flushes_subnormals_under_cupys_compile_options(filename, tmp_
     ptx = tmp_path / f"{filename}.ptx"
     options = [*cuda.OPTIONS, *CUPY_APPENDED_OPTIONS]
     command = [NVCC, "-arch=sm_80", "-ptx", *options, "-o", str(ptx), "-x", "cu",
-               str(nvrtc_probe(filename, tmp_path))]
+               str(module_text(filename, tmp_path))]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     text = ptx.read_text()

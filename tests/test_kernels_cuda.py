@@ -88,7 +88,8 @@ def test_reduce_into_small_and_empty(cp, n):
 
 def test_reduce_into_larger_than_one_pass_of_the_grid(cp):
     """More chunks than blocks: every block loops (grid-stride)."""
-    n = cuda._max_blocks(cp.cuda.runtime.getDevice()) * cuda.MAX_ROWS * cuda.THREADS * 4 + 12_345
+    blocks = cuda._max_blocks("reduce.cu", "reduce_into<float, Max>", cp.cuda.runtime.getDevice())
+    n = blocks * cuda.MAX_ROWS * cuda.THREADS * 4 + 12_345
     rng = np.random.default_rng(2)
     dst, src = random(n, "float32", rng), random(n, "float32", rng)
     device = cp.asarray(dst)

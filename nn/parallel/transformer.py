@@ -77,14 +77,14 @@ class VocabParallelEmbedding(Module):
                  sequence_parallel=False, algorithm="auto", _weight=None):
         super().__init__()
         _need_at_least_one("vocabulary rows", num_embeddings, comm)
-        object.__setattr__(self, "comm", comm)
-        object.__setattr__(self, "algorithm", algorithm)
-        object.__setattr__(self, "sequence_parallel", sequence_parallel)
+        self.comm = comm
+        self.algorithm = algorithm
+        self.sequence_parallel = sequence_parallel
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         full = _weight if _weight is not None else Embedding(num_embeddings, embedding_dim, dtype, std).weight.data
         offsets = cc.partition(num_embeddings, comm.size)
         self.vocab_start, self.vocab_end = offsets[comm.rank], offsets[comm.rank + 1]
-        self.weight = Parameter(np.array(full[self.vocab_start:self.vocab_end], dtype=full.dtype))
+        self.weight = Parameter(array_module(full).array(full[self.vocab_start:self.vocab_end], dtype=full.dtype))
 
     @classmethod
     def from_embedding(cls, embedding, comm, **options):
@@ -177,15 +177,16 @@ class ParallelLayerNorm(LayerNorm):
     def __init__(self, normalized_shape, comm, eps=1e-5, dtype=np.float32, sequence_parallel=False,
                  algorithm="auto"):
         super().__init__(normalized_shape, eps, dtype=dtype)
-        object.__setattr__(self, "comm", comm)
-        object.__setattr__(self, "sequence_parallel", sequence_parallel)
-        object.__setattr__(self, "algorithm", algorithm)
+        self.comm = comm
+        self.sequence_parallel = sequence_parallel
+        self.algorithm = algorithm
 
     @classmethod
     def from_layer_norm(cls, norm, comm, **options):
         """A copy of `norm` (same weights) for the group `comm`."""
         out = cls(norm.normalized_shape, comm, norm.eps, norm.weight.dtype, **options)
-        out.weight.data[...], out.bias.data[...] = norm.weight.data, norm.bias.data
+        xp = array_module(norm.weight.data)               # copies where the weights live (NumPy or CuPy)
+        out.weight.data, out.bias.data = xp.array(norm.weight.data), xp.array(norm.bias.data)
         return out
 
     def forward(self, x):
@@ -227,8 +228,8 @@ class ParallelAttention(CausalSelfAttention):
         heads = cc.partition(full.n_heads, comm.size)
         head_dim = full.dim // full.n_heads
         self.dim, self.n_heads = full.dim, heads[comm.rank + 1] - heads[comm.rank]   # local heads
-        object.__setattr__(self, "total_heads", full.n_heads)
-        object.__setattr__(self, "comm", comm)
+        self.total_heads = full.n_heads
+        self.comm = comm
         options = {"sequence_parallel": sequence_parallel, "algorithm": algorithm}
         qkv = full.c_attn
         weights = (_head_major(qkv.weight.data, full.n_heads, heads),
@@ -298,10 +299,10 @@ class ParallelGPT(Generates, Module):
     def __init__(self, config, comm, sequence_parallel=False, algorithm="auto", _full=None):
         full = _full or GPT(config)
         super().__init__()
-        object.__setattr__(self, "config", config)
-        object.__setattr__(self, "comm", comm)
-        object.__setattr__(self, "sequence_parallel", sequence_parallel)
-        object.__setattr__(self, "algorithm", algorithm)
+        self.config = config
+        self.comm = comm
+        self.sequence_parallel = sequence_parallel
+        self.algorithm = algorithm
         options = {"sequence_parallel": sequence_parallel, "algorithm": algorithm}
         self.wte = VocabParallelEmbedding.from_embedding(full.wte, comm, **options)
         self.wpe = Embedding(config.block_size, config.n_embd, _weight=full.wpe.weight.data.copy())

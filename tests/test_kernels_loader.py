@@ -1,0 +1,44 @@
+"""How kernels.cuda compiles and launches, on the CPU through the CuPy stand-in (bug 7):
+compiled modules come from CuPy's disk cache in a later run, and grids are sized by the
+occupancy API rather than by a guess of 8 blocks per multiprocessor."""
+import numpy as np
+import pytest
+
+import kernels
+from kernels import cuda
+from tests import cupy_standin
+
+
+@pytest.fixture
+def cp(monkeypatch, tmp_path_factory):
+    if cupy_standin.GXX is None:
+        pytest.skip("g++ is not installed")
+    yield cupy_standin.install(monkeypatch, tmp_path_factory.getbasetemp())
+    cupy_standin.clear_caches()
+
+
+def test_a_later_run_loads_the_kernels_from_cupys_disk_cache(cp):
+    x = cp.asarray(np.ones(100, np.float32))
+    kernels.reduce_into(x, x, "sum")
+    compiled = len(cp.world.compiles)
+    cupy_standin.clear_caches()                       # what a new process starts with
+    kernels.reduce_into(x, x, "sum")
+    assert len(cp.world.compiles) == compiled         # nothing compiled again
+    assert cp.asnumpy(x).tolist() == [4.0] * 100
+
+
+def test_every_compile_gets_cupys_options_after_ours(cp):
+    kernels.reduce_into(cp.asarray(np.ones(3)), cp.asarray(np.ones(3)), "max")
+    options, names = cp.world.compiles[-1]
+    assert options == cuda.OPTIONS + cupy_standin.CUPY_APPENDED_OPTIONS and names is None
+
+
+def test_the_grid_is_what_the_occupancy_api_allows(cp):
+    n = 50 * cuda.MAX_ROWS * cuda.THREADS * 4                  # far more chunks than blocks
+    x = cp.asarray(np.ones(n, np.float32))
+    kernels.reduce_into(x, x, "sum")
+    arrays = [cp.asarray(np.ones(n // 4, np.float32)) for _ in range(4)]
+    kernels.pack(arrays, x)
+    full = cupy_standin.SMS * cupy_standin.BLOCKS_PER_SM
+    assert [grid for _, grid in cp.world.launches] == [(full,), (full,)]
+    assert cp.asnumpy(x).tolist() == [1.0] * n
