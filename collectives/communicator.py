@@ -436,6 +436,7 @@ class Communicator(Collectives):
         handle whose wait() returns it). Cost depends on the algorithm: see
         `collectives.algorithms` (ring: 2(n-1) steps, 2(n-1)/n of the buffer each way).
         """
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x, writeable=out is None, reduces=True)
         op = check_op(op, x.dtype)
         if out is not None:
@@ -463,6 +464,7 @@ class Communicator(Collectives):
         rank, adding up to x.size, the same on every rank). x is not modified. Cost
         (ring): n-1 steps, (n-1)/n of the buffer sent, received and reduced per rank.
         """
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x, reduces=True)
         op = check_op(op, x.dtype)
         if counts is None:
@@ -500,6 +502,7 @@ class Communicator(Collectives):
         All ranks must pass the same shape. Returns `out` or a new array. Cost (ring):
         n-1 steps, (n-1)/n of the output received per rank.
         """
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x)
         shape = (self.size * x.shape[0],) + tuple(x.shape[1:]) if x.ndim else (self.size,)
         if out is not None:
@@ -521,6 +524,7 @@ class Communicator(Collectives):
                   async_op: bool = False) -> Union[Array, Work]:
         """Copy root's x into every rank's x, in place; returns x. Cost (tree): about
         log2(n) + chunks - 1 steps, each non-leaf sending the buffer to its children."""
+        x = buffers.as_array(x)
         buffers.check_array(x, writeable=True)
         root = self._check_root(root)
         name = self._resolve("broadcast", algorithm, x.nbytes)
@@ -538,6 +542,7 @@ class Communicator(Collectives):
         is not modified. Cost (tree): about log2(n) + chunks - 1 steps."""
         root = self._check_root(root)
         is_root = self.rank == root
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x, writeable=is_root and out is None, reduces=True)
         op = check_op(op, x.dtype)
         if out is not None and is_root:
