@@ -13,6 +13,7 @@ bytes, except for algorithm "mpi", MPI's own collective, kept as the baseline.
 """
 from typing import Any, Callable, Optional
 
+from . import exits
 from .arguments import as_int
 from .buffers import select_device
 from .communicator import Communicator, check_timeout, debug_from_env, timeout_from_env
@@ -46,7 +47,10 @@ def init(comm: Any = None, *, debug: Optional[bool] = None, timeout: Any = _UNSE
     With CuPy and a GPU present, each rank makes GPU (node-local rank mod GPU count)
     current (`comm.device`); CuPy arrays then work in every collective.
     An uncaught exception on any rank of a multi-rank job ends that rank with exit code 1
-    right after its traceback, rather than leaving it waiting in MPI_Finalize.
+    right after its traceback, rather than leaving it waiting in MPI_Finalize; a rank that
+    exits otherwise (sys.exit(0) included) with a collective unfinished or failed, or while
+    another rank reports a failed collective, leaves with exit code 1 without finalizing
+    (see collectives.exits).
     """
     from mpi4py import MPI
 
@@ -69,6 +73,7 @@ def init(comm: Any = None, *, debug: Optional[bool] = None, timeout: Any = _UNSE
     communicator = Communicator(transport, timeout=timeout, flight_dir=flight_dir,
                                 debug=debug_from_env() if debug is None else debug)
     communicator.device = device
+    exits.watch(communicator, comm)
     return communicator
 
 
