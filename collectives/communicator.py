@@ -195,6 +195,35 @@ class Communicator(Collectives):
         self._device_transport = None
         self._release()
 
+    def record_exit(self, how):
+        """Write this rank's flight record, and its live sub-communicators', saying that
+        the rank is leaving (`how`, e.g. "exited"), so that ranks waiting for it can say so."""
+        self._flight.ended = how
+        try:
+            self._flight.dump(self.flight_dir)
+        except OSError:
+            pass
+        for child in list(self._children):
+            child.record_exit(how)
+
+    def remove_flight_records(self):
+        """Remove this rank's flight record files (its sub-communicators' too), and their
+        folders once empty."""
+        for child in list(self._children):
+            child.remove_flight_records()
+        self._flight.remove(self.flight_dir)
+
+    def unfinished(self):
+        """The flight-record entry of the last collective, where it is still running or
+        failed (a failure that later calls got past does not count), on this communicator
+        and the sub-communicators split from it that are alive (what the exit hook of
+        collectives.exits checks)."""
+        last = self._flight.entries[-1] if self._flight.entries else None
+        entries = [last] if last is not None and last["state"] != "completed" else []
+        for child in list(self._children):
+            entries += child.unfinished()
+        return entries
+
     @property
     def freed(self) -> bool:
         """True once free() was called."""
