@@ -181,6 +181,7 @@ class ProcessGroup(dist.ProcessGroup):
         output = _single(output_tensors, "reduce_scatter")
         blocks = _single(input_tensors, "reduce_scatter")
         self._check_count(blocks, "reduce_scatter inputs")
+        self._check_sizes(blocks, byte_size(output), "reduce_scatter inputs")
         joined = torch.cat([b.detach().reshape(-1) for b in blocks])
         run = self._reduce_scatter_job("reduce_scatter", output, joined, opts)
         return self._submit("reduce_scatter", [joined, output], run, output_tensors, opts)
