@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Union
 
+import numpy as np
+
+from kernels.arrays import to_numpy
+
 from . import algorithms as registry
 from . import buffers
 from .arguments import as_int
@@ -43,11 +47,11 @@ def check_peer(peer, size, rank, what):
 
 class PointToPointWork(Work):
     """Handle of an asynchronous send or receive: wait() completes it (bounded by the
-    communicator's timeout) and returns the received array (None for a send)."""
+    communicator's timeout) and returns finish() (the received array; None for a send)."""
 
-    def __init__(self, description, request, result):
+    def __init__(self, description, request, finish):
         super().__init__(description)
-        self._request, self._value = request, result
+        self._request, self._then = request, finish
 
     def test(self):
         return self._done.is_set() or bool(self._request.test())
@@ -56,10 +60,11 @@ class PointToPointWork(Work):
         if not self._done.is_set():
             try:
                 self._request.wait()
+                result = self._then()
             except BaseException as error:
                 self._finish(error=error)
                 raise
-            self._finish(self._value)
+            self._finish(result)
         return super().wait()
 
 
@@ -225,27 +230,33 @@ class Collectives:
     def send(self, x: Array, dest: int, *, async_op: bool = False) -> Optional[Work]:
         """Send x to rank `dest`. Messages between one pair are received in the order sent;
         they never mix with collectives' messages (they travel on a duplicate of the
-        transport). Returns None, or a Work whose wait() completes the send.
-        Cost: one message of x.nbytes."""
+        transport). A GPU array is copied to the host first. Returns None, or a Work whose
+        wait() completes the send. Cost: one message of x.nbytes."""
         buffers.check_array(x)
-        self._check_host(x, "send")
         dest = check_peer(dest, self.size, self.rank, "dest")
-        request = self._point_to_point().isend(buffers.flat(x), dest)
-        work = PointToPointWork(f"send to rank {dest}", request, None)
+        data = to_numpy(x) if buffers.is_device(x) else x
+        request = self._point_to_point().isend(buffers.flat(data), dest)
+        work = PointToPointWork(f"send to rank {dest}", request, lambda: None)
         return work if async_op else work.wait()
 
     def recv(self, x: Array, source: int, *, async_op: bool = False) -> Union[Array, Work]:
         """Receive into x (which must have the sender's byte count) from rank `source`, the
-        next message in the order that rank sent them. Returns x, or a Work whose wait()
-        returns x. Cost: one message of x.nbytes."""
+        next message in the order that rank sent them (a GPU array: through a host buffer,
+        copied in on the caller's stream). Returns x, or a Work whose wait() returns x.
+        Cost: one message of x.nbytes."""
         buffers.check_array(x, writeable=True)
-        self._check_host(x, "recv")
         source = check_peer(source, self.size, self.rank, "source")
-        request = self._point_to_point().irecv(buffers.flat(x), source)
-        work = PointToPointWork(f"receive from rank {source}", request, x)
-        return work if async_op else work.wait()
-
-    def _check_host(self, x, what):
         if buffers.is_device(x):
-            raise TypeError(f"rank {self.rank}: {what} of GPU arrays is not supported yet: "
-                            f"pass x.get() (a NumPy copy)")
+            host = np.empty(x.shape, x.dtype)
+
+            def finish():
+                x[...] = buffers.array_module(x).asarray(host)
+                return x
+        else:
+            host = x
+
+            def finish():
+                return x
+        request = self._point_to_point().irecv(buffers.flat(host), source)
+        work = PointToPointWork(f"receive from rank {source}", request, finish)
+        return work if async_op else work.wait()

@@ -52,3 +52,18 @@ def test_device_reductions_of_dtypes_without_a_kernel_are_refused(cp):
             comm.scan(cp.asarray(np.ones(3, np.complex64)))
         return cp.asnumpy(comm.alltoall(cp.asarray(np.ones(2, np.complex64))))    # movement is fine
     assert all(r.dtype == np.complex64 for r in cc.run_threads(2, body, timeout=30))
+
+
+def test_send_and_recv_of_device_arrays_go_through_host_buffers(cp):
+    def body(comm):
+        cp.cuda.Device(comm.rank).use()
+        if comm.rank == 0:
+            comm.send(cp.asarray(np.arange(5.0)), 1)
+            comm.send(cp.asarray(np.arange(5.0) * 2), 1, async_op=True).wait()
+            return None
+        first = cp.zeros(5)
+        comm.recv(first, 0)
+        second = comm.recv(cp.zeros(5), 0, async_op=True)
+        return cp.asnumpy(first), cp.asnumpy(second.wait())
+    first, second = cc.run_threads(2, body, timeout=30)[1]
+    assert first.tolist() == [0, 1, 2, 3, 4] and second.tolist() == [0, 2, 4, 6, 8]
