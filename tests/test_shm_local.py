@@ -188,3 +188,25 @@ def test_shm_reduce_scatter_takes_uneven_counts():
     bounds = np.cumsum([0] + counts)
     for r, result in enumerate(results):
         assert np.array_equal(result, sum(x[bounds[r]:bounds[r + 1]] for x in inputs))
+
+
+@pytest.mark.parametrize("size, nodes", [(4, 2), (6, 3), (8, 2), (6, 6), (5, 1)])
+def test_emulated_nodes_run_hierarchical_through_each_node_segment(size, nodes):
+    inputs = [make_input(r, 1001, "float32", "sum") for r in range(size)]
+
+    def body(comm):
+        segment = comm.transport.capabilities.shared_segment
+        before = segment.syncs
+        got = comm.allreduce(inputs[comm.rank].copy(), algorithm="hierarchical")
+        return got, segment.syncs - before, segment.size, comm.algorithms("allreduce")
+    results = cc.run_threads(size, body, nodes=nodes)
+    for got, syncs, segment_size, names in results:
+        assert_matches(got, inputs, "sum", f"hierarchical n={size} nodes={nodes}")
+        assert got.tobytes() == results[0][0].tobytes()
+        assert syncs == (2 if size > nodes else 0) and segment_size == size // nodes   # 1 per shm phase
+        assert "hierarchical" in names and ("oneshot" in names) == (nodes == 1)
+
+
+def test_nodes_must_divide_the_ranks():
+    with pytest.raises(ValueError, match="nodes must be a positive int dividing the 6 ranks"):
+        cc.run_threads(6, lambda comm: None, nodes=4)

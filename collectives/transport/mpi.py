@@ -77,15 +77,16 @@ class MPITransport(CallState):
     ranks_per_node: declared when the job spans equal nodes of consecutive ranks (cc.init
     finds out). Natively it offers MPI's own collectives; it is CUDA-aware where the MPI
     library says so. shm_bytes > 0: a shared segment of that many bytes per rank over the
-    ranks of this node (collective over comm).
+    ranks of this node (collective over comm); node_color: over those of this node's ranks
+    with the same color only (emulated nodes).
     """
 
-    def __init__(self, comm, timeout=None, ranks_per_node=None, shm_bytes=0):
+    def __init__(self, comm, timeout=None, ranks_per_node=None, shm_bytes=0, node_color=None):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.set_timeout(timeout)
-        segment = MPISegment(comm.Split_type(MPI.COMM_TYPE_SHARED), shm_bytes) if shm_bytes else None
+        segment = MPISegment(_node(comm, node_color), shm_bytes) if shm_bytes else None
         self.capabilities = Capabilities(ranks_per_node=ranks_per_node, native=frozenset(NATIVE_COLLECTIVES),
                                          cuda_aware=self.query_cuda_support(), shared_segment=segment)
         comm.Set_errhandler(MPI.ERRORS_RETURN)
@@ -293,6 +294,17 @@ def _vector(buf, counts):
     for count in counts[:-1]:
         displacements.append(displacements[-1] + count)
     return [buf, ([c * size for c in counts], [d * size for d in displacements]), MPI.BYTE]
+
+
+def _node(comm, color=None):
+    """The ranks of comm on this machine; with `color`, only those of them with that color
+    (an emulated node)."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    if color is None:
+        return node
+    part = node.Split(color)
+    node.Free()
+    return part
 
 
 def mapped_shm_files():
