@@ -9,7 +9,12 @@ Extras:
             project is tested with: any looser spec lets pip pick a multi-GB CUDA build
   torch     torch alone, same pin, for `import collectives.pytorch` (backend "collectives")
   examples  scikit-learn (the bundled digits data set) and matplotlib (plots)
-  gpu       CuPy for CUDA 12 (GPU buffers and the custom kernels)
+  gpu       CuPy 13 for CUDA 12 (GPU buffers and the custom kernels) and NVIDIA's NVRTC,
+            runtime and NCCL wheels, so a machine with only a driver compiles the kernels
+            (kernels/wheels.py loads them by path: no toolkit, no LD_LIBRARY_PATH).
+            CuPy is pinned to 13.x, the version whose compile path (-ftz=true appended,
+            disk cache rules) the kernels and tests were checked against.
+            `python -m kernels` says what a machine has and compile-tests the kernels.
 """
 from setuptools import find_packages, setup
 
@@ -32,6 +37,7 @@ setup(
                  "ml_dtypes", "torch==2.13.0"],
         "torch": ["torch==2.13.0"],
         "examples": ["scikit-learn", "matplotlib"],
-        "gpu": ["cupy-cuda12x"],
+        "gpu": ["cupy-cuda12x>=13.6,<14", "nvidia-cuda-nvrtc-cu12>=12.0,<13",
+                "nvidia-cuda-runtime-cu12>=12.0,<13", "nvidia-nccl-cu12>=2.16,<3"],
     },
 )

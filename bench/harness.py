@@ -88,6 +88,9 @@ def build_parser(collective):
                         help="after the sweep, run every algorithm once per size with tracing on and "
                              "write all ranks' steps as a Chrome trace (open in ui.perfetto.dev)")
     parser.add_argument("--plot", metavar="FILE", help="draw busbw against size for every algorithm (PNG)")
+    parser.add_argument("--registered", action="store_true",
+                        help="inputs from comm.empty (in the shared segment where there is one: "
+                             "the shared-memory algorithms read them in place)")
     return parser
 
 
@@ -96,12 +99,18 @@ def sizes(args, itemsize):
     return size_sweep(args.minbytes, args.maxbytes, args.stepfactor, itemsize)
 
 
+# The pseudo-algorithm timed beside the others: every rank copies its input once, all at
+# the same time (the memory system's floor for anything that must touch every byte).
+FLOOR = "floor"
+
+
 class Runner:
-    """Calls one algorithm of the collective (or a baseline row such as NCCL), and waits
-    for the device to finish where buffers live on a GPU."""
+    """Calls one algorithm of the collective (or a baseline row such as NCCL, or the FLOOR
+    copy), and waits for the device to finish where buffers live on a GPU."""
 
     def __init__(self, comm, collective, args, baselines):
         self.comm, self.collective, self.args, self.baselines = comm, collective, args, baselines
+        self._scratch = {}
         self.synchronize = lambda: None
         if args.device == "gpu":
             import cupy
@@ -109,9 +118,22 @@ class Runner:
 
     def __call__(self, algorithm, x, out, inplace):
         args = self.args
+        if algorithm == FLOOR:
+            return self.copy(x)
         if algorithm in self.baselines:
             return self.baselines[algorithm](self.comm, x, out, args.op, args.root, inplace)
         return self.collective.run(self.comm, x, out, args.op, args.root, algorithm, inplace)
+
+
+    def copy(self, x):
+        """x copied into a scratch buffer kept per shape and dtype."""
+        key = (x.shape, x.dtype, type(x))
+        scratch = self._scratch.get(key)
+        if scratch is None:
+            self._scratch.clear()                 # one size at a time: keep one buffer
+            scratch = self._scratch[key] = x.copy()
+        scratch[...] = x
+        return scratch
 
 
 def time_rounds(comm, run, algorithms, calls, args):
@@ -135,19 +157,24 @@ def time_rounds(comm, run, algorithms, calls, args):
     return {key: max(t[key] for t in slowest) / max(args.iters, 1) for key in total}
 
 
-def make_input(rank, count, args):
-    """This rank's benchmark input, on the device the run uses."""
+def make_input(rank, count, args, comm=None):
+    """This rank's benchmark input, on the device the run uses (with --registered, in an
+    array from comm.empty)."""
     x = fill(rank, count, args.datatype, args.op)
     if args.device == "gpu":
         import cupy
         return cupy.asarray(x)
+    if getattr(args, "registered", False) and comm is not None:
+        registered = comm.empty(x.shape, x.dtype)
+        registered[...] = x
+        return registered
     return x
 
 
 def check(comm, run, collective, algorithm, count, args, inplace):
     """Run once on fresh inputs and count wrong elements on this rank (summed over ranks)."""
     inputs = [fill(r, count, args.datatype, args.op) for r in range(comm.size)]
-    x, out = collective.arguments(make_input(comm.rank, count, args), comm.size, comm.rank, inplace)
+    x, out = collective.arguments(make_input(comm.rank, count, args, comm), comm.size, comm.rank, inplace)
     got = run(algorithm, x, out, inplace)
     run.synchronize()
     expected = collective.expected(inputs, args.op, args.root, comm.rank)
@@ -230,12 +257,14 @@ def sweep(comm, run, collective, algorithms, size_list, args):
     np.seterr(over="ignore", invalid="ignore", under="ignore")   # in-place reruns grow values
     for index, size in enumerate(size_list, 1):
         count = collective.count_for(size, comm.size, itemsize)
-        calls = {inplace: collective.arguments(make_input(comm.rank, count, args),
+        calls = {inplace: collective.arguments(make_input(comm.rank, count, args, comm),
                                                 comm.size, comm.rank, inplace)
                  for inplace in collective.modes}
-        times = time_rounds(comm, run, algorithms, calls, args)
-        rows += [result_row(comm, run, collective, algorithm, size, count, times, args)
-                 for algorithm in algorithms]
+        times = time_rounds(comm, run, algorithms + [FLOOR], calls, args)
+        for algorithm in algorithms:
+            row = result_row(comm, run, collective, algorithm, size, count, times, args)
+            row["floor_us"] = times[(FLOOR, collective.modes[0])] * 1e6
+            rows.append(row)
         progress(f"# [{index}/{len(size_list)}] {size} B done")
     return rows
 
@@ -325,4 +354,21 @@ def format_footer(rows, algorithms):
             best_time, mpi_time = entries[best][mode + "time_us"], entries["mpi"][mode + "time_us"]
             lines.append(f"#   {size:>10} B  {best:>18}  {best_time:>9.1f} us  "
                          f"mpi {mpi_time:>9.1f} us  busbw ratio {mpi_time / best_time:.2f}")
-    return "\n".join(lines)
+    return "\n".join(lines + floor_lines(rows, algorithms, mode))
+
+
+def floor_lines(rows, algorithms, mode):
+    """Per size: the floor (every rank copying its buffer once, all at the same time, timed
+    in the same rounds) and each algorithm's time as a multiple of it."""
+    floors = {row["size"]: row.get("floor_us") for row in rows}
+    if not floors or None in floors.values():
+        return []
+    names = " ".join(f"{a[:11]:>11}" for a in algorithms)
+    lines = ["#", "# time as a multiple of the floor (every rank copying its buffer once, at the same "
+             "time; same run):", f"#   {'size (B)':>10} {'floor (us)':>11} {names}"]
+    times = {(row["size"], row["algorithm"]): row[mode + "time_us"] for row in rows}
+    for size, floor in floors.items():
+        multiples = " ".join(f"{times[(size, a)] / floor:>11.1f}" if floor > 0 else f"{'-':>11}"
+                             for a in algorithms)
+        lines.append(f"#   {size:>10} {floor:>11.1f} {multiples}")
+    return lines

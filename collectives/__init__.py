@@ -13,6 +13,7 @@ bytes, except for algorithm "mpi", MPI's own collective, kept as the baseline.
 """
 from typing import Any, Callable, Optional
 
+from . import exits
 from .arguments import as_int
 from .buffers import select_device
 from .communicator import Communicator, check_timeout, debug_from_env, timeout_from_env
@@ -29,7 +30,7 @@ _UNSET = object()
 
 
 def init(comm: Any = None, *, debug: Optional[bool] = None, timeout: Any = _UNSET, flight_dir: Optional[str] = None,
-         shm_bytes: Any = _UNSET) -> Communicator:
+         shm_bytes: Any = _UNSET, nodes: Optional[int] = None) -> Communicator:
     """A Communicator over an mpi4py communicator (default MPI.COMM_WORLD).
 
     The communicator is duplicated, so the engine's messages never mix with the caller's.
@@ -40,15 +41,21 @@ def init(comm: Any = None, *, debug: Optional[bool] = None, timeout: Any = _UNSE
     flight_dir: where flight records go on a timeout (default: a per-job temp folder).
     shm_bytes: bytes per rank of the node's shared segment, through which the shared-memory
     algorithms (oneshot, twoshot) run (default COLLECTIVES_SHM_BYTES, else 64 MiB; 0: none).
+    nodes: emulate that many nodes of consecutive ranks on this machine (default
+    COLLECTIVES_NODES, else the real nodes), each with its own segment: the hierarchical
+    algorithm then runs shared memory inside them and MPI between them.
     With CuPy and a GPU present, each rank makes GPU (node-local rank mod GPU count)
     current (`comm.device`); CuPy arrays then work in every collective.
     An uncaught exception on any rank of a multi-rank job ends that rank with exit code 1
-    right after its traceback, rather than leaving it waiting in MPI_Finalize.
+    right after its traceback, rather than leaving it waiting in MPI_Finalize; a rank that
+    exits otherwise (sys.exit(0) included) with a collective unfinished or failed, or while
+    another rank reports a failed collective, leaves with exit code 1 without finalizing
+    (see collectives.exits).
     """
     from mpi4py import MPI
 
     from .transport.mpi import MPITransport, install_abort_on_fault, unlink_shared_files
-    from .transport.segment import check_shm_bytes, shm_bytes_from_env
+    from .transport.segment import check_shm_bytes, emulated_node_size, shm_bytes_from_env
     comm = MPI.COMM_WORLD if comm is None else comm
     if not isinstance(comm, MPI.Comm):
         raise TypeError(f"cc.init takes an mpi4py communicator, got {type(comm).__name__}")
@@ -58,12 +65,15 @@ def init(comm: Any = None, *, debug: Optional[bool] = None, timeout: Any = _UNSE
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)          # ranks on this node pick GPUs in turn
     device = select_device(node.Get_rank())
     layout = comm.allgather((node.Get_size(), comm.Get_rank() - node.Get_rank()))
-    transport = MPITransport(comm.Dup(), ranks_per_node=_equal_consecutive_nodes(layout), shm_bytes=shm_bytes)
+    g = emulated_node_size(comm.Get_size(), nodes)
+    transport = MPITransport(comm.Dup(), ranks_per_node=g or _equal_consecutive_nodes(layout), shm_bytes=shm_bytes,
+                             node_color=None if g is None else comm.Get_rank() // g)
     unlink_shared_files(node)                # nothing in /dev/shm outlives the job, however it ends
     node.Free()
     communicator = Communicator(transport, timeout=timeout, flight_dir=flight_dir,
                                 debug=debug_from_env() if debug is None else debug)
     communicator.device = device
+    exits.watch(communicator, comm)
     return communicator
 
 
@@ -80,7 +90,7 @@ def _equal_consecutive_nodes(layout):
 
 def run_threads(size: int, fn: Callable[..., Any], *args: Any, debug: bool = False, timeout: Optional[float] = 60.0,
                 flight_dir: Optional[str] = None, ranks_per_node: Optional[int] = None, shm_bytes: Any = _UNSET,
-                **kwargs: Any) -> list:
+                nodes: Optional[int] = None, **kwargs: Any) -> list:
     """Run fn(comm, *args, **kwargs) on `size` ranks in this process, one thread each.
 
     The ranks share a segment of `shm_bytes` per rank (default COLLECTIVES_SHM_BYTES, else
@@ -93,15 +103,18 @@ def run_threads(size: int, fn: Callable[..., Any], *args: Any, debug: bool = Fal
     still alive (its asynchronous work finished or failed first), so every thread started
     here has ended when run_threads returns. ranks_per_node: the ranks declare nodes of
     that many consecutive ranks (the "hierarchical" algorithm becomes available where it
-    divides `size`).
+    divides `size`). nodes: emulate that many nodes of consecutive ranks, each with its own
+    segment (as cc.init(nodes=...)); it sets ranks_per_node.
     """
     from .transport.contract import Capabilities
     from .transport.local import run_threads as spawn
-    from .transport.segment import check_shm_bytes, shm_bytes_from_env
+    from .transport.segment import check_shm_bytes, emulated_node_size, shm_bytes_from_env
     timeout = check_timeout(timeout)
     size = as_int(size, "size", low=1)
+    node_size = emulated_node_size(size, nodes) if nodes is not None else None
+    ranks_per_node = node_size or ranks_per_node
     shm_bytes = shm_bytes_from_env() if shm_bytes is _UNSET else check_shm_bytes(shm_bytes)
-    return spawn(size, fn, *args, timeout=timeout, shm_bytes=shm_bytes,
+    return spawn(size, fn, *args, timeout=timeout, shm_bytes=shm_bytes, node_size=node_size,
                  wrap=lambda t: Communicator(t, debug=debug, timeout=timeout, flight_dir=flight_dir),
                  release=Communicator.free, capabilities=Capabilities(ranks_per_node=ranks_per_node),
                  **kwargs)

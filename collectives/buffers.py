@@ -1,5 +1,6 @@
 """Everything about user buffers in one place: what is accepted (NumPy arrays on the
-host, CuPy arrays on this rank's GPU), how it is viewed flat, where results go, and how a
+host, CuPy arrays on this rank's GPU, and any array that exports DLPack or the array
+interface, seen as one of those), how it is viewed flat, where results go, and how a
 rank picks its GPU."""
 import os
 from typing import Any
@@ -28,6 +29,33 @@ def dtype_name(dtype):
     if name is None:
         name = _DTYPE_NAMES[dtype] = str(dtype)
     return name
+
+
+# DLPack device types (dlpack.h): host memory, CUDA memory, CUDA managed memory
+_DLPACK_CPU, _DLPACK_CUDA, _DLPACK_CUDA_MANAGED = 1, 2, 13
+
+
+def as_array(x):
+    """x itself when it is a NumPy or CuPy array (or None); otherwise a view of the same
+    memory for any object that exports DLPack (a PyTorch tensor, a JAX array) or the
+    array interface: NumPy for host memory, CuPy for CUDA memory. No copy, so a
+    collective that writes in place writes into the caller's tensor. Anything else is
+    returned as is, for check_array to name."""
+    if x is None or array_module(x) is not None:
+        return x
+    if hasattr(x, "__dlpack_device__"):
+        device = x.__dlpack_device__()[0]
+        if device == _DLPACK_CPU:
+            return np.from_dlpack(x)
+        if device in (_DLPACK_CUDA, _DLPACK_CUDA_MANAGED):
+            import cupy
+            return cupy.from_dlpack(x)
+    if hasattr(x, "__array_interface__"):
+        return np.asarray(x)
+    if hasattr(x, "__cuda_array_interface__"):
+        import cupy
+        return cupy.asarray(x)
+    return x
 
 
 def is_device(x):

@@ -195,6 +195,35 @@ class Communicator(Collectives):
         self._device_transport = None
         self._release()
 
+    def record_exit(self, how):
+        """Write this rank's flight record, and its live sub-communicators', saying that
+        the rank is leaving (`how`, e.g. "exited"), so that ranks waiting for it can say so."""
+        self._flight.ended = how
+        try:
+            self._flight.dump(self.flight_dir)
+        except OSError:
+            pass
+        for child in list(self._children):
+            child.record_exit(how)
+
+    def remove_flight_records(self):
+        """Remove this rank's flight record files (its sub-communicators' too), and their
+        folders once empty."""
+        for child in list(self._children):
+            child.remove_flight_records()
+        self._flight.remove(self.flight_dir)
+
+    def unfinished(self):
+        """The flight-record entry of the last collective, where it is still running or
+        failed (a failure that later calls got past does not count), on this communicator
+        and the sub-communicators split from it that are alive (what the exit hook of
+        collectives.exits checks)."""
+        last = self._flight.entries[-1] if self._flight.entries else None
+        entries = [last] if last is not None and last["state"] != "completed" else []
+        for child in list(self._children):
+            entries += child.unfinished()
+        return entries
+
     @property
     def freed(self) -> bool:
         """True once free() was called."""
@@ -407,6 +436,7 @@ class Communicator(Collectives):
         handle whose wait() returns it). Cost depends on the algorithm: see
         `collectives.algorithms` (ring: 2(n-1) steps, 2(n-1)/n of the buffer each way).
         """
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x, writeable=out is None, reduces=True)
         op = check_op(op, x.dtype)
         if out is not None:
@@ -434,6 +464,7 @@ class Communicator(Collectives):
         rank, adding up to x.size, the same on every rank). x is not modified. Cost
         (ring): n-1 steps, (n-1)/n of the buffer sent, received and reduced per rank.
         """
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x, reduces=True)
         op = check_op(op, x.dtype)
         if counts is None:
@@ -471,6 +502,7 @@ class Communicator(Collectives):
         All ranks must pass the same shape. Returns `out` or a new array. Cost (ring):
         n-1 steps, (n-1)/n of the output received per rank.
         """
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x)
         shape = (self.size * x.shape[0],) + tuple(x.shape[1:]) if x.ndim else (self.size,)
         if out is not None:
@@ -492,6 +524,7 @@ class Communicator(Collectives):
                   async_op: bool = False) -> Union[Array, Work]:
         """Copy root's x into every rank's x, in place; returns x. Cost (tree): about
         log2(n) + chunks - 1 steps, each non-leaf sending the buffer to its children."""
+        x = buffers.as_array(x)
         buffers.check_array(x, writeable=True)
         root = self._check_root(root)
         name = self._resolve("broadcast", algorithm, x.nbytes)
@@ -509,6 +542,7 @@ class Communicator(Collectives):
         is not modified. Cost (tree): about log2(n) + chunks - 1 steps."""
         root = self._check_root(root)
         is_root = self.rank == root
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x, writeable=is_root and out is None, reduces=True)
         op = check_op(op, x.dtype)
         if out is not None and is_root:

@@ -81,6 +81,7 @@ class Collectives:
         n-1 steps moving (n-1)/n of x each way; bruck, ceil(log2 n) steps moving about
         half of x per step; "linear", all n-1 messages at once.
         """
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x)
         offsets = partition(x.size, self.size)
         own = offsets[self.rank + 1] - offsets[self.rank]
@@ -101,6 +102,7 @@ class Collectives:
         ranks in debug mode). "auto" is "pairwise". Cost: pairwise, n-1 steps, each byte
         sent once straight to its destination.
         """
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x)
         send_offsets = offsets_from_counts(send_counts, self.size, "send_counts", self.rank)
         recv_offsets = offsets_from_counts(recv_counts, self.size, "recv_counts", self.rank)
@@ -147,6 +149,7 @@ class Collectives:
         if given) and None elsewhere. Cost: tree, ceil(log2 n) steps, the root receiving
         (n-1)/n of the result; linear, one step of n-1 messages into the root.
         """
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x)
         self._check_root(root)
         shape = (self.size * x.shape[0],) + tuple(x.shape[1:]) if x.ndim else (self.size,)
@@ -173,6 +176,7 @@ class Collectives:
         (elsewhere `numpy.empty` will do). Returns `out` or a new array. Cost: tree,
         ceil(log2 n) steps, the root sending (n-1)/n of x; linear, n-1 sends at once.
         """
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x)
         self._check_root(root)
         offsets = partition(x.size, self.size)
@@ -205,6 +209,7 @@ class Collectives:
         return self._prefix("exscan", x, op, algorithm, out, async_op)
 
     def _prefix(self, collective, x, op, algorithm, out, async_op):
+        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x, writeable=out is None, reduces=True)
         op = check_op(op, x.dtype)
         if op == "avg":
@@ -232,6 +237,7 @@ class Collectives:
         they never mix with collectives' messages (they travel on a duplicate of the
         transport). A GPU array is copied to the host first. Returns None, or a Work whose
         wait() completes the send. Cost: one message of x.nbytes."""
+        x = buffers.as_array(x)
         buffers.check_array(x)
         dest = check_peer(dest, self.size, self.rank, "dest")
         data = to_numpy(x) if buffers.is_device(x) else x
@@ -244,6 +250,7 @@ class Collectives:
         next message in the order that rank sent them (a GPU array: through a host buffer,
         copied in on the caller's stream). Returns x, or a Work whose wait() returns x.
         Cost: one message of x.nbytes."""
+        x = buffers.as_array(x)
         buffers.check_array(x, writeable=True)
         source = check_peer(source, self.size, self.rank, "source")
         if buffers.is_device(x):

@@ -56,7 +56,16 @@ class FlightRecorder(Observer):
 
     def snapshot(self):
         return {"rank": self.rank, "size": self.size, "host": socket.gethostname(),
-                "pid": os.getpid(), "written": time.time(), "entries": list(self.entries)}
+                "pid": os.getpid(), "written": time.time(), "entries": list(self.entries),
+                "ended": getattr(self, "ended", None)}
+
+    def remove(self, directory):
+        """Remove this rank's record from `directory`, and the folder once it is empty."""
+        try:
+            os.remove(os.path.join(directory, f"rank{self.rank}.json"))
+            os.rmdir(directory)
+        except OSError:
+            pass
 
     def dump(self, directory):
         """Write this rank's record atomically to DIRECTORY/rank<r>.json; returns the path."""
@@ -111,10 +120,13 @@ def summarize(records, size, waiting=None):
             if rank in calls:
                 last = max(calls[rank]) if calls[rank] else None
                 where = f"its last call was #{last} {calls[rank][last]['call']}" if last else "it made no call"
-                lines.append(f"rank {rank} never entered #{seq} {call}: {where}")
+                ended = records[rank].get("ended")
+                lines.append(f"rank {rank} never entered #{seq} {call}: {where}"
+                             + (f", and then it {ended}" if ended else ""))
             else:
-                lines.append(f"rank {rank} sent no flight record (still waiting elsewhere, exited or "
-                             f"crashed): it did not report entering #{seq} {call}")
+                lines.append(f"rank {rank} sent no flight record: it is still waiting somewhere else (its "
+                             f"own timeout will say where) or it was killed; it did not report entering "
+                             f"#{seq} {call}")
         unfinished = sorted(r for r, e in entered.items() if e["state"] != "completed")
         if unfinished:
             states = sorted({entered[r]["state"] for r in unfinished})

@@ -157,6 +157,10 @@ def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, rank
         # segment costs beta/2 (one memcpy, where an MPI message inside a node is two).
         ("allreduce", "oneshot"): lambda: (1, m, (n - 1) * m),
         ("allreduce", "twoshot"): lambda: (2, m, share * m),
+        ("reduce_scatter", "shm"): lambda: (1, (m + m / n) / 2, share * m),
+        ("allgather", "shm"): lambda: (1, m / 2, 0.0),
+        ("broadcast", "shm"): lambda: (1, m, 0.0),
+        ("reduce", "shm"): lambda: (1, m, (n - 1) * m),
         # nbytes: one rank's send buffer (alltoall) / the gathered buffer (gather, scatter)
         ("alltoall", "pairwise"): lambda: (n - 1, share * m, 0.0),
         ("alltoall", "linear"): lambda: (n - 1, share * m, 0.0),

@@ -17,6 +17,7 @@ files and ends with the same weights, bit for bit, as a run that never stopped (
 line prints their digest). --die-at-step N makes rank 1 kill itself at step N to try it.
 """
 import argparse
+import functools
 import hashlib
 import importlib
 import inspect
@@ -25,6 +26,7 @@ import os
 import signal
 import string
 import sys
+import threading
 import time
 import warnings
 
@@ -52,9 +54,11 @@ MODULES = ("argparse", "collections", "json", "textwrap", "string", "functools",
 ALPHABET = "".join(c for c in string.printable if c not in "\t\r\x0b\x0c")   # 96, newline included
 
 
-def load_text(modules=MODULES):
-    """The docstrings of `modules` and of the classes and functions they define, in a fixed
-    order, restricted to ALPHABET (anything else becomes a space)."""
+_TEXT_LOCK = threading.Lock()      # in-process ranks are threads: one of them reads, once
+
+
+@functools.cache
+def _read_docstrings(modules):
     parts = []
     with warnings.catch_warnings():              # typing.io and typing.re warn when touched
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -65,6 +69,13 @@ def load_text(modules=MODULES):
             parts += [doc for doc in map(inspect.getdoc, objects) if doc]
     known = set(ALPHABET)
     return "".join(c if c in known else " " for c in "\n\n".join(parts))
+
+
+def load_text(modules=MODULES):
+    """The docstrings of `modules` and of the classes and functions they define, in a fixed
+    order, restricted to ALPHABET (anything else becomes a space)."""
+    with _TEXT_LOCK:
+        return _read_docstrings(tuple(modules))
 
 
 def encode(text):

@@ -24,7 +24,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import DEVICE_DTYPES, reference
+from . import DEVICE_DTYPES, reference, wheels
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPTIONS = ("--std=c++17",)
@@ -79,6 +79,7 @@ def module_source(filename):
 
 
 def _cupy():
+    wheels.preload()                 # NVRTC from its wheel before CuPy first compiles
     try:
         import cupy
     except ImportError as error:

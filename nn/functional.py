@@ -227,7 +227,7 @@ def layer_norm(x: TensorLike, normalized_shape: int | tuple[int, ...], weight: T
     return out
 
 
-def embedding(indices, weight):
+def embedding(indices: Any, weight: TensorLike) -> Tensor:
     """Rows of `weight` (num_embeddings, dim) picked by integer `indices` of any shape:
     output shape indices.shape + (dim,). Gradient: g scattered back into the rows used,
     repeated indices adding up (rows never used get zero)."""
@@ -245,15 +245,16 @@ def embedding(indices, weight):
     return weight[idx]
 
 
-def causal_mask(query_length, key_length, xp=np):
+def causal_mask(query_length: int, key_length: int, xp: Any = np) -> Any:
     """Boolean (query_length, key_length) mask, True where query i may attend to key j
     (j <= i + key_length - query_length: the lower triangle, aligned to the last key)."""
     offset = key_length - query_length
     return xp.arange(key_length)[None, :] <= xp.arange(query_length)[:, None] + offset
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, causal=False,
-                                 scale=None, *, is_causal=None):
+def scaled_dot_product_attention(query: TensorLike, key: TensorLike, value: TensorLike, attn_mask: Any = None,
+                                 dropout_p: float = 0.0, causal: bool = False, scale: float | None = None, *,
+                                 is_causal: bool | None = None) -> Tensor:
     """softmax(query @ key^T * scale + mask) @ value over the last two axes, as PyTorch's.
 
     query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev); leading axes

@@ -8,9 +8,13 @@ key. Initialisation: Linear layers as nn.Linear (PyTorch's default), embeddings
 N(0, 0.02) as GPT-2, LayerNorm weight 1 and bias 0, all drawn from the nn generator in
 registration order (nn.manual_seed fixes the model).
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import functional as F
 from .autograd import no_grad
@@ -27,7 +31,8 @@ class Embedding(Module):
     row is the sum of the output gradients at the positions that used it.
     """
 
-    def __init__(self, num_embeddings, embedding_dim, dtype=np.float32, std=1.0, _weight=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: DTypeLike = np.float32, std: float = 1.0,
+                 _weight: Any = None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         if _weight is None:
@@ -37,7 +42,7 @@ class Embedding(Module):
                              f"({num_embeddings}, {embedding_dim})")
         self.weight = Parameter(_weight)
 
-    def forward(self, indices):
+    def forward(self, indices: Any) -> Tensor:
         """weight[indices]: shape indices.shape + (embedding_dim,)."""
         return F.embedding(indices, self.weight)
 
@@ -45,26 +50,26 @@ class Embedding(Module):
         return f"{self.num_embeddings}, {self.embedding_dim}"
 
 
-def split_heads(x, n_heads):
+def split_heads(x: Tensor, n_heads: int) -> Tensor:
     """(B, T, n_heads * D) -> (B, n_heads, T, D)."""
     b, t, c = x.shape
     return x.reshape(b, t, n_heads, c // n_heads).transpose(0, 2, 1, 3)
 
 
-def merge_heads(x):
+def merge_heads(x: Tensor) -> Tensor:
     """(B, H, T, D) -> (B, T, H * D): the inverse of split_heads."""
     b, h, t, d = x.shape
     return x.transpose(0, 2, 1, 3).reshape(b, t, h * d)
 
 
-def attend(qkv, n_heads):
+def attend(qkv: Tensor, n_heads: int) -> Tensor:
     """Causal attention of a fused (B, T, 3 * n_heads * D) projection laid out [q | k | v]:
     returns (B, T, n_heads * D). Shared by the unsharded and the tensor-parallel layer."""
     q, k, v = (split_heads(part, n_heads) for part in split_qkv(qkv))
     return merge_heads(F.scaled_dot_product_attention(q, k, v, causal=True))
 
 
-def split_qkv(x):
+def split_qkv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Three equal slices of the last axis (views whose gradients land in place)."""
     third = x.shape[-1] // 3
     return x[..., :third], x[..., third:2 * third], x[..., 2 * third:]
@@ -75,7 +80,8 @@ class CausalSelfAttention(Module):
     laid out [q | k | v], head h using rows h*D:(h+1)*D of each), attention per head, an
     output projection (c_proj). Cost per sequence: O(T^2 C) multiply-adds for the scores."""
 
-    def __init__(self, dim, n_heads, bias=True, dropout=0.0, dtype=np.float32):
+    def __init__(self, dim: int, n_heads: int, bias: bool = True, dropout: float = 0.0,
+                 dtype: DTypeLike = np.float32):
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"dim {dim} must divide evenly into {n_heads} heads")
@@ -84,7 +90,7 @@ class CausalSelfAttention(Module):
         self.c_proj = Linear(dim, dim, bias=bias, dtype=dtype)
         self.resid_drop = Dropout(dropout)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """(B, T, dim) -> (B, T, dim)."""
         return self.resid_drop(self.c_proj(attend(self.c_attn(x), self.n_heads)))
 
@@ -98,7 +104,8 @@ _ACTIVATIONS = {"gelu": lambda: GELU(), "gelu_tanh": lambda: GELU("tanh"), "relu
 class MLP(Module):
     """dim -> hidden (c_fc) -> activation -> dim (c_proj) -> dropout."""
 
-    def __init__(self, dim, hidden, activation="gelu", bias=True, dropout=0.0, dtype=np.float32):
+    def __init__(self, dim: int, hidden: int, activation: str = "gelu", bias: bool = True, dropout: float = 0.0,
+                 dtype: DTypeLike = np.float32):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
@@ -114,8 +121,8 @@ class MLP(Module):
 class TransformerBlock(Module):
     """Pre-LayerNorm block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
-    def __init__(self, dim, n_heads, hidden=None, activation="gelu", bias=True, dropout=0.0,
-                 dtype=np.float32):
+    def __init__(self, dim: int, n_heads: int, hidden: int | None = None, activation: str = "gelu",
+                 bias: bool = True, dropout: float = 0.0, dtype: DTypeLike = np.float32):
         super().__init__()
         self.ln_1 = LayerNorm(dim, dtype=dtype)
         self.attn = CausalSelfAttention(dim, n_heads, bias, dropout, dtype)
@@ -144,11 +151,11 @@ class GPTConfig:
     dtype: str = "float32"
 
     @property
-    def mlp_hidden(self):
+    def mlp_hidden(self) -> int:
         return self.hidden or 4 * self.n_embd
 
 
-def cross_entropy_over_tokens(logits, targets):
+def cross_entropy_over_tokens(logits: Tensor, targets: Any) -> Tensor:
     """Mean cross-entropy of (B, T, V) logits against (B, T) targets."""
     targets = targets.data if isinstance(targets, Tensor) else targets
     targets = array_module(logits.data).asarray(targets)
@@ -158,7 +165,8 @@ def cross_entropy_over_tokens(logits, targets):
 class Generates:
     """generate() for language models that define next_token_logits(idx) -> (B, V) array."""
 
-    def generate(self, idx, steps, temperature=1.0, rng=None):
+    def generate(self, idx: Any, steps: int, temperature: float = 1.0,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
         """Extend (B, T) token ids by `steps` sampled tokens (feeding at most block_size of
         context); returns the (B, T + steps) NumPy array. Runs in eval mode, no graph."""
         rng = rng if rng is not None else np.random.default_rng(0)
@@ -185,7 +193,7 @@ class GPT(Generates, Module):
     model(idx, targets) -> the mean next-token cross-entropy (a scalar Tensor).
     """
 
-    def __init__(self, config):
+    def __init__(self, config: GPTConfig):
         super().__init__()
         object.__setattr__(self, "config", config)
         dtype = np.dtype(config.dtype)
@@ -199,7 +207,7 @@ class GPT(Generates, Module):
         self.lm_head = None if config.tie_weights else Linear(config.n_embd, config.vocab_size, bias=False,
                                                               dtype=dtype)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx: Any, targets: Any = None) -> Tensor:
         """Logits (B, T, vocab) for token ids (B, T); with targets, the mean loss instead."""
         idx = check_tokens(idx, self.config)
         x = self.drop(self.wte(idx) + self.wpe(np.arange(idx.shape[1])))
@@ -207,12 +215,12 @@ class GPT(Generates, Module):
         logits = F.linear(x, self.wte.weight) if self.lm_head is None else self.lm_head(x)
         return logits if targets is None else cross_entropy_over_tokens(logits, targets)
 
-    def next_token_logits(self, idx):
+    def next_token_logits(self, idx: Any) -> Any:
         """The logits of the token after each sequence: a (B, vocab) array."""
         return self(idx).data[:, -1, :]
 
 
-def check_tokens(idx, config):
+def check_tokens(idx: Any, config: GPTConfig) -> Any:
     """idx as a (B, T) integer array with T <= block_size, or a clear error."""
     idx = idx.data if isinstance(idx, Tensor) else idx
     idx = array_module(idx).asarray(idx)

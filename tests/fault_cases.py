@@ -3,8 +3,12 @@
 Cases: skip (rank 1 skips a collective), order (ranks 2, 3 call two collectives in the
 other order), count (rank 3 passes another count; `count-debug` the same in debug mode),
 sleep (rank 0 sleeps past the timeout), raise (rank 1 raises and exits), kill (rank 1 is
-SIGKILLed mid-collective). Run with a short COLLECTIVES_TIMEOUT; every surviving rank
-prints one line starting with "FAULT rank R:" and exits non-zero.
+SIGKILLed mid-collective), exit0 (rank 1 calls sys.exit(0) while the others enter an
+all-reduce; `exit0-quiet` the same, the others catching their error and ending normally),
+and, with debug mode off, op (rank 1 passes op="max"), dtype (rank 2 passes int32 where
+the others pass float32), root (rank 3 broadcasts from root 1, the others from 0). Run with a short
+COLLECTIVES_TIMEOUT; every surviving rank prints one line starting with "FAULT rank R:"
+and exits non-zero.
 """
 import os
 import signal
@@ -44,6 +48,22 @@ def main(case):
             time.sleep(0.5)
             os.kill(os.getpid(), signal.SIGKILL)
         comm.allreduce(np.ones(1 << 20), algorithm="ring")
+    elif case.startswith("exit0"):
+        if r == 1:
+            sys.exit(0)                  # the others are about to wait for rank 1
+        try:
+            comm.allreduce(x, algorithm="ring")
+        except cc.CollectiveTimeout as exc:
+            if case == "exit0-quiet":    # caught and ignored: the exit hook still ends the rank
+                print(f"rank {r} caught {type(exc).__name__}", flush=True)
+                return
+            raise
+    elif case == "op":
+        comm.allreduce(np.ones(4, np.float32), "max" if r == 1 else "sum", algorithm="ring")
+    elif case == "dtype":
+        comm.allreduce(np.ones(4, np.int32 if r == 2 else np.float32), algorithm="ring")
+    elif case == "root":
+        comm.broadcast(np.ones(1000), root=1 if r == 3 else 0, algorithm="tree")
     else:
         raise SystemExit(f"unknown case {case}")
     comm.barrier()

@@ -7,7 +7,7 @@ import pytest
 
 from tests.mpirun import mpirun
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.faults]
 
 
 def run_case(case, tmp_path, cleanup=False, n=4):
@@ -54,14 +54,46 @@ def test_a_rank_sleeping_past_the_timeout_is_named(tmp_path):
     result, faults, elapsed = run_case("sleep", tmp_path)
     assert result.returncode != 0 and elapsed < 30
     assert {1, 2, 3} <= set(faults)
-    assert "rank 0 sent no flight record" in faults.get(1, "") + result.stdout
+    assert "rank 0 sent no flight record: it is still waiting" in faults.get(1, "") + result.stdout
 
 
 def test_a_rank_that_raises_and_exits_is_named(tmp_path):
     result, faults, elapsed = run_case("raise", tmp_path)
     assert result.returncode != 0 and elapsed < 30
     assert {0, 2, 3} <= set(faults)
-    assert "rank 1 sent no flight record" in result.stdout
+    assert "rank 1 never entered #2 allreduce" in result.stdout
+    assert "and then it raised RuntimeError: rank 1 gives up" in result.stdout
+
+
+@pytest.mark.parametrize("cleanup", [False, True])
+def test_a_rank_that_calls_sys_exit_0_mid_training_ends_the_job_nonzero(tmp_path, cleanup):
+    result, faults, elapsed = run_case("exit0", tmp_path, cleanup=cleanup)
+    assert result.returncode != 0 and elapsed < 30          # before: rank 1 hung in MPI_Finalize
+    assert faults, result.stdout + result.stderr
+    if not cleanup:       # every rank reports; with auto-cleanup the launcher may end them first
+        assert sorted(faults) == [0, 2, 3]
+        assert "and then it exited (its program ended)" in result.stdout
+        assert "rank 1: at exit, waiting for every rank to finish, but rank(s) [0, 2, 3]" in result.stderr
+
+
+def test_ranks_that_catch_their_error_and_end_normally_still_end_the_job_nonzero(tmp_path):
+    result, _, elapsed = run_case("exit0-quiet", tmp_path)
+    assert result.returncode != 0 and elapsed < 30
+    for rank in (0, 2, 3):
+        assert f"rank {rank}: exiting with collectives unfinished or failed" in result.stderr
+
+
+@pytest.mark.parametrize("case, culprit, call", [
+    ("op", 1, "op=max"), ("dtype", 2, "dtype=int32"), ("root", 3, "root=1")])
+def test_a_rank_calling_differently_is_named_without_debug_mode(tmp_path, case, culprit, call):
+    result, faults, elapsed = run_case(case, tmp_path)
+    assert result.returncode != 0 and elapsed < 30
+    mismatches = {rank: line for rank, line in faults.items() if "CollectiveMismatch" in line}
+    assert mismatches, result.stdout + result.stderr
+    for line in mismatches.values():
+        assert re.search(rf"ranks {culprit} and \d+ called differently|ranks \d+ and {culprit} called "
+                         "differently", line), line
+        assert call in line, line
 
 
 def test_a_killed_rank_ends_the_job_with_a_nonzero_exit(tmp_path):

@@ -201,3 +201,21 @@ def test_hybrid_data_and_tensor_parallel_training_equals_single_process(sequence
         for name, value in model.module.state_dict().items():
             np.testing.assert_allclose(value, expected[name], rtol=1e-8, atol=1e-10, err_msg=name)
     cc.run_threads(4, body, timeout=60)
+
+
+def test_dropout_masks_agree_across_the_tensor_parallel_group():
+    """Without sequence parallelism the dropout regions are replicated: every rank draws the
+    same masks in the same order as the unsharded model (same seed), so even with dropout
+    the loss is the unsharded one."""
+    cfg = config(dropout=0.3)
+    idx, targets = RNG.integers(0, cfg.vocab_size, (2, 8)), RNG.integers(0, cfg.vocab_size, (2, 8))
+    nn.manual_seed(4)
+    expected = nn.GPT(cfg)(idx, targets).item()
+    nn.manual_seed(4)
+    assert nn.GPT(cfg).eval()(idx, targets).item() != expected       # dropout did act
+
+    def body(comm):
+        nn.manual_seed(4)
+        return ParallelGPT(cfg, comm)(idx, targets).item()
+    for value in cc.run_threads(2, body):
+        assert abs(value - expected) <= RTOL * expected

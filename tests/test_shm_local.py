@@ -153,3 +153,60 @@ def test_collectives_on_segment_arrays_read_them_in_place_and_stay_exact(in_plac
             assert_matches(result, inputs, "sum")
     for i in range(len(per_rank[0])):
         assert all(r[i].tobytes() == per_rank[0][i].tobytes() for r in per_rank)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_shm_reduce_scatter_allgather_broadcast_reduce_go_in_rounds_and_match(size):
+    count = 5003                                  # ~5 rounds of a 1 KiB staging half
+    inputs = [make_input(r, count, "float64", "sum") for r in range(size)]
+    offsets = cc.partition(count, size)
+
+    def body(comm):
+        x = inputs[comm.rank]
+        block = comm.reduce_scatter(x, algorithm="shm")
+        gathered = comm.allgather(x[:count // size].copy(), algorithm="shm")   # equal shapes
+        root = size - 1
+        broadcast = comm.broadcast(x.copy(), root, algorithm="shm")
+        reduced = comm.reduce(x.copy(), "sum", root, algorithm="shm")
+        return block, gathered, broadcast, reduced
+    results = cc.run_threads(size, body, shm_bytes=HEADER + 4096)
+    for r, (block, gathered, broadcast, reduced) in enumerate(results):
+        assert_matches(block, [x[offsets[r]:offsets[r + 1]] for x in inputs], "sum", f"reduce_scatter rank {r}")
+        assert np.array_equal(gathered, np.concatenate([inputs[j][:count // size] for j in range(size)]))
+        assert np.array_equal(broadcast, inputs[size - 1])
+        if r == size - 1:
+            assert_matches(reduced, inputs, "sum", "reduce")
+        else:
+            assert reduced is None
+
+
+def test_shm_reduce_scatter_takes_uneven_counts():
+    counts = [5, 0, 17]
+    inputs = [make_input(r, sum(counts), "int32", "sum") for r in range(3)]
+    results = cc.run_threads(3, lambda comm: comm.reduce_scatter(inputs[comm.rank], algorithm="shm", counts=counts),
+                             shm_bytes=HEADER + 256)
+    bounds = np.cumsum([0] + counts)
+    for r, result in enumerate(results):
+        assert np.array_equal(result, sum(x[bounds[r]:bounds[r + 1]] for x in inputs))
+
+
+@pytest.mark.parametrize("size, nodes", [(4, 2), (6, 3), (8, 2), (6, 6), (5, 1)])
+def test_emulated_nodes_run_hierarchical_through_each_node_segment(size, nodes):
+    inputs = [make_input(r, 1001, "float32", "sum") for r in range(size)]
+
+    def body(comm):
+        segment = comm.transport.capabilities.shared_segment
+        before = segment.syncs
+        got = comm.allreduce(inputs[comm.rank].copy(), algorithm="hierarchical")
+        return got, segment.syncs - before, segment.size, comm.algorithms("allreduce")
+    results = cc.run_threads(size, body, nodes=nodes)
+    for got, syncs, segment_size, names in results:
+        assert_matches(got, inputs, "sum", f"hierarchical n={size} nodes={nodes}")
+        assert got.tobytes() == results[0][0].tobytes()
+        assert syncs == (2 if size > nodes else 0) and segment_size == size // nodes   # 1 per shm phase
+        assert "hierarchical" in names and ("oneshot" in names) == (nodes == 1)
+
+
+def test_nodes_must_divide_the_ranks():
+    with pytest.raises(ValueError, match="nodes must be a positive int dividing the 6 ranks"):
+        cc.run_threads(6, lambda comm: None, nodes=4)

@@ -63,3 +63,9 @@ def test_a_rank_in_another_call_is_named(tmp_path):
     assert sorted(faults) == [0, 1, 2, 3], result.stdout + result.stderr
     assert all("CollectiveMismatch" in faults[r] and "rank 3 is in call" in faults[r] for r in (0, 1, 2))
     assert "CollectiveMismatch" in faults[3]
+
+
+def test_emulated_nodes_under_mpirun_use_a_segment_each_and_match_mpi():
+    result = mpirun(4, "-m", "tests.shm_nodes_check", env={"COLLECTIVES_NODES": "2"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "shm nodes ok 4" in result.stdout

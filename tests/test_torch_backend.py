@@ -319,3 +319,50 @@ def test_send_and_recv_in_order_with_non_contiguous_receiver():
     received = on_ranks(main)[1]
     assert [float(t[0, 0]) for t in received] == [0.0, 1.0, 2.0]
     assert all(torch.equal(t, torch.full((2, 3), t[0, 0].item())) for t in received)
+
+
+def test_a_call_torch_marks_synchronous_runs_on_the_callers_thread_when_nothing_is_queued():
+    def main(pg, rank):
+        sync = opts("AllreduceOptions")
+        sync.asyncOp = False
+        queued = pg.allreduce([torch.ones(2)])                  # asynchronous: goes to the thread
+        queued.wait()
+        pg._executor.drain()                                    # the thread has let go of it too
+        real_submit, pg._executor.submit = pg._executor.submit, None   # any hand-off would fail
+        x = torch.ones(2)
+        work = pg.allreduce([x], sync)
+        pg._executor.submit = real_submit
+        assert work.is_completed() and torch.equal(x, torch.full((2,), float(N))), x
+    on_ranks(main)
+
+
+# -- the engine itself takes any DLPack / array-interface array -----------------------------------
+def test_engine_allreduce_writes_into_a_cpu_tensor_in_place():
+    def main(comm):
+        x = torch.full((4,), float(comm.rank + 1), dtype=torch.float64)
+        out = torch.empty(4, dtype=torch.float64)
+        comm.allreduce(x, "max", out=out)
+        comm.allreduce(x)
+        gathered = comm.allgather(torch.tensor([comm.rank], dtype=torch.int32))
+        return x, out, gathered
+    for x, out, gathered in cc.run_threads(N, main):
+        assert torch.equal(x, torch.full((4,), float(sum(range(1, N + 1))), dtype=torch.float64))
+        assert torch.equal(out, torch.full((4,), float(N), dtype=torch.float64))
+        assert gathered.tolist() == list(range(N))
+
+
+def test_engine_takes_an_array_interface_object_and_rejects_strided_tensors_clearly():
+    class Exported:                                  # a minimal non-NumPy array owner
+        def __init__(self, array):
+            self.array = array
+            self.__array_interface__ = array.__array_interface__
+
+    def main(comm):
+        import numpy as np
+        data = np.arange(3.0) * (10 if comm.rank == 0 else 1)
+        comm.broadcast(Exported(data), root=0)                # written through the exported memory
+        with pytest.raises(ValueError, match="C-contiguous"):
+            comm.allreduce(torch.ones(4, 2).t())
+        return data
+    for data in cc.run_threads(2, main):
+        assert data.tolist() == [0.0, 10.0, 20.0]

@@ -25,10 +25,14 @@ def test_the_text_ships_with_python_and_round_trips():
     assert train_gpt.decode(train_gpt.encode(text[:500])) == text[:500]
 
 
+@pytest.fixture(scope="module")
+def single_process_history():
+    return cc.run_threads(1, train_gpt.train, train_gpt.parse(TINY + ["--tp", "1"]), lambda *a: None)[0][0]
+
+
 @pytest.mark.parametrize("layout", [["--tp", "2"], ["--tp", "2", "--sequence-parallel"], ["--tp", "4"]])
-def test_parallel_run_follows_the_single_process_run(layout):
-    messages = []
-    single, _, _ = cc.run_threads(1, train_gpt.train, train_gpt.parse(TINY + ["--tp", "1"]), messages.append)[0]
+def test_parallel_run_follows_the_single_process_run(layout, single_process_history):
+    messages, single = [], single_process_history
     runs = cc.run_threads(4, train_gpt.train, train_gpt.parse(TINY + layout), messages.append, timeout=120)
     history, sample, digest = runs[0]
     assert [h["step"] for h in history] == [3, 6] and history[-1]["train_loss"] < history[0]["train_loss"]

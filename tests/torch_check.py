@@ -301,7 +301,8 @@ def fault():
     try:
         dist.all_reduce(x)
     except (cc.CollectiveTimeout, cc.TransportError, cc.CollectiveMismatch) as error:
-        print(f"rank {r} raised {type(error).__name__}: {str(error).splitlines()[0]}", flush=True)
+        sys.stdout.write(f"rank {r} raised {type(error).__name__}: {str(error).splitlines()[0]}\n")
+        sys.stdout.flush()                                          # one write: lines stay whole
     else:
         raise AssertionError(f"rank {r}: a mismatched all-reduce returned")
 

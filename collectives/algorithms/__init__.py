@@ -20,7 +20,7 @@ NATIVE = "mpi"
 # Offered only where the transport knows which ranks share a node (`ranks_per_node`).
 NEEDS_NODES = {"hierarchical"}
 # Offered only where all the transport's ranks share a segment (`shm.segment_of`).
-NEEDS_SEGMENT = {"oneshot", "twoshot"}
+NEEDS_SEGMENT = {"oneshot", "twoshot", "shm"}
 # Where a collective's "mpi" algorithm calls a transport method of another name.
 NATIVE_METHOD = {"alltoall": "alltoallv"}
 
@@ -59,22 +59,26 @@ ALGORITHMS = {
     "reduce_scatter": {
         "ring": ring.reduce_scatter,
         "recursive_halving": recursive.reduce_scatter,
+        "shm": shm.reduce_scatter,
         NATIVE: native.reduce_scatter,
     },
     "allgather": {
         "ring": ring.allgather,
         "recursive_doubling": recursive.allgather,
+        "shm": shm.allgather,
         NATIVE: native.allgather,
     },
     "broadcast": {
         "tree": _rooted("broadcast", "tree", tree.broadcast, 2),
         "pipeline": _rooted("broadcast", "pipeline", tree.broadcast, 1),
+        "shm": shm.broadcast,
         NATIVE: native.broadcast,
     },
     "reduce": {
         "tree": _rooted("reduce", "tree", tree.reduce, 2),
         "pipeline": _rooted("reduce", "pipeline", tree.reduce, 1),
         "ring": ring.reduce,
+        "shm": shm.reduce,
         NATIVE: native.reduce,
     },
     "alltoall": {

@@ -8,7 +8,7 @@ its 2(n-1) steps.
 """
 from ..partition import block, partition
 from ..transport import objects
-from . import ring
+from . import ring, shm
 
 
 class Group:
@@ -19,13 +19,14 @@ class Group:
     A full transport: only the group's ranks take part in its calls (barrier and object
     exchange go point to point). It declares t's capabilities less those that describe
     all of t's ranks (node size, native collectives, shared segment); its timeout and
-    step are t's.
+    step are t's. `segment`: a shared segment spanning exactly the group's ranks, declared
+    as the group's own (a node's).
     """
 
-    def __init__(self, t, members):
+    def __init__(self, t, members, segment=None):
         self.t, self.members = t, members
         self.rank, self.size = members.index(t.rank), len(members)
-        self.capabilities = t.capabilities.replace(ranks_per_node=None, native=frozenset(), shared_segment=None)
+        self.capabilities = t.capabilities.replace(ranks_per_node=None, native=frozenset(), shared_segment=segment)
 
     @property
     def timeout(self):
@@ -89,6 +90,10 @@ def allreduce(t, x, out, op, ws):
     2. Ring all-reduce of block j across the N = n/g nodes, among the ranks with local
        rank j (g such rings run side by side): block j now holds every rank's sum.
     3. Ring all-gather inside the node: every rank holds every block.
+    Where the transport's shared segment spans exactly this node's g ranks (one segment per
+    node, real or emulated with cc.init(nodes=...)), steps 1 and 3 go through it instead
+    (shm.reduce_scatter and shm.allgather: one sync point each per round, no messages),
+    so only step 2 crosses nodes through messages.
     Each element is reduced along one chain per stage and then copied, so all ranks end
     bitwise equal.
     Cost: 2(g-1) intra-node steps moving 2(g-1)/g of the buffer, plus 2(N-1) inter-node
@@ -98,10 +103,14 @@ def allreduce(t, x, out, op, ws):
     n, r = t.size, t.rank
     g = ranks_per_node(t) or n
     node, local = divmod(r, g)
-    intra = Group(t, range(node * g, node * g + g))
+    segment = t.capabilities.shared_segment
+    if segment is None or segment.closed or segment.size != g or segment.rank != local:
+        segment = None
+    inside = shm if segment is not None else ring
+    intra = Group(t, range(node * g, node * g + g), segment)
     across = Group(t, range(local, n, g))
     offsets = partition(x.size, g)
     mine = block(out, offsets, local)
-    ring.reduce_scatter(intra, x, mine, op, offsets, ws)
+    inside.reduce_scatter(intra, x, mine, op, offsets, ws)
     ring.allreduce(across, mine, mine, op, ws)
-    ring.allgather(intra, out, offsets)
+    inside.allgather(intra, out, offsets)

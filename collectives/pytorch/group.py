@@ -135,9 +135,11 @@ class ProcessGroup(dist.ProcessGroup):
     def _algorithm(self, collective):
         return self.algorithms.get(collective, "auto")
 
-    def _submit(self, name, tensors, run, result):
+    def _submit(self, name, tensors, run, result, opts=None):
         """Queue run() behind every earlier operation of this group; the Work's future
-        gets `result` when it returns, or the exception it raised."""
+        gets `result` when it returns, or the exception it raised. A call torch marks
+        synchronous (opts.asyncOp False) runs at once on the caller's thread when nothing
+        is queued: no thread hand-off, and the same order."""
         synchronize_device(tensors)
         future = torch.futures.Future()
 
@@ -148,7 +150,10 @@ class ProcessGroup(dist.ProcessGroup):
                 future.set_exception(error)
                 return
             future.set_result(result)
-        self._executor.submit(job, name)
+        if opts is not None and not opts.asyncOp and not self._executor.busy():
+            job()
+        else:
+            self._executor.submit(job, name)
         return Work(future)
 
     # -- reductions ------------------------------------------------------------------------
@@ -162,7 +167,7 @@ class ProcessGroup(dist.ProcessGroup):
         def run():
             self.comm.allreduce(staged.array, op, algorithm=self._algorithm("allreduce"))
             staged.finish()
-        return self._submit("allreduce", tensors, run, tensors)
+        return self._submit("allreduce", tensors, run, tensors, opts)
 
     def allreduce_coalesced(self, tensors, opts=None):
         """All-reduce several tensors as one flat buffer per dtype (one engine call each)."""
@@ -181,7 +186,7 @@ class ProcessGroup(dist.ProcessGroup):
                 for t in group:
                     t.detach().copy_(staged.tensor[offset:offset + t.numel()].view(t.shape))
                     offset += t.numel()
-        return self._submit("allreduce_coalesced", tensors, run, tensors)
+        return self._submit("allreduce_coalesced", tensors, run, tensors, opts)
 
     def reduce(self, tensors, opts=None):
         """Reduce the tensor over all ranks into root's tensor; other ranks' tensors are
@@ -196,7 +201,7 @@ class ProcessGroup(dist.ProcessGroup):
             self.comm.reduce(staged.array, op, root, algorithm=self._algorithm("reduce"))
             if self.comm.rank == root:
                 staged.finish()
-        return self._submit("reduce", tensors, run, tensors)
+        return self._submit("reduce", tensors, run, tensors, opts)
 
     def _reduce_scatter_job(self, name, output, joined, opts):
         """The job that reduces `joined` (size * output.numel() elements) and leaves this
@@ -218,7 +223,7 @@ class ProcessGroup(dist.ProcessGroup):
     def reduce_scatter_single(self, output, input, opts=None):
         """reduce_scatter_tensor: block r of the reduced `input` lands in rank r's `output`."""
         run = self._reduce_scatter_job("reduce_scatter_tensor", output, input, opts)
-        return self._submit("reduce_scatter_tensor", [input, output], run, [output])
+        return self._submit("reduce_scatter_tensor", [input, output], run, [output], opts)
 
     _reduce_scatter_base = reduce_scatter_single
 
@@ -227,7 +232,7 @@ class ProcessGroup(dist.ProcessGroup):
         jobs = [self._reduce_scatter_job("reduce_scatter_tensor_coalesced", o, i, opts)
                 for o, i in zip(outputs, inputs, strict=True)]
         return self._submit("reduce_scatter_tensor_coalesced", list(inputs) + list(outputs),
-                            _in_turn(jobs), list(outputs))
+                            _in_turn(jobs), list(outputs), opts)
 
     reduce_scatter_tensor_coalesced = reduce_scatter_single_coalesced
 
@@ -239,7 +244,7 @@ class ProcessGroup(dist.ProcessGroup):
         self._check_count(blocks, "reduce_scatter inputs")
         joined = torch.cat([b.detach().reshape(-1) for b in blocks])
         run = self._reduce_scatter_job("reduce_scatter", output, joined, opts)
-        return self._submit("reduce_scatter", [joined, output], run, output_tensors)
+        return self._submit("reduce_scatter", [joined, output], run, output_tensors, opts)
 
     # -- data movement -----------------------------------------------------------------------
     def broadcast(self, tensors, opts=None):
@@ -251,7 +256,7 @@ class ProcessGroup(dist.ProcessGroup):
         def run():
             self.comm.broadcast(staged.array, root, algorithm=self._algorithm("broadcast"))
             staged.finish()
-        return self._submit("broadcast", tensors, run, tensors)
+        return self._submit("broadcast", tensors, run, tensors, opts)
 
     def _all_gather_job(self, output, input):
         """The job that puts rank r's `input` into block r of every rank's `output`."""
@@ -269,7 +274,7 @@ class ProcessGroup(dist.ProcessGroup):
     def all_gather_single(self, output, input, opts=None):
         """all_gather_into_tensor: rank r's input lands in block r of every output."""
         run = self._all_gather_job(output, input)
-        return self._submit("all_gather_into_tensor", [input, output], run, [output])
+        return self._submit("all_gather_into_tensor", [input, output], run, [output], opts)
 
     _allgather_base = all_gather_single
 
@@ -277,7 +282,7 @@ class ProcessGroup(dist.ProcessGroup):
         """Several all_gather_into_tensor calls as one operation (FSDP2's parameter path)."""
         jobs = [self._all_gather_job(o, i) for o, i in zip(outputs, inputs, strict=True)]
         return self._submit("all_gather_into_tensor_coalesced", list(inputs) + list(outputs),
-                            _in_turn(jobs), list(outputs))
+                            _in_turn(jobs), list(outputs), opts)
 
     allgather_into_tensor_coalesced = all_gather_single_coalesced
 
@@ -292,7 +297,7 @@ class ProcessGroup(dist.ProcessGroup):
         def run():
             gathered = self.comm.allgather(source.array, algorithm=self._algorithm("allgather"))
             split_bytes_into(gathered, outputs)
-        return self._submit("allgather", [tensor], run, output_tensors)
+        return self._submit("allgather", [tensor], run, output_tensors, opts)
 
     def gather(self, output_tensors, input_tensors, opts=None):
         """Rank r's input lands in output_tensors[0][r] on the root (engine gather)."""
@@ -308,7 +313,7 @@ class ProcessGroup(dist.ProcessGroup):
             gathered = self.comm.gather(source.array, root, algorithm=self._algorithm("gather"))
             if gathered is not None:
                 split_bytes_into(gathered, outputs)
-        return self._submit("gather", [tensor], run, output_tensors)
+        return self._submit("gather", [tensor], run, output_tensors, opts)
 
     def scatter(self, output_tensors, input_tensors, opts=None):
         """input_tensors[0][r] on the root lands in rank r's output (engine scatter)."""
@@ -327,7 +332,7 @@ class ProcessGroup(dist.ProcessGroup):
         def run():
             self.comm.scatter(data.array, root, out=target.array, algorithm=self._algorithm("scatter"))
             target.finish()
-        return self._submit("scatter", [source, output], run, output_tensors)
+        return self._submit("scatter", [source, output], run, output_tensors, opts)
 
     def all_to_all_single(self, output, input, output_split_sizes, input_split_sizes, opts=None):
         """all_to_all_single: rows of `input` go to the ranks in blocks of
@@ -347,7 +352,7 @@ class ProcessGroup(dist.ProcessGroup):
                 self.comm.alltoallv(source.array, send or _even(byte_size(input), self.comm.size),
                                     receive or _even(byte_size(output), self.comm.size), out=target.array)
             target.finish()
-        return self._submit("all_to_all_single", [input, output], run, [output])
+        return self._submit("all_to_all_single", [input, output], run, [output], opts)
 
     alltoall_base = all_to_all_single
 
@@ -363,7 +368,7 @@ class ProcessGroup(dist.ProcessGroup):
         def run():
             received = self.comm.alltoallv(source.array, send, receive)
             split_bytes_into(received, output_tensors)
-        return self._submit("all_to_all", list(input_tensors), run, output_tensors)
+        return self._submit("all_to_all", list(input_tensors), run, output_tensors, opts)
 
     def _split_bytes(self, tensor, split_sizes, what):
         """Byte counts per rank for rows split as `split_sizes` (None when empty: even)."""
@@ -408,7 +413,7 @@ class ProcessGroup(dist.ProcessGroup):
 
     def barrier(self, opts=None):
         """Return (through the Work) once every rank has entered the barrier."""
-        return self._submit("barrier", [], self.comm.barrier, [])
+        return self._submit("barrier", [], lambda: self.comm.barrier(), [], opts)
 
     def _check_count(self, tensors, what):
         if len(tensors) != self.comm.size:

@@ -153,9 +153,11 @@ class LocalTransport(CallState):
     `capabilities` as given (default: none; tests pass ranks_per_node), plus the group's
     shared segment where the fabric makes them (all in-process ranks share memory)."""
 
-    def __init__(self, fabric, group, rank, size, capabilities=NO_CAPABILITIES):
+    def __init__(self, fabric, group, rank, size, capabilities=NO_CAPABILITIES, node_size=None):
         self.fabric, self.group, self.rank, self.size = fabric, group, rank, size
-        segment = fabric.segment(group, rank, size)
+        # node_size: emulated nodes of that many consecutive ranks, each its own segment
+        self._segment_group = group if node_size is None else (group, "node", rank // node_size)
+        segment = fabric.segment(self._segment_group, rank % (node_size or size), node_size or size)
         self.capabilities = capabilities.replace(shared_segment=segment) if segment else capabilities
         self.set_timeout(fabric.timeout)
         self.tags = CallTags()          # the call in progress: its tag goes with every message
@@ -240,7 +242,7 @@ class LocalTransport(CallState):
         segment = self.capabilities.shared_segment
         if segment is not None and not segment.closed:
             segment.close()
-            self.fabric.release_segment(self.group)
+            self.fabric.release_segment(self._segment_group)
 
     def split(self, color, key=0):
         """A transport over the ranks that passed the same `color` (None: this rank joins none)."""
@@ -257,10 +259,11 @@ class LocalTransport(CallState):
 
 
 def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, release=None,
-                capabilities=NO_CAPABILITIES, shm_bytes=DEFAULT_BYTES, **kwargs):
+                capabilities=NO_CAPABILITIES, shm_bytes=DEFAULT_BYTES, node_size=None, **kwargs):
     """Run fn(endpoint, *args, **kwargs) on `size` in-process ranks, one thread each.
 
-    Every group of ranks gets a shared segment of `shm_bytes` per rank (0: none).
+    Every group of ranks gets a shared segment of `shm_bytes` per rank (0: none); with
+    `node_size`, the world's ranks get one per emulated node of that many ranks instead.
 
     Every endpoint declares `capabilities` (e.g. Capabilities(ranks_per_node=2) to test
     the hierarchical algorithm). `wrap(transport)` turns each rank's transport into what
@@ -283,7 +286,7 @@ def run_threads(size, fn, *args, timeout=DEFAULT_TIMEOUT, wrap=None, release=Non
     def body(rank):
         endpoint = None
         try:
-            endpoint = LocalTransport(fabric, "world", rank, size, capabilities)
+            endpoint = LocalTransport(fabric, "world", rank, size, capabilities, node_size)
             endpoint = wrap(endpoint) if wrap else endpoint
             results[rank] = fn(endpoint, *args, **kwargs)
         except BaseException as exc:  # reported to the caller below

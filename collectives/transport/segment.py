@@ -77,6 +77,20 @@ def shm_bytes_from_env(default=DEFAULT_BYTES):
     return check_shm_bytes(text) if text else default
 
 
+def emulated_node_size(size, nodes=None):
+    """Ranks per emulated node when `nodes` (default: COLLECTIVES_NODES) asks to split `size`
+    ranks into that many nodes of consecutive ranks; None when not asked."""
+    import os
+    if nodes is None:
+        text = os.environ.get("COLLECTIVES_NODES", "").strip()
+        if not text:
+            return None
+        nodes = int(text) if text.isdigit() else text
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1 or size % nodes:
+        raise ValueError(f"nodes must be a positive int dividing the {size} ranks, got {nodes!r}")
+    return size // nodes
+
+
 def layout(nbytes):
     """(staging bytes per parity, heap offset) of a region of `nbytes` (header included)."""
     usable = max(0, nbytes - HEADER)
@@ -151,6 +165,11 @@ class Segment:
         if self.heap_offset <= offset and offset + array.nbytes <= self.nbytes:
             return offset
         return None
+
+    @property
+    def syncs(self):
+        """Sync points this rank has posted so far (the flag counter)."""
+        return self._counter
 
     def post(self, offset=0):
         """Publish a sync point: everything written so far, plus `offset` (where this

@@ -18,10 +18,19 @@ between hold 1/tp of the activations. Parameters used inside a sequence-split re
 gradients are summed over the group by `copy_to_parallel_region` (identity forward,
 all-reduce backward).
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import collectives as cc
 
 from ..autograd import Function
 from ..tensor import array_module
+
+if TYPE_CHECKING:
+    from collectives import Communicator
+
+    from ..tensor import Tensor
 
 
 def _sequence_first(x):
@@ -37,7 +46,7 @@ def _check_divides(x, comm):
                          f"tensor-parallel ranks")
 
 
-def all_gather_sequence(x, comm, algorithm="auto"):
+def all_gather_sequence(x: Any, comm: Communicator, algorithm: str = "auto") -> Any:
     """Concatenate every rank's (B, T/tp, ...) along axis 1: (B, T, ...). Cost (ring):
     (tp-1)/tp of the output sent and received per rank."""
     xp = array_module(x)
@@ -45,7 +54,7 @@ def all_gather_sequence(x, comm, algorithm="auto"):
     return xp.ascontiguousarray(xp.moveaxis(gathered, 0, 1))
 
 
-def reduce_scatter_sequence(x, comm, algorithm="auto"):
+def reduce_scatter_sequence(x: Any, comm: Communicator, algorithm: str = "auto") -> Any:
     """Sum (B, T, ...) over the ranks and keep this rank's (B, T/tp, ...). Cost (ring):
     (tp-1)/tp of the input sent and received per rank."""
     _check_divides(x, comm)
@@ -55,7 +64,7 @@ def reduce_scatter_sequence(x, comm, algorithm="auto"):
     return xp.ascontiguousarray(xp.moveaxis(mine, 0, 1))
 
 
-def split_sequence(x, comm):
+def split_sequence(x: Any, comm: Communicator) -> Any:
     """This rank's (B, T/tp, ...) piece of axis 1, no communication."""
     _check_divides(x, comm)
     offsets = cc.partition(x.shape[1], comm.size)
@@ -96,18 +105,19 @@ class _ScatterToSequence(Function):
         return all_gather_sequence(grad, ctx.comm, ctx.algorithm), None, None
 
 
-def gather_from_sequence_parallel_region(x, comm, algorithm="auto"):
+def gather_from_sequence_parallel_region(x: Tensor, comm: Communicator, algorithm: str = "auto") -> Tensor:
     """All-gather along the sequence forward (into a tensor-parallel region); reduce-scatter
     of the gradient backward (each rank's gradient there is a partial sum)."""
     return _GatherFromSequence.apply(x, comm, algorithm)
 
 
-def reduce_scatter_to_sequence_parallel_region(x, comm, algorithm="auto"):
+def reduce_scatter_to_sequence_parallel_region(x: Tensor, comm: Communicator,
+                                               algorithm: str = "auto") -> Tensor:
     """Reduce-scatter along the sequence forward (partial sums out of a row-parallel layer
     -> this rank's T/tp, complete); all-gather of the gradient backward."""
     return _ReduceScatterToSequence.apply(x, comm, algorithm)
 
 
-def scatter_to_sequence_parallel_region(x, comm, algorithm="auto"):
+def scatter_to_sequence_parallel_region(x: Tensor, comm: Communicator, algorithm: str = "auto") -> Tensor:
     """Keep this rank's T/tp forward (x is replicated); all-gather the gradient backward."""
     return _ScatterToSequence.apply(x, comm, algorithm)

@@ -28,9 +28,13 @@ above becomes a reduce-scatter (leaving a region) plus an all-gather (entering t
 the same bytes, and the replicated parameters of those regions get their gradients summed
 over the group (copy_to_parallel_region). T must divide by tp.
 """
+from __future__ import annotations
+
 import copy
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 import collectives as cc
 
@@ -58,6 +62,11 @@ from .tensor import (
     reduce_from_parallel_region,
 )
 
+if TYPE_CHECKING:
+    from collectives import Communicator
+
+    from ..transformer import GPTConfig
+
 
 def _need_at_least_one(what, count, comm):
     if count < comm.size:
@@ -73,26 +82,26 @@ class VocabParallelEmbedding(Module):
     partial embeddings (with sequence_parallel, a reduce-scatter leaves (B, T/tp, dim)).
     """
 
-    def __init__(self, num_embeddings, embedding_dim, comm, dtype=np.float32, std=1.0,
-                 sequence_parallel=False, algorithm="auto", _weight=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, comm: Communicator, dtype: DTypeLike = np.float32,
+                 std: float = 1.0, sequence_parallel: bool = False, algorithm: str = "auto", _weight: Any = None):
         super().__init__()
         _need_at_least_one("vocabulary rows", num_embeddings, comm)
-        object.__setattr__(self, "comm", comm)
-        object.__setattr__(self, "algorithm", algorithm)
-        object.__setattr__(self, "sequence_parallel", sequence_parallel)
+        self.comm = comm
+        self.algorithm = algorithm
+        self.sequence_parallel = sequence_parallel
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         full = _weight if _weight is not None else Embedding(num_embeddings, embedding_dim, dtype, std).weight.data
         offsets = cc.partition(num_embeddings, comm.size)
         self.vocab_start, self.vocab_end = offsets[comm.rank], offsets[comm.rank + 1]
-        self.weight = Parameter(np.array(full[self.vocab_start:self.vocab_end], dtype=full.dtype))
+        self.weight = Parameter(array_module(full).array(full[self.vocab_start:self.vocab_end], dtype=full.dtype))
 
     @classmethod
-    def from_embedding(cls, embedding, comm, **options):
+    def from_embedding(cls, embedding: Embedding, comm: Communicator, **options: Any) -> VocabParallelEmbedding:
         """Shard an nn.Embedding: this rank keeps its rows. options: sequence_parallel, algorithm."""
         return cls(embedding.num_embeddings, embedding.embedding_dim, comm, _weight=embedding.weight.data,
                    **options)
 
-    def forward(self, idx):
+    def forward(self, idx: Any) -> Tensor:
         """(B, T) ids -> (B, T, dim), or this rank's (B, T/tp, dim) with sequence_parallel."""
         xp = array_module(self.weight.data)
         idx = xp.asarray(idx.data if isinstance(idx, Tensor) else idx)
@@ -139,7 +148,8 @@ class _VocabParallelCrossEntropy(Function):
         return out.reshape(ctx.shape), None, None, None, None
 
 
-def vocab_parallel_cross_entropy(logits, targets, comm, vocab_size, algorithm="auto"):
+def vocab_parallel_cross_entropy(logits: Tensor, targets: Any, comm: Communicator, vocab_size: int,
+                                 algorithm: str = "auto") -> Tensor:
     """Mean cross-entropy of logits split over the vocabulary: this rank's (..., V_r)
     columns cc.partition(vocab_size, tp)[rank] against the full integer targets (...).
 
@@ -157,7 +167,7 @@ def vocab_parallel_cross_entropy(logits, targets, comm, vocab_size, algorithm="a
     return _VocabParallelCrossEntropy.apply(logits, t, comm, offsets[comm.rank], algorithm)
 
 
-def gather_vocab(local, comm, vocab_size):
+def gather_vocab(local: Any, comm: Communicator, vocab_size: int) -> Any:
     """Full (..., vocab) array from every rank's (..., V_r) slice (padded to equal shares,
     all-gathered, trimmed). For sampling; training never needs it."""
     xp = array_module(local)
@@ -174,21 +184,22 @@ class ParallelLayerNorm(LayerNorm):
     """LayerNorm with replicated weight and bias. With sequence_parallel each rank sees
     T/tp of the tokens, so the gradients of weight and bias are summed over the group."""
 
-    def __init__(self, normalized_shape, comm, eps=1e-5, dtype=np.float32, sequence_parallel=False,
-                 algorithm="auto"):
+    def __init__(self, normalized_shape: int | tuple[int, ...], comm: Communicator, eps: float = 1e-5,
+                 dtype: DTypeLike = np.float32, sequence_parallel: bool = False, algorithm: str = "auto"):
         super().__init__(normalized_shape, eps, dtype=dtype)
-        object.__setattr__(self, "comm", comm)
-        object.__setattr__(self, "sequence_parallel", sequence_parallel)
-        object.__setattr__(self, "algorithm", algorithm)
+        self.comm = comm
+        self.sequence_parallel = sequence_parallel
+        self.algorithm = algorithm
 
     @classmethod
-    def from_layer_norm(cls, norm, comm, **options):
+    def from_layer_norm(cls, norm: LayerNorm, comm: Communicator, **options: Any) -> ParallelLayerNorm:
         """A copy of `norm` (same weights) for the group `comm`."""
         out = cls(norm.normalized_shape, comm, norm.eps, norm.weight.dtype, **options)
-        out.weight.data[...], out.bias.data[...] = norm.weight.data, norm.bias.data
+        xp = array_module(norm.weight.data)               # copies where the weights live (NumPy or CuPy)
+        out.weight.data, out.bias.data = xp.array(norm.weight.data), xp.array(norm.bias.data)
         return out
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.weight, self.bias
         if self.sequence_parallel:
             weight = copy_to_parallel_region(weight, self.comm, self.algorithm)
@@ -219,16 +230,17 @@ class ParallelAttention(CausalSelfAttention):
     sequence_parallel.
     """
 
-    def __init__(self, dim, n_heads, comm, bias=True, dropout=0.0, dtype=np.float32,
-                 sequence_parallel=False, algorithm="auto", _full=None):
+    def __init__(self, dim: int, n_heads: int, comm: Communicator, bias: bool = True, dropout: float = 0.0,
+                 dtype: DTypeLike = np.float32, sequence_parallel: bool = False, algorithm: str = "auto",
+                 _full: CausalSelfAttention | None = None):
         full = _full or CausalSelfAttention(dim, n_heads, bias, dropout, dtype)
         _need_at_least_one("attention heads", full.n_heads, comm)
         Module.__init__(self)
         heads = cc.partition(full.n_heads, comm.size)
         head_dim = full.dim // full.n_heads
         self.dim, self.n_heads = full.dim, heads[comm.rank + 1] - heads[comm.rank]   # local heads
-        object.__setattr__(self, "total_heads", full.n_heads)
-        object.__setattr__(self, "comm", comm)
+        self.total_heads = full.n_heads
+        self.comm = comm
         options = {"sequence_parallel": sequence_parallel, "algorithm": algorithm}
         qkv = full.c_attn
         weights = (_head_major(qkv.weight.data, full.n_heads, heads),
@@ -241,7 +253,7 @@ class ParallelAttention(CausalSelfAttention):
         self.resid_drop = copy.copy(full.resid_drop)
 
     @classmethod
-    def from_attention(cls, attention, comm, **options):
+    def from_attention(cls, attention: CausalSelfAttention, comm: Communicator, **options: Any) -> ParallelAttention:
         """Shard a CausalSelfAttention. options: sequence_parallel, algorithm."""
         return cls(attention.dim, attention.n_heads, comm, _full=attention, **options)
 
@@ -253,7 +265,7 @@ class ParallelMLPBranch(MLP):
     """The transformer MLP (c_fc -> activation -> c_proj -> dropout) with c_fc
     column-parallel and c_proj row-parallel over the hidden features."""
 
-    def __init__(self, mlp, comm, **options):
+    def __init__(self, mlp: MLP, comm: Communicator, **options: Any):
         Module.__init__(self)
         self.c_fc = ColumnParallelLinear.from_linear(mlp.c_fc, comm, **options)
         self.act = copy.copy(mlp.act)
@@ -268,8 +280,9 @@ class ParallelTransformerBlock(TransformerBlock):
     reduce-scatters forward and the same backward (the same bytes), plus the small
     all-reduces of the LayerNorm and row-parallel bias gradients."""
 
-    def __init__(self, dim, n_heads, comm, hidden=None, activation="gelu", bias=True, dropout=0.0,
-                 dtype=np.float32, sequence_parallel=False, algorithm="auto", _full=None):
+    def __init__(self, dim: int, n_heads: int, comm: Communicator, hidden: int | None = None,
+                 activation: str = "gelu", bias: bool = True, dropout: float = 0.0, dtype: DTypeLike = np.float32,
+                 sequence_parallel: bool = False, algorithm: str = "auto", _full: TransformerBlock | None = None):
         full = _full or TransformerBlock(dim, n_heads, hidden, activation, bias, dropout, dtype)
         Module.__init__(self)
         options = {"sequence_parallel": sequence_parallel, "algorithm": algorithm}
@@ -279,7 +292,7 @@ class ParallelTransformerBlock(TransformerBlock):
         self.mlp = ParallelMLPBranch(full.mlp, comm, **options)
 
     @classmethod
-    def from_block(cls, block, comm, **options):
+    def from_block(cls, block: TransformerBlock, comm: Communicator, **options: Any) -> ParallelTransformerBlock:
         """Shard a TransformerBlock. options: sequence_parallel, algorithm."""
         return cls(block.attn.dim, block.attn.n_heads, comm, _full=block, **options)
 
@@ -295,13 +308,14 @@ class ParallelGPT(Generates, Module):
     Every rank of the group passes the same idx (and targets).
     """
 
-    def __init__(self, config, comm, sequence_parallel=False, algorithm="auto", _full=None):
+    def __init__(self, config: GPTConfig, comm: Communicator, sequence_parallel: bool = False,
+                 algorithm: str = "auto", _full: GPT | None = None):
         full = _full or GPT(config)
         super().__init__()
-        object.__setattr__(self, "config", config)
-        object.__setattr__(self, "comm", comm)
-        object.__setattr__(self, "sequence_parallel", sequence_parallel)
-        object.__setattr__(self, "algorithm", algorithm)
+        self.config = config
+        self.comm = comm
+        self.sequence_parallel = sequence_parallel
+        self.algorithm = algorithm
         options = {"sequence_parallel": sequence_parallel, "algorithm": algorithm}
         self.wte = VocabParallelEmbedding.from_embedding(full.wte, comm, **options)
         self.wpe = Embedding(config.block_size, config.n_embd, _weight=full.wpe.weight.data.copy())
@@ -317,11 +331,12 @@ class ParallelGPT(Generates, Module):
             self.lm_head.weight = self.wte.weight
 
     @classmethod
-    def from_gpt(cls, gpt, comm, sequence_parallel=False, algorithm="auto"):
+    def from_gpt(cls, gpt: GPT, comm: Communicator, sequence_parallel: bool = False,
+                 algorithm: str = "auto") -> ParallelGPT:
         """Shard an existing GPT (its weights are copied, not shared)."""
         return cls(gpt.config, comm, sequence_parallel, algorithm, _full=gpt)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx: Any, targets: Any = None) -> Tensor:
         """This rank's logits slice (B, T, V_r) for token ids (B, T); with targets, the loss."""
         idx = check_tokens(idx, self.config)
         position = self.wpe(np.arange(idx.shape[1]))[None]              # (1, T, C)
@@ -333,7 +348,7 @@ class ParallelGPT(Generates, Module):
             return logits
         return vocab_parallel_cross_entropy(logits, targets, self.comm, self.config.vocab_size, self.algorithm)
 
-    def next_token_logits(self, idx):
+    def next_token_logits(self, idx: Any) -> Any:
         """The full (B, vocab) logits of the next token (gathered over the vocabulary; with
         sequence parallelism the context is padded at the end to a multiple of tp, which
         causal attention makes invisible to the positions before)."""
