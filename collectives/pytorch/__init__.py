@@ -18,8 +18,9 @@ from datetime import timedelta
 
 import torch.distributed as dist
 
-from .group import ProcessGroup, Work
+from .group import ProcessGroup
 from .rendezvous import fill_environment, launched_by_mpi
+from .work import Work
 
 __all__ = ["BACKEND", "Options", "ProcessGroup", "Work", "init_process_group", "register"]
 
