@@ -442,6 +442,7 @@ class Communicator(Collectives):
         if out is not None:
             buffers.check_out(out, x, x.shape)
         name = self._resolve("allreduce", algorithm, x.nbytes, device=buffers.is_device(x))
+        self._check_native_reduction(name, x.dtype)
         run = registry.ALGORITHMS["allreduce"][name]
         target = x if out is None else out
 
@@ -478,6 +479,7 @@ class Communicator(Collectives):
         if out is not None:
             buffers.check_out(out, x, shape)
         name = self._resolve("reduce_scatter", algorithm, x.nbytes)
+        self._check_native_reduction(name, x.dtype)
         run = registry.ALGORITHMS["reduce_scatter"][name]
 
         def job():
@@ -548,6 +550,7 @@ class Communicator(Collectives):
         if out is not None and is_root:
             buffers.check_out(out, x, x.shape)
         name = self._resolve("reduce", algorithm, x.nbytes)
+        self._check_native_reduction(name, x.dtype)
         run = registry.ALGORITHMS["reduce"][name]
 
         def job():

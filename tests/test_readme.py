@@ -3,6 +3,7 @@ import contextlib
 import io
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -31,3 +32,16 @@ def test_hello_example_under_mpirun():
     result = mpirun(4, "examples/hello_allreduce.py")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(expected 6)") == 7 and "gathered [0 1 2 3]" in result.stdout
+
+
+def test_layout_names_every_file_in_the_repository():
+    """Each tracked file's name appears in the README's Layout (tests/test_*.py by pattern)."""
+    try:
+        listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    missing = [path for path in listed.stdout.split()
+               if not (path.startswith("tests/test_") and path.endswith(".py"))
+               and os.path.basename(path) not in layout]
+    assert not missing, f"README's Layout does not mention {missing}"

@@ -34,25 +34,29 @@ class CallTags:
     def __init__(self, bits=29):
         self.sequence_bits = min(SEQUENCE_BITS, max(1, bits // 3))
         self.hash_bits = bits - self.sequence_bits
+        self._sequence_mask = (1 << self.sequence_bits) - 1
+        self._hash_mask = (1 << self.hash_bits) - 1
         self.tag = 0
         self.call = None
         self._cache = {}
 
     def begin(self, sequence, signature):
-        """Make (sequence, signature) the call in progress; returns its tag."""
+        """Make (sequence, signature) the call in progress (per call: one dict lookup)."""
         digest = self._cache.get(signature)
         if digest is None:
-            if len(self._cache) > 1024:
-                self._cache.clear()
-            digest = self._cache[signature] = signature_hash(signature) & ((1 << self.hash_bits) - 1)
+            digest = self._digest(signature)
         self.call = (sequence, signature)
-        self.tag = ((sequence & ((1 << self.sequence_bits) - 1)) << self.hash_bits) | digest
-        return self.tag
+        self.tag = ((sequence & self._sequence_mask) << self.hash_bits) | digest
+
+    def _digest(self, signature):
+        if len(self._cache) > 1024:
+            self._cache.clear()
+        digest = self._cache[signature] = signature_hash(signature) & self._hash_mask
+        return digest
 
     def tag_of(self, sequence, signature):
         """The tag a rank in call (sequence, signature) puts on its messages."""
-        digest = signature_hash(signature) & ((1 << self.hash_bits) - 1)
-        return ((sequence & ((1 << self.sequence_bits) - 1)) << self.hash_bits) | digest
+        return ((sequence & self._sequence_mask) << self.hash_bits) | (signature_hash(signature) & self._hash_mask)
 
     def sender_sequence(self, tag):
         """The sender's sequence number, from its tag: the one nearest this rank's."""
