@@ -478,7 +478,7 @@ class Communicator(Collectives):
         shape = (offsets[self.rank + 1] - offsets[self.rank],)
         if out is not None:
             buffers.check_out(out, x, shape)
-        name = self._resolve("reduce_scatter", algorithm, x.nbytes)
+        name = self._resolve("reduce_scatter", algorithm, x.nbytes, device=buffers.is_device(x))
         self._check_native_reduction(name, x.dtype)
         run = registry.ALGORITHMS["reduce_scatter"][name]
 
@@ -511,7 +511,7 @@ class Communicator(Collectives):
             buffers.check_out(out, x, shape)
         count = x.size
         offsets = [i * count for i in range(self.size + 1)]
-        name = self._resolve("allgather", algorithm, x.nbytes * self.size)
+        name = self._resolve("allgather", algorithm, x.nbytes * self.size, device=buffers.is_device(x))
         run = registry.ALGORITHMS["allgather"][name]
 
         def job():
@@ -529,7 +529,7 @@ class Communicator(Collectives):
         x = buffers.as_array(x)
         buffers.check_array(x, writeable=True)
         root = self._check_root(root)
-        name = self._resolve("broadcast", algorithm, x.nbytes)
+        name = self._resolve("broadcast", algorithm, x.nbytes, device=buffers.is_device(x))
         run = registry.ALGORITHMS["broadcast"][name]
 
         def job():
@@ -549,7 +549,7 @@ class Communicator(Collectives):
         op = check_op(op, x.dtype)
         if out is not None and is_root:
             buffers.check_out(out, x, x.shape)
-        name = self._resolve("reduce", algorithm, x.nbytes)
+        name = self._resolve("reduce", algorithm, x.nbytes, device=buffers.is_device(x))
         self._check_native_reduction(name, x.dtype)
         run = registry.ALGORITHMS["reduce"][name]
 
