@@ -74,6 +74,19 @@ class FlightRecorder(Observer):
                                 lambda handle: json.dump(snapshot, handle, indent=1))
 
 
+# The errors that mean ranks disagree or lost each other (not a local error like a bad dtype).
+_BETWEEN_RANKS = ("CollectiveTimeout", "CollectiveMismatch", "TransportError", "TransportTimeout",
+                  "MessageError")
+
+
+def failed_between_ranks(entry):
+    """True when a flight-record entry's call ended in an error between ranks (a timeout,
+    a mismatch, a broken message), after which other ranks may be left waiting."""
+    state = entry.get("state")
+    return state in ("timed out", "mismatched") or (
+        state == "failed" and str(entry.get("error", "")).split(":")[0] in _BETWEEN_RANKS)
+
+
 def default_directory(job_id):
     """Where a job's records go: $COLLECTIVES_FLIGHT_DIR, else a folder in the temp dir."""
     base = os.environ.get("COLLECTIVES_FLIGHT_DIR") or tempfile.gettempdir()
