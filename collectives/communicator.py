@@ -215,8 +215,9 @@ class Communicator(Collectives):
 
     def unfinished(self):
         """The flight-record entry of the last collective, where it is still running or
-        failed between ranks (a timeout, a mismatch, a broken message; not a local error
-        such as a dtype MPI cannot reduce, nor a failure later calls got past), on this communicator
+        failed because ranks lost each other (a timeout, a broken message; not a local
+        error such as a dtype MPI cannot reduce, not a mismatch every rank involved raised,
+        nor a failure later calls got past), on this communicator
         and the sub-communicators split from it that are alive (what the exit hook of
         collectives.exits checks)."""
         last = self._flight.entries[-1] if self._flight.entries else None

@@ -7,8 +7,8 @@ once those others have given up, unless the launcher kills it (plain mpirun does
 before MPI_Finalize on every rank of a multi-rank job:
 
 - if the last collective of this rank is unfinished (asynchronous work still in flight)
-  or failed between ranks (timeout, mismatch, broken message), the rank leaves at once,
-  with exit code 1, without MPI_Finalize;
+  or failed because ranks lost each other (timeout, broken message), the rank leaves at
+  once, with exit code 1, without MPI_Finalize;
 - otherwise it waits at an exit barrier (a nonblocking barrier on a communicator of its
   own) until every rank arrives, then finalizes normally; while it waits it watches the
   job's flight-record folder, and leaves with exit code 1 as soon as another rank's record

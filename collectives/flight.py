@@ -74,17 +74,17 @@ class FlightRecorder(Observer):
                                 lambda handle: json.dump(snapshot, handle, indent=1))
 
 
-# The errors that mean ranks disagree or lost each other (not a local error like a bad dtype).
-_BETWEEN_RANKS = ("CollectiveTimeout", "CollectiveMismatch", "TransportError", "TransportTimeout",
-                  "MessageError")
+# The errors that mean ranks lost each other (not a local error like a bad dtype, nor a
+# mismatch, which every rank involved raises: a rank it leaves waiting times out).
+_LOST_PEERS = ("CollectiveTimeout", "TransportError", "TransportTimeout", "MessageError")
 
 
 def failed_between_ranks(entry):
-    """True when a flight-record entry's call ended in an error between ranks (a timeout,
-    a mismatch, a broken message), after which other ranks may be left waiting."""
+    """True when a flight-record entry's call ended because ranks lost each other (a
+    timeout, a broken message), so that other ranks may be left waiting."""
     state = entry.get("state")
-    return state in ("timed out", "mismatched") or (
-        state == "failed" and str(entry.get("error", "")).split(":")[0] in _BETWEEN_RANKS)
+    return state == "timed out" or (
+        state == "failed" and str(entry.get("error", "")).split(":")[0] in _LOST_PEERS)
 
 
 def default_directory(job_id):
