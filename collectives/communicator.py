@@ -445,6 +445,7 @@ class Communicator(Collectives):
         if out is not None:
             buffers.check_out(out, x, x.shape)
         name = self._resolve("allreduce", algorithm, x.nbytes, device=buffers.is_device(x))
+        self._check_native_reduction(name, x.dtype)
         run = registry.ALGORITHMS["allreduce"][name]
         target = x if out is None else out
 
@@ -481,6 +482,7 @@ class Communicator(Collectives):
         if out is not None:
             buffers.check_out(out, x, shape)
         name = self._resolve("reduce_scatter", algorithm, x.nbytes)
+        self._check_native_reduction(name, x.dtype)
         run = registry.ALGORITHMS["reduce_scatter"][name]
 
         def job():
@@ -551,6 +553,7 @@ class Communicator(Collectives):
         if out is not None and is_root:
             buffers.check_out(out, x, x.shape)
         name = self._resolve("reduce", algorithm, x.nbytes)
+        self._check_native_reduction(name, x.dtype)
         run = registry.ALGORITHMS["reduce"][name]
 
         def job():

@@ -18,7 +18,7 @@ from . import buffers
 from .arguments import as_int
 from .buffers import Array
 from .errors import CollectiveMismatch
-from .ops import check_op, identity
+from .ops import BFLOAT16, check_op, identity
 from .partition import partition
 from .work import Work
 
@@ -218,6 +218,7 @@ class Collectives:
         if out is not None:
             buffers.check_out(out, x, x.shape)
         name = self._resolve(collective, algorithm, x.nbytes)
+        self._check_native_reduction(name, x.dtype)
         run = registry.ALGORITHMS[collective][name]
         target = x if out is None else out
 
@@ -230,6 +231,13 @@ class Collectives:
                 buf[...] = identity(op, buf.dtype)
             return target
         return self._run((collective, x.size, str(x.dtype), op, name), job, async_op)
+
+    def _check_native_reduction(self, name, dtype):
+        """TypeError on this rank, before the call starts, where MPI's own collective
+        ("mpi") would have to reduce a dtype MPI has no type for (bfloat16)."""
+        if name == registry.NATIVE and BFLOAT16 is not None and dtype == BFLOAT16:
+            raise TypeError(f"rank {self.rank}: algorithm 'mpi' cannot reduce bfloat16 (MPI has no such "
+                            f"type): use one of ours, e.g. algorithm='auto'")
 
     # -- point to point ---------------------------------------------------------------------
     def send(self, x: Array, dest: int, *, async_op: bool = False) -> Optional[Work]:

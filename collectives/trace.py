@@ -1,7 +1,7 @@
 """Traces: what every rank of a collective did, step by step, in Chrome's trace-event format.
 
     from collectives import trace
-    with trace.tracing(comm) as recorder:            # wraps comm.transport while inside
+    with trace.tracing(comm) as recorder:            # observes comm while inside
         with recorder.span("allreduce ring", x=x):   # optional: a parent event per call
             comm.allreduce(x, algorithm="ring")
     events = trace.gather(comm, recorder)            # every rank's events, on rank 0

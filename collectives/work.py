@@ -69,7 +69,8 @@ class Work:
         self._done.set()
 
     def test(self):
-        """True once the collective has finished (successfully or not); never blocks."""
+        """True once the collective has finished (successfully or not) on the host; never
+        blocks. On a GPU its device work may still be queued then: wait() synchronises it."""
         return self._done.is_set()
 
     def wait(self, timeout=None):

@@ -222,22 +222,65 @@ __device__ __forceinline__ void block_vectors(D* __restrict__ d, const S* __rest
     }
 }
 
-// One segment of n elements by the whole block. When d and s reach a vector boundary after
-// the same number h of elements (true for any two CuPy allocations and equal element
-// offsets modulo the vector width), the h head elements go one by one and the rest as
-// 16-byte vectors; otherwise everything goes through the scalar loop.
+// Destination vector-aligned, source only element-aligned (their heads differ): each thread
+// loads W consecutive source elements one by one and stores them as one 16-byte vector.
+// The loads of a warp still cover whole cache lines, which the next loads of the same
+// trip hit in L1, so this keeps most of the vector path's speed.
+template <typename S, typename D, typename E>
+__device__ __forceinline__ void block_vector_stores(D* __restrict__ d, const S* __restrict__ s,
+                                                    long long count, const E& e) {
+    constexpr int W = Width<S, D>::value;
+    constexpr int U = BYTES_IN_FLIGHT / (E::reads_dst ? 32 : 16);      // vectors per trip
+    typedef Vec<D, W> VD;
+    VD* vd = reinterpret_cast<VD*>(d);
+    for (long long base = threadIdx.x; base < count; base += (long long)U * THREADS) {
+        S x[U][W];
+        VD y[U];
+        #pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const long long i = base + (long long)u * THREADS;
+            if (i < count) {
+                #pragma unroll
+                for (int k = 0; k < W; ++k) x[u][k] = s[i * W + k];
+                if (E::reads_dst) y[u] = vd[i];
+            }
+        }
+        #pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const long long i = base + (long long)u * THREADS;
+            if (i < count) {
+                VD out;
+                #pragma unroll
+                for (int k = 0; k < W; ++k) out.v[k] = e(y[u].v[k], x[u][k]);
+                vd[i] = out;
+            }
+        }
+    }
+}
+
+// The host build (tests/cupy_standin.py) defines this to count the elements each path
+// moves; on the GPU it is nothing.
+#ifndef KERNELS_COUNT_PATH
+#define KERNELS_COUNT_PATH(path, elements)
+#endif
+
+// One segment of n elements by the whole block: the h head elements before the
+// destination's first vector boundary one by one, then whole vectors, then the tail.
+// When the source reaches a boundary after the same h elements (any two CuPy allocations
+// at equal element offsets modulo the vector width) both sides move as vectors;
+// otherwise the destination is still written in vectors (block_vector_stores), so every
+// array of a multi-array pack or unpack takes a vector path, whatever its offset.
 template <typename S, typename D, typename E>
 __device__ __forceinline__ void block_apply(D* __restrict__ d, const S* __restrict__ s,
                                             long long n, const E& e) {
     constexpr int W = Width<S, D>::value;
-    long long head = elements_to_boundary<S, W>(s);
-    long long vectors = 0;
-    if (head == elements_to_boundary<D, W>(d) && head <= n) {
-        vectors = (n - head) / W;
-    } else {
-        head = 0;
-    }
-    if (vectors > 0) block_vectors<S, D, E>(d + head, s + head, vectors, e);
+    const long long head = min64(elements_to_boundary<D, W>(d), n);
+    const long long vectors = (n - head) / W;
+    const bool both = head == elements_to_boundary<S, W>(s);
+    if (vectors > 0 && both) block_vectors<S, D, E>(d + head, s + head, vectors, e);
+    if (vectors > 0 && !both) block_vector_stores<S, D, E>(d + head, s + head, vectors, e);
     block_scalars<S, D, E>(d, s, 0, head, e);                   // before the first boundary
-    block_scalars<S, D, E>(d, s, head + vectors * W, n, e);     // the tail, or everything
+    block_scalars<S, D, E>(d, s, head + vectors * W, n, e);     // the tail
+    KERNELS_COUNT_PATH(both ? 0 : 1, vectors * W);
+    KERNELS_COUNT_PATH(2, n - vectors * W);
 }

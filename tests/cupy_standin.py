@@ -60,6 +60,12 @@ static Dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
+static long long path_elements[3];          // common.cuh's block_apply paths: both vectors,
+#define KERNELS_COUNT_PATH(path, elements) \
+    do { if (threadIdx.x == 0) path_elements[path] += (elements); } while (0)
+extern "C" void take_path_elements(long long* out) {   // vector stores only, scalars
+    for (int i = 0; i < 3; ++i) { out[i] += path_elements[i]; path_elements[i] = 0; }
+}
 """
 
 RUNNER = r"""
@@ -168,9 +174,11 @@ class Stream:
         return event
 
     def wait_event(self, event):
-        # Running the event's prefix now is one valid schedule: it precedes all that this
-        # stream runs later, which is what cudaStreamWaitEvent promises.
-        event.synchronize()
+        # On this stream the order is already implied: nothing runs. On another, running
+        # the event's prefix now is one valid schedule: it precedes all that this stream
+        # runs later, which is what cudaStreamWaitEvent promises.
+        if event.stream is not self:
+            event.synchronize()
 
     @property
     def done(self):
@@ -220,6 +228,8 @@ class _World:
         self.compiles = []            # (options, name_expressions) of every NVRTC compile
         self.disk_cache = set()       # keys of the modules CuPy's disk cache holds
         self.launches = []            # (kernel name, grid) of every launch
+        self.path_elements = (ctypes.c_longlong * 3)()   # elements moved by: both sides as
+        #                                                  vectors, vector stores only, scalars
 
     def device(self):
         return getattr(self.local, "device", 0)
@@ -548,6 +558,7 @@ class FakeKernel:
 
     def __init__(self, library, index, name):
         self.name = name
+        self.take_path_elements = library.take_path_elements
         self.run = getattr(library, f"run_{index}")
         self.arity = getattr(library, f"arity_{index}")()
         self.ptr = next(self._ptrs)
@@ -566,6 +577,7 @@ class FakeKernel:
 
         def launch():                             # holds the arrays until the kernel ran,
             self.run(ctypes.c_uint(grid[0]), pointers)     # as CuPy's memory pool does
+            self.take_path_elements(_WORLD.path_elements)
             del keep[:]
         keep = [args, values]
         _check_here([a for a in args if isinstance(a, FakeArray)])

@@ -129,3 +129,4 @@ def test_ops_a_dtype_does_not_support_are_refused_before_any_communication(dtype
                 call()
         return comm.allreduce(np.ones(2))
     assert all(np.all(r == 2) for r in run(body, size=2))
+

@@ -91,7 +91,9 @@ class CudaAwareMPI(TransportWrapper):
     """An MPI that takes device pointers: it reads and writes the raw device memory at
     some moment between post and completion, knowing nothing of streams."""
 
-    pipeline_chunks = 4                  # a pipelined tree: chunks reuse scratch halves
+    @property
+    def capabilities(self):              # a pipelined tree: chunks reuse scratch halves
+        return self.inner.capabilities.replace(pipeline_chunks=4)
 
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         self.inner.sendrecv(_raw(sendbuf), dest, _raw(recvbuf), source)

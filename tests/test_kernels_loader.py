@@ -42,3 +42,17 @@ def test_the_grid_is_what_the_occupancy_api_allows(cp):
     full = cupy_standin.SMS * cupy_standin.BLOCKS_PER_SM
     assert [grid for _, grid in cp.world.launches] == [(full,), (full,)]
     assert cp.asnumpy(x).tolist() == [1.0] * n
+
+
+def test_every_array_of_a_multi_array_pack_takes_a_vector_path(cp):
+    """300 arrays of uneven sizes: after the first size that is not a multiple of the vector
+    width, flat offsets and array addresses no longer share their alignment; each array must
+    still move (almost) all its elements in 16-byte vectors, not one by one (bug 7)."""
+    rng = np.random.default_rng(0)
+    hosts = [rng.standard_normal(int(n)).astype(np.float32) for n in rng.integers(500, 3000, 300)]
+    arrays = [cp.asarray(h) for h in hosts]
+    bucket = cp.zeros(sum(h.size for h in hosts), dtype=np.float32)
+    kernels.pack(arrays, bucket)
+    assert cp.asnumpy(bucket).tobytes() == np.concatenate(hosts).tobytes()
+    both, stores_only, scalars = cp.world.path_elements
+    assert scalars < 0.02 * bucket.size and both + stores_only + scalars == bucket.size

@@ -74,3 +74,17 @@ def test_the_report_on_a_working_gpu(monkeypatch, tmp_path):
     for expected in ("CuPy           13.6.0", "GPU 0", "PCI 0000:10:00.0", "reduce.cu: ok",
                      "subnormals kept", "GPU path ready"):
         assert expected in text, text
+
+
+def test_the_gpu_session_command_plans_every_step(capsys):
+    from tests import gpu_session
+    assert gpu_session.main(["--dry-run", "--ranks", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["kernels", "tests", "bench", "allreduce"]
+    assert "mpirun -n 4" in lines[3] and "--device gpu" in lines[3] and "tests/test_gpu.py" in lines[1]
+
+
+def test_a_gpu_session_step_keeps_its_output_and_outcome(tmp_path):
+    from tests import gpu_session
+    ok, _ = gpu_session.run_step("fails", [sys.executable, "-c", "print('said'); raise SystemExit(3)"], str(tmp_path))
+    assert not ok and "said" in (tmp_path / "fails.txt").read_text()

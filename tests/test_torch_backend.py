@@ -203,6 +203,8 @@ def test_wrong_output_size_is_an_error_before_any_communication():
             pg.all_gather_single(torch.empty(N + 1), torch.ones(1))
         with pytest.raises(ValueError, match="must be a list of 3 tensors"):
             pg.allgather([[torch.empty(1)]], [torch.ones(1)])
+        with pytest.raises(ValueError, match="reduce_scatter inputs must each hold 16 bytes"):
+            pg.reduce_scatter([torch.empty(4)], [[torch.ones(3), torch.ones(5), torch.ones(4)]])
         pg.barrier().wait()                                    # the group is still usable
     on_ranks(main)
 

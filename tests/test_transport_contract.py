@@ -83,3 +83,20 @@ def test_mpi_transport_conforms_under_mpirun():
     result = mpirun(3, "-m", "tests.contract_mpi")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "contract_mpi ok 3" in result.stdout
+
+
+def test_transports_import_nothing_above_them():
+    """collectives/transport/ may use the leaf modules beside it, never the Communicator,
+    the algorithms, tracing, observers or the simulation driver."""
+    import ast
+    import pathlib
+    allowed = {"errors", "arguments", "tuning"}
+    folder = pathlib.Path(__file__).resolve().parent.parent / "collectives" / "transport"
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                names = [node.module] if node.module else [alias.name for alias in node.names]
+                assert set(names) <= allowed, f"{path.name} imports {names} from above transport/"
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "level", 0) == 0:
+                module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                assert not (module or "").startswith("collectives"), f"{path.name} imports {module}"

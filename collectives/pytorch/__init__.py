@@ -15,11 +15,13 @@ CollectiveTimeout naming the rank. This package is the only one that imports tor
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Optional, Union
 
 import torch.distributed as dist
 
-from .group import ProcessGroup, Work
+from .group import ProcessGroup
 from .rendezvous import fill_environment, launched_by_mpi
+from .work import Work
 
 __all__ = ["BACKEND", "Options", "ProcessGroup", "Work", "init_process_group", "register"]
 
@@ -36,8 +38,8 @@ class Options:
     debug:     check before each collective that all ranks called it alike (None:
                COLLECTIVES_DEBUG).
     """
-    algorithm: object = None
-    debug: object = None
+    algorithm: Union[str, dict, None] = None
+    debug: Optional[bool] = None
 
 
 def options_from(pg_options) -> Options:
@@ -58,7 +60,7 @@ def options_from(pg_options) -> Options:
                     f"a dict or an algorithm name, got {type(pg_options).__name__}")
 
 
-def algorithms_for(comm, algorithm) -> dict:
+def algorithms_for(comm, algorithm: Union[str, dict, None]) -> dict:
     """{collective: algorithm} for `comm` from an Options.algorithm value (see Options),
     checked against the algorithms the communicator offers."""
     if algorithm is None:
@@ -119,14 +121,14 @@ def _create(backend_options, pg_options):
     return ProcessGroup(comm, algorithms_for(comm, options.algorithm))
 
 
-def register():
+def register() -> None:
     """Register backend "collectives" with torch.distributed for CPU and CUDA tensors
     (done on import; calling it again changes nothing)."""
     if BACKEND.upper() not in dist.Backend._plugins:
         dist.Backend.register_backend(BACKEND, _create, extended_api=True, devices=["cpu", "cuda"])
 
 
-def init_process_group(backend=BACKEND, **kwargs):
+def init_process_group(backend: str = BACKEND, **kwargs) -> None:
     """dist.init_process_group(backend, **kwargs) with rank, world size and the store's
     address taken from MPI where the environment does not give them (collective)."""
     fill_environment()

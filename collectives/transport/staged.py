@@ -193,7 +193,7 @@ class StagedTransport(TransportWrapper):
 
     def __getattr__(self, name):
         """MPI's own collectives, with whole-buffer staging; the rest from the inner transport."""
-        if name.startswith("native_") and hasattr(self.inner, name):
+        if name.startswith("native_") and name[len("native_"):] in self.inner.capabilities.native:
             return _staged_native(self, getattr(self.inner, name))
         return super().__getattr__(name)
 
@@ -250,7 +250,7 @@ class DirectDeviceTransport(TransportWrapper):
         return self.inner.irecv(buf, source)
 
     def __getattr__(self, name):
-        if name.startswith("native_") and hasattr(self.inner, name):
+        if name.startswith("native_") and name[len("native_"):] in self.inner.capabilities.native:
             native = getattr(self.inner, name)
 
             def run(*args):
