@@ -28,10 +28,11 @@ def main(case):
     if case == "skip":
         if r != 1:
             comm.allreduce(x, algorithm="ring")              # rank 1 skips #2
-    elif case == "order":
-        first, second = (comm.allreduce, comm.broadcast) if r < 2 else (comm.broadcast, comm.allreduce)
-        first(np.ones(1000))
-        second(np.ones(1000))
+    elif case == "order":     # message-passing algorithms (shared-memory flags name the calls at once)
+        calls = [lambda: comm.allreduce(np.ones(1000), algorithm="ring"),
+                 lambda: comm.broadcast(np.ones(1000), algorithm="tree")]
+        for call in (calls if r < 2 else calls[::-1]):
+            call()
     elif case.startswith("count"):
         comm.allreduce(np.ones(999 if r == 3 else 1000), algorithm="ring")
     elif case == "sleep":

@@ -113,3 +113,13 @@ def test_other_benchmarks_run_and_check(name):
 def test_benchmark_rejects_unknown_algorithm():
     result = mpirun(2, "-m", "bench.allreduce", "-a", "ring,butterfly", "-e", "8")
     assert result.returncode != 0 and "butterfly" in result.stdout + result.stderr
+
+
+def test_percall_prints_our_fixed_cost_beside_mpi():
+    import re
+
+    from bench import percall
+    out = io.StringIO()
+    assert percall.main(["-n", "20", "-r", "1"], out=out) == 0
+    assert re.search(r"comm.allreduce 8 B, 1 rank, algorithm auto: [\d.]+ us per call; "
+                     r"MPI_Allreduce \(mpi4py\): [\d.]+ us", out.getvalue())

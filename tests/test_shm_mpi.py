@@ -61,7 +61,7 @@ def test_a_rank_in_another_call_is_named(tmp_path):
     result, faults, elapsed, *listing = run_case("count", "oneshot", tmp_path)
     assert result.returncode != 0 and elapsed < 30
     assert sorted(faults) == [0, 1, 2, 3], result.stdout + result.stderr
-    assert all("CollectiveMismatch" in faults[r] and "rank 3 is in call" in faults[r] for r in (0, 1, 2))
+    assert all("CollectiveMismatch" in faults[r] and "Rank 3 passed count=999" in faults[r] for r in (0, 1, 2))
     assert "CollectiveMismatch" in faults[3]
 
 

@@ -39,15 +39,16 @@ class Fabric:
         self.shm_bytes = shm_bytes
         self._segments = {}  # group -> [every rank's region of its segment, ranks that freed it]
 
-    def segment(self, group, rank, size):
-        """Rank `rank`'s handle on group's shared segment (None when shm_bytes is 0)."""
+    def segment(self, group, rank, size, members=None):
+        """Rank `rank`'s handle on group's shared segment (None when shm_bytes is 0);
+        `members`: the transport ranks of the segment's ranks (default 0..size-1)."""
         if not self.shm_bytes:
             return None
         with self.cond:
             entry = self._segments.get(group)
             if entry is None:
                 entry = self._segments[group] = [LocalSegment.create(size, self.shm_bytes), 0]
-        return LocalSegment(entry[0], rank, aborted=lambda: self.aborted)
+        return LocalSegment(entry[0], rank, aborted=lambda: self.aborted, members=members)
 
     def release_segment(self, group):
         """One rank of `group` is done with its segment; the last one drops it."""
@@ -157,7 +158,8 @@ class LocalTransport(CallState):
         self.fabric, self.group, self.rank, self.size = fabric, group, rank, size
         # node_size: emulated nodes of that many consecutive ranks, each its own segment
         self._segment_group = group if node_size is None else (group, "node", rank // node_size)
-        segment = fabric.segment(self._segment_group, rank % (node_size or size), node_size or size)
+        g = node_size or size
+        segment = fabric.segment(self._segment_group, rank % g, g, range(rank - rank % g, rank - rank % g + g))
         self.capabilities = capabilities.replace(shared_segment=segment) if segment else capabilities
         self.set_timeout(fabric.timeout)
         self.tags = CallTags()          # the call in progress: its tag goes with every message
@@ -233,7 +235,7 @@ class LocalTransport(CallState):
         self.tags.begin(sequence, signature)
         segment = self.capabilities.shared_segment
         if segment is not None:
-            segment.begin_call(sequence, signature)
+            segment.begin_call(sequence, signature, self.tags)
 
     def free(self):
         """Forget this endpoint's incoming channels (the sender side completed already)

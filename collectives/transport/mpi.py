@@ -86,7 +86,7 @@ class MPITransport(CallState):
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.set_timeout(timeout)
-        segment = MPISegment(_node(comm, node_color), shm_bytes) if shm_bytes else None
+        segment = MPISegment(_node(comm, node_color), shm_bytes, self.rank) if shm_bytes else None
         self.capabilities = Capabilities(ranks_per_node=ranks_per_node, native=frozenset(NATIVE_COLLECTIVES),
                                          cuda_aware=self.query_cuda_support(), shared_segment=segment)
         comm.Set_errhandler(MPI.ERRORS_RETURN)
@@ -210,7 +210,7 @@ class MPITransport(CallState):
         self.tags.begin(sequence, signature)
         segment = self.capabilities.shared_segment
         if segment is not None:
-            segment.begin_call(sequence, signature)
+            segment.begin_call(sequence, signature, self.tags)
 
     def free(self):
         """Free the MPI communicator (once; not after MPI_Finalize) and let go of the

@@ -111,8 +111,10 @@ class Segment:
     returns why the world gave up (a rank failed) or None: waits stop early on it.
     """
 
-    def __init__(self, regions, rank, aborted=None):
+    def __init__(self, regions, rank, aborted=None, members=None):
         self.regions, self.rank, self.size = regions, rank, len(regions)
+        self.members = list(range(self.size)) if members is None else list(members)   # transport ranks
+        self._tags = None
         self._aborted = aborted
         self.nbytes = regions[rank].size
         self.staging_bytes, self.heap_offset = layout(self.nbytes)
@@ -127,11 +129,17 @@ class Segment:
         self.closed = False
 
     # -- what algorithms use ----------------------------------------------------------
-    def begin_call(self, sequence, signature):
-        """Record the call the next sync points belong to (carried in every flag)."""
-        code = self._hashes.get(signature)
-        if code is None:
-            code = self._hashes[signature] = signature_hash(signature)
+    def begin_call(self, sequence, signature, tags=None):
+        """Record the call the next sync points belong to (carried in every flag): with the
+        transport's CallTags (collectives.transport.calls, already begun for this call), its
+        call tag, so a mismatch is reported exactly like one found on a message."""
+        self._tags = tags
+        if tags is not None:
+            code = tags.tag
+        else:
+            code = self._hashes.get(signature)
+            if code is None:
+                code = self._hashes[signature] = signature_hash(signature)
         self._call = (sequence, code)
         self._call_start = self._counter
 
@@ -211,6 +219,8 @@ class Segment:
             raise TransportError(f"{describe()}: gave up because {aborted()}")
 
     def _mismatch(self, peer, sequence, code):
+        if self._tags is not None:
+            raise self._tags.mismatch(self.members[self.rank], self.members[peer], code)
         raise CollectiveMismatch(
             f"rank {self.rank}: at shared-memory sync point {self._counter}, rank {peer} is in "
             f"call #{sequence} (signature hash {code:#x}) but this rank is in call "
@@ -289,8 +299,9 @@ class LocalSegment(Segment):
 class MPISegment(Segment):
     """The segment over an MPI-3 shared window on the node's ranks (`node`)."""
 
-    def __init__(self, node, nbytes):
+    def __init__(self, node, nbytes, rank_in_comm=None):
         from mpi4py import MPI
+        members = node.allgather(rank_in_comm) if rank_in_comm is not None else None
         self._window = MPI.Win.Allocate_shared(max(HEADER, int(nbytes)), 1, comm=node)
         self._window.Lock_all(MPI.MODE_NOCHECK)
         regions = []
@@ -299,7 +310,7 @@ class MPISegment(Segment):
             regions.append(np.frombuffer(buffer, np.uint8))
         rank = node.Get_rank()
         node.Free()                     # the window keeps what it needs of the group
-        super().__init__(regions, rank)
+        super().__init__(regions, rank, members=members)
         self.fence = self._window.Sync
 
     def close(self):
