@@ -23,7 +23,7 @@ from .arguments import as_int
 from .buffers import Array
 from .errors import CollectiveMismatch, CollectiveTimeout, MessageError, TransportError, TransportTimeout
 from .extended import Collectives, offsets_from_counts
-from .flight import FlightRecorder, default_directory, describe, read_records, summarize
+from .flight import FlightRecorder, default_directory, describe, failed_between_ranks, read_records, summarize
 from .mismatch import explain
 from .observe import Observer, chain_reducers
 from .ops import SUM, check_dtype, check_op, combine_op, finish_avg, wide_avg
@@ -215,11 +215,14 @@ class Communicator(Collectives):
 
     def unfinished(self):
         """The flight-record entry of the last collective, where it is still running or
-        failed (a failure that later calls got past does not count), on this communicator
+        failed because ranks lost each other (a timeout, a broken message; not a local
+        error such as a dtype MPI cannot reduce, not a mismatch every rank involved raised,
+        nor a failure later calls got past), on this communicator
         and the sub-communicators split from it that are alive (what the exit hook of
         collectives.exits checks)."""
         last = self._flight.entries[-1] if self._flight.entries else None
-        entries = [last] if last is not None and last["state"] != "completed" else []
+        running = last is not None and last["state"] == "entered"
+        entries = [last] if running or (last is not None and failed_between_ranks(last)) else []
         for child in list(self._children):
             entries += child.unfinished()
         return entries

@@ -6,8 +6,9 @@ once those others have given up, unless the launcher kills it (plain mpirun does
 `mpirun -disable-auto-cleanup` does not). So `cc.init` registers an exit hook that runs
 before MPI_Finalize on every rank of a multi-rank job:
 
-- if a collective of this rank is unfinished (asynchronous work still in flight) or
-  failed, the rank leaves at once, with exit code 1, without MPI_Finalize;
+- if the last collective of this rank is unfinished (asynchronous work still in flight)
+  or failed because ranks lost each other (timeout, broken message), the rank leaves at
+  once, with exit code 1, without MPI_Finalize;
 - otherwise it waits at an exit barrier (a nonblocking barrier on a communicator of its
   own) until every rank arrives, then finalizes normally; while it waits it watches the
   job's flight-record folder, and leaves with exit code 1 as soon as another rank's record
@@ -20,7 +21,7 @@ import os
 import sys
 import time
 
-from .flight import read_records
+from .flight import failed_between_ranks, read_records
 
 POLL_SECONDS = 0.1
 # The Communicators cc.init made (their splits are reached through them), held until the
@@ -112,6 +113,6 @@ def _faulty_ranks(rank):
     for directory in list(_state["flight_dirs"]):
         for other, record in read_records(directory).items():
             entries = record["entries"]
-            if other != rank and entries and entries[-1].get("state") not in ("completed", "entered"):
+            if other != rank and entries and failed_between_ranks(entries[-1]):
                 faulty.add(other)
     return sorted(faulty)

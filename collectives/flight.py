@@ -74,6 +74,19 @@ class FlightRecorder(Observer):
                                 lambda handle: json.dump(snapshot, handle, indent=1))
 
 
+# The errors that mean ranks lost each other (not a local error like a bad dtype, nor a
+# mismatch, which every rank involved raises: a rank it leaves waiting times out).
+_LOST_PEERS = ("CollectiveTimeout", "TransportError", "TransportTimeout", "MessageError")
+
+
+def failed_between_ranks(entry):
+    """True when a flight-record entry's call ended because ranks lost each other (a
+    timeout, a broken message), so that other ranks may be left waiting."""
+    state = entry.get("state")
+    return state == "timed out" or (
+        state == "failed" and str(entry.get("error", "")).split(":")[0] in _LOST_PEERS)
+
+
 def default_directory(job_id):
     """Where a job's records go: $COLLECTIVES_FLIGHT_DIR, else a folder in the temp dir."""
     base = os.environ.get("COLLECTIVES_FLIGHT_DIR") or tempfile.gettempdir()
@@ -112,7 +125,9 @@ def summarize(records, size, waiting=None):
         for rank, entry in entered.items():
             variants.setdefault(entry["call"], []).append(rank)
         if len(variants) > 1:
-            lines.append(f"collective #{seq} was called differently (different order of calls?):")
+            names = {call.split("(")[0] for call in variants}
+            how = "with different arguments" if len(names) == 1 else "differently (different order of calls?)"
+            lines.append(f"collective #{seq} was called {how}:")
             lines += [f"  ranks {sorted(ranks)}: {call}" for call, ranks in sorted(variants.items())]
         call = max(variants, key=lambda c: len(variants[c])) if variants else "?"
         missing = [r for r in range(size) if r not in entered]
@@ -124,9 +139,9 @@ def summarize(records, size, waiting=None):
                 lines.append(f"rank {rank} never entered #{seq} {call}: {where}"
                              + (f", and then it {ended}" if ended else ""))
             else:
-                lines.append(f"rank {rank} sent no flight record: it is still waiting somewhere else (its "
-                             f"own timeout will say where) or it was killed; it did not report entering "
-                             f"#{seq} {call}")
+                lines.append(f"rank {rank} sent no flight record: it is busy elsewhere (computing, or "
+                             f"waiting in another call: its own timeout will say where) or it was killed; "
+                             f"it did not report entering #{seq} {call}")
         unfinished = sorted(r for r, e in entered.items() if e["state"] != "completed")
         if unfinished:
             states = sorted({entered[r]["state"] for r in unfinished})

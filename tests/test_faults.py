@@ -33,7 +33,10 @@ def test_collectives_called_in_another_order_are_reported(tmp_path):
     assert result.returncode != 0 and elapsed < 30
     assert sorted(faults) == [0, 1, 2, 3]
     assert "different order" in result.stdout
-    assert re.search(r"ranks \[2, 3\]: broadcast", result.stdout)
+    # the flight summary after a timeout, or the shared-memory algorithms' own mismatch
+    # (which every rank raises at its first sync point) naming rank 2 or 3's call #2
+    assert re.search(r"ranks \[2, 3\]: broadcast", result.stdout) or \
+        re.search(r"rank [23] is in call #2", result.stdout), result.stdout
 
 
 def test_another_count_is_caught_before_data_moves_in_debug_mode(tmp_path):
@@ -54,7 +57,7 @@ def test_a_rank_sleeping_past_the_timeout_is_named(tmp_path):
     result, faults, elapsed = run_case("sleep", tmp_path)
     assert result.returncode != 0 and elapsed < 30
     assert {1, 2, 3} <= set(faults)
-    assert "rank 0 sent no flight record: it is still waiting" in faults.get(1, "") + result.stdout
+    assert "rank 0 sent no flight record: it is busy elsewhere" in faults.get(1, "") + result.stdout
 
 
 def test_a_rank_that_raises_and_exits_is_named(tmp_path):

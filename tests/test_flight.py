@@ -51,6 +51,18 @@ def test_summary_spots_calls_made_in_a_different_order():
     assert "rank 2 sent no flight record" in text
 
 
+def test_summary_tells_other_arguments_from_another_order_and_says_who_left():
+    entry = lambda seq, call, state="timed out": {"seq": seq, "call": call, "state": state}
+    records = {0: {"entries": [entry(2, "broadcast(count=4, root=0)")]},
+               1: {"entries": [entry(2, "broadcast(count=4, root=2)")]},
+               2: {"entries": [entry(1, "allreduce(count=4)", "completed")], "ended": "exited (its program ended)"}}
+    text = summarize(records, 4)
+    assert "collective #2 was called with different arguments:" in text
+    assert "ranks [1]: broadcast(count=4, root=2)" in text
+    assert "rank 2 never entered #2" in text and "and then it exited (its program ended)" in text
+    assert "rank 3 sent no flight record: it is busy elsewhere" in text and "exited or crashed" not in text
+
+
 def test_flight_command_prints_the_summary(tmp_path, capsys):
     for rank, state in ((0, "timed out"), (1, "completed")):
         (tmp_path / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "size": 2, "entries": [
