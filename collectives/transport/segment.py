@@ -37,11 +37,11 @@ data are visible before the reader looks at them.
 """
 import threading
 import weakref
-import zlib
 
 import numpy as np
 
 from ..errors import CollectiveMismatch, TransportError
+from .calls import signature_hash
 from .waiting import poll_until
 
 LINE = 64                      # bytes of one flag line (one cache line)
@@ -98,11 +98,6 @@ def layout(nbytes):
     return half, HEADER + 2 * half
 
 
-def signature_hash(signature):
-    """A hash of a call signature that is the same in every process (str hash is salted)."""
-    return zlib.crc32(repr(signature).encode()) & 0x7FFFFFFF
-
-
 class Segment:
     """One rank's handle on its node's shared segment (see module docstring).
 
@@ -139,7 +134,7 @@ class Segment:
         else:
             code = self._hashes.get(signature)
             if code is None:
-                code = self._hashes[signature] = signature_hash(signature)
+                code = self._hashes[signature] = signature_hash(signature) & 0x7FFFFFFF
         self._call = (sequence, code)
         self._call_start = self._counter
 
