@@ -14,6 +14,7 @@ comparison per received message.
 import zlib
 
 from ..errors import CollectiveMismatch
+from .contract import CallState
 
 SEQUENCE_BITS = 10      # a rank 1024 calls ahead aliases; one call ahead never does
 
@@ -74,6 +75,20 @@ class CallTags:
                    f"(call tag {tag:#x}, expected {self.tag:#x})")
         return CollectiveMismatch(message, rank=rank, peer=peer, sequence=sequence, signature=signature,
                                   peer_sequence=theirs, peer_tag=tag, tags=self)
+
+
+class TaggedCallState(CallState):
+    """CallState for a transport that tags its messages with `self.tags` (a CallTags) and
+    may declare a shared segment in `self.capabilities`."""
+
+    def begin_call(self, sequence, signature):
+        """As CallState's; the call's tag goes with every message, and the segment's flags
+        carry the call from now on."""
+        super().begin_call(sequence, signature)
+        self.tags.begin(sequence, signature)
+        segment = self.capabilities.shared_segment
+        if segment is not None:
+            segment.begin_call(sequence, signature, self.tags)
 
 
 def _name(signature):

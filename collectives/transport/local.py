@@ -11,9 +11,9 @@ from collections import defaultdict
 import numpy as np
 
 from ..errors import CollectiveTimeout, TransportError, TransportTimeout
-from .calls import CallTags
+from .calls import CallTags, TaggedCallState
 from .channels import Channel
-from .contract import NO_CAPABILITIES, CallState
+from .contract import NO_CAPABILITIES
 from .segment import DEFAULT_BYTES, LocalSegment
 
 DEFAULT_TIMEOUT = 60.0
@@ -149,7 +149,7 @@ class _RecvRequest:
         return self.done
 
 
-class LocalTransport(CallState):
+class LocalTransport(TaggedCallState):
     """One rank's endpoint in an in-process world (see module docstring). It declares
     `capabilities` as given (default: none; tests pass ranks_per_node), plus the group's
     shared segment where the fabric makes them (all in-process ranks share memory)."""
@@ -227,15 +227,6 @@ class LocalTransport(CallState):
     def barrier(self):
         """Return once every rank of the group has entered the barrier."""
         self.allgather_object(None)
-
-    def begin_call(self, sequence, signature):
-        """As CallState's; the call's tag goes with every message, and the segment's flags
-        carry the call from now on."""
-        super().begin_call(sequence, signature)
-        self.tags.begin(sequence, signature)
-        segment = self.capabilities.shared_segment
-        if segment is not None:
-            segment.begin_call(sequence, signature, self.tags)
 
     def free(self):
         """Forget this endpoint's incoming channels (the sender side completed already)

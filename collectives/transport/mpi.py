@@ -22,8 +22,8 @@ import numpy as np
 from mpi4py import MPI
 
 from ..errors import MessageError
-from .calls import CallTags
-from .contract import NATIVE_COLLECTIVES, CallState, Capabilities
+from .calls import CallTags, TaggedCallState
+from .contract import NATIVE_COLLECTIVES, Capabilities
 from .segment import MPISegment
 from .waiting import poll_until
 
@@ -71,7 +71,7 @@ class _Request:
         return done
 
 
-class MPITransport(CallState):
+class MPITransport(TaggedCallState):
     """One rank's endpoint over an mpi4py communicator (see collectives.transport).
 
     ranks_per_node: declared when the job spans equal nodes of consecutive ranks (cc.init
@@ -202,15 +202,6 @@ class MPITransport(CallState):
     def barrier(self):
         """MPI_Ibarrier, waited with the timeout."""
         self._collective(self.comm.Ibarrier(), "barrier")
-
-    def begin_call(self, sequence, signature):
-        """As CallState's; the call's tag goes with every message, and the segment's flags
-        carry the call from now on."""
-        super().begin_call(sequence, signature)
-        self.tags.begin(sequence, signature)
-        segment = self.capabilities.shared_segment
-        if segment is not None:
-            segment.begin_call(sequence, signature, self.tags)
 
     def free(self):
         """Free the MPI communicator (once; not after MPI_Finalize) and let go of the
