@@ -10,24 +10,13 @@ order; the table gives the median time per call over the rounds and the overhead
 import argparse
 import statistics
 import time
-from contextlib import contextmanager
 
 import numpy as np
 from mpi4py import MPI
 
 import collectives as cc
 from bench.common import human, parse_sizes
-from collectives.errors import MessageError
-from collectives.transport.mpi import MPITransport
-
-
-@contextmanager
-def _as_message_errors(describe):
-    """What the MPI transport does around each MPI call (so that only the checking differs)."""
-    try:
-        yield
-    except MPI.Exception as exc:
-        raise MessageError(f"{describe()}: MPI error: {exc}") from exc
+from collectives.transport.mpi import MPITransport, mpi_errors
 
 
 class UncheckedMPITransport(MPITransport):
@@ -37,7 +26,7 @@ class UncheckedMPITransport(MPITransport):
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         requests = []
         peer, what = (source, "receive from") if recvbuf is not None else (dest, "send to")
-        with _as_message_errors(lambda: f"rank {self.rank} posting to {what} rank {peer}"):
+        with mpi_errors(lambda: f"rank {self.rank} posting to {what} rank {peer}"):
             if recvbuf is not None:
                 requests.append(self.comm.Irecv([recvbuf, MPI.BYTE], source))
             if sendbuf is not None:
@@ -45,17 +34,17 @@ class UncheckedMPITransport(MPITransport):
         self._complete(requests, peer, what)
 
     def isend(self, buf, dest):
-        with _as_message_errors(lambda: f"rank {self.rank} posting a send to rank {dest}"):
+        with mpi_errors(lambda: f"rank {self.rank} posting a send to rank {dest}"):
             return _Unchecked(self, self.comm.Isend([buf, MPI.BYTE], dest), dest, "send to")
 
     def irecv(self, buf, source):
-        with _as_message_errors(lambda: f"rank {self.rank} posting a receive from rank {source}"):
+        with mpi_errors(lambda: f"rank {self.rank} posting a receive from rank {source}"):
             return _Unchecked(self, self.comm.Irecv([buf, MPI.BYTE], source), source, "receive from")
 
     def waitall(self, requests):
         if not requests:
             return
-        with _as_message_errors(lambda: f"rank {self.rank} testing requests"):
+        with mpi_errors(lambda: f"rank {self.rank} testing requests"):
             pending = [r for r in requests if not r.test()]
         if pending:
             self._complete([r.request for r in pending], pending[0].peer, pending[0].what)

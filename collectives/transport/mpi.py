@@ -39,7 +39,7 @@ def _mpi_op(op, dtype):
 
 
 @contextmanager
-def _mpi_errors(describe):
+def mpi_errors(describe):
     """Raise MessageError, worded by describe(), for an MPI exception inside."""
     try:
         yield
@@ -103,7 +103,7 @@ class MPITransport(TaggedCallState):
             poll_until(lambda: MPI.Request.Testall(requests, statuses), self.timeout, describe,
                        peer=peer, what=what, step=self.step)
             return
-        with _mpi_errors(describe):
+        with mpi_errors(describe):
             poll_until(lambda: MPI.Request.Testall(requests), self.timeout, describe,
                        peer=peer, what=what, step=self.step)
 
@@ -131,11 +131,11 @@ class MPITransport(TaggedCallState):
     def sendrecv(self, sendbuf, dest, recvbuf, source):
         """Send `sendbuf` to `dest` and receive `recvbuf` from `source` (either may be None)."""
         if recvbuf is None:
-            with _mpi_errors(lambda: f"rank {self.rank} posting a send to rank {dest}"):
+            with mpi_errors(lambda: f"rank {self.rank} posting a send to rank {dest}"):
                 request = self.comm.Isend([sendbuf, MPI.BYTE], dest, self.tags.tag)
             self._complete([request], dest, "send to")
             return
-        with _mpi_errors(lambda: f"rank {self.rank} posting to receive from rank {source}"):
+        with mpi_errors(lambda: f"rank {self.rank} posting to receive from rank {source}"):
             receive = _Request(self, self.comm.Irecv([recvbuf, MPI.BYTE], source, MPI.ANY_TAG),
                                source, "receive from", self._status)
             requests, statuses = [receive.request], [self._status]
@@ -146,12 +146,12 @@ class MPITransport(TaggedCallState):
 
     def isend(self, buf, dest):
         """Start sending `buf` to `dest`; returns a request (wait() completes it)."""
-        with _mpi_errors(lambda: f"rank {self.rank} posting a send to rank {dest}"):
+        with mpi_errors(lambda: f"rank {self.rank} posting a send to rank {dest}"):
             return _Request(self, self.comm.Isend([buf, MPI.BYTE], dest, self.tags.tag), dest, "send to")
 
     def irecv(self, buf, source):
         """Post a receive of `buf` from `source` (any tag: checked on completion)."""
-        with _mpi_errors(lambda: f"rank {self.rank} posting a receive from rank {source}"):
+        with mpi_errors(lambda: f"rank {self.rank} posting a receive from rank {source}"):
             return _Request(self, self.comm.Irecv([buf, MPI.BYTE], source, MPI.ANY_TAG), source,
                             "receive from", MPI.Status())
 
@@ -159,7 +159,7 @@ class MPITransport(TaggedCallState):
         """Wait for every request (bounded by the timeout); names the first pending peer."""
         if not requests:
             return
-        with _mpi_errors(lambda: f"rank {self.rank} testing requests"):
+        with mpi_errors(lambda: f"rank {self.rank} testing requests"):
             pending = [r for r in requests if not r.test()]
         if pending:
             first = pending[0]
@@ -196,7 +196,7 @@ class MPITransport(TaggedCallState):
     def _collective(self, request, what):
         self.step += 1
         describe = lambda: f"rank {self.rank} in MPI {what} (step {self.step}), some rank has not joined"
-        with _mpi_errors(describe):
+        with mpi_errors(describe):
             poll_until(request.Test, self.timeout, describe, what=what, step=self.step)
 
     def barrier(self):
@@ -214,7 +214,7 @@ class MPITransport(TaggedCallState):
 
     def split(self, color, key=0):
         """A transport over the ranks with the same `color` (None: this rank joins none)."""
-        with _mpi_errors(lambda: f"rank {self.rank} splitting its communicator"):
+        with mpi_errors(lambda: f"rank {self.rank} splitting its communicator"):
             sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
         # No segment for sub-communicators: a window is only released by MPI_Finalize
         # (see MPISegment.close), and jobs split thousands of times.
@@ -226,11 +226,11 @@ class MPITransport(TaggedCallState):
     def _native(self, name, *args):
         if self.timeout:
             nonblocking = getattr(self.comm, "I" + name[0].lower() + name[1:])   # Allreduce -> Iallreduce
-            with _mpi_errors(lambda: f"rank {self.rank} starting MPI {name}"):
+            with mpi_errors(lambda: f"rank {self.rank} starting MPI {name}"):
                 request = nonblocking(*args)
             self._collective(request, name.lower())
         else:
-            with _mpi_errors(lambda: f"rank {self.rank} in MPI {name}"):
+            with mpi_errors(lambda: f"rank {self.rank} in MPI {name}"):
                 getattr(self.comm, name)(*args)
 
     def native_allreduce(self, x, out, op):
