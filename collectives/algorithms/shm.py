@@ -110,10 +110,9 @@ def _reduce_block(t, segment, published, x, out, start, blocks, op, ws, parity):
     in rank order into out, and leave a copy in r's staging area for the peers."""
     n, r = t.size, t.rank
     lo, hi = blocks[r], blocks[r + 1]
-    count = blocks[n]
 
-    def block_of(j):
-        return segment.published(j, published[j], x.dtype, count)[lo:hi]
+    def block_of(j):      # a view of the block only: the segment sees what is read (simulator, traces)
+        return segment.published(j, published[j] + lo * x.itemsize, x.dtype, hi - lo)
     # In place on a published heap array, out's block is still operand r: reduce aside.
     target = out[start + lo:start + hi]
     aside = x is out and published[r] != segment.staging_offset(parity)
