@@ -102,7 +102,11 @@ def check_instance(x, device, name="x", writeable=False, reduces=False):
 
 
 def check_out(out, x, shape, name="out"):
-    """Raise unless `out` can receive a result of `shape` with x's dtype and array module."""
+    """Raise unless `out` can receive a result of `shape` with x's dtype and array module
+    (x passed check_array). A NumPy out of the right dtype and shape costs one flags lookup."""
+    if type(out) is np.ndarray and type(x) is np.ndarray and out.dtype == x.dtype and out.shape == tuple(shape):
+        check_instance(out, False, name, writeable=True)
+        return
     check_array(out, name, writeable=True)
     if array_module(out) is not array_module(x):
         raise TypeError(f"{name} is a {array_module(out).__name__} array but x is a "

@@ -26,7 +26,7 @@ from .extended import Collectives, offsets_from_counts
 from .flight import FlightRecorder, default_directory, describe, failed_between_ranks, read_records, summarize
 from .mismatch import explain
 from .observe import Observer, chain_reducers
-from .ops import SUM, check_dtype, check_op, combine_op, finish_avg, wide_avg
+from .ops import AVG, SUM, check_dtype, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
 from .plans import Plan, Plans
 from .transport.contract import Transport
@@ -490,9 +490,12 @@ class Communicator(Collectives):
         if plan.extra:                    # 'avg' of 2-byte floats: summed in float32
             self._average_wide(source, buf, lambda w: plan.run(self._route(x), w, w, SUM, self._workspace))
             return target
-        transport = self._route(x) if plan.device else self._transport
-        plan.run(transport, source, buf, combine_op(plan.op), self._workspace)
-        finish_avg(buf, plan.op, self.size)
+        op = plan.op
+        if op == AVG:                     # a sum, then one division where the sum is
+            plan.run(self._route(x) if plan.device else self._transport, source, buf, SUM, self._workspace)
+            finish_avg(buf, op, self.size)
+        else:
+            plan.run(self._route(x) if plan.device else self._transport, source, buf, op, self._workspace)
         return target
 
     def reduce_scatter(self, x: Array, op: str = "sum", *, algorithm: str = "auto", out: Optional[Array] = None,

@@ -155,6 +155,8 @@ class OrderedExecutor:
         """job(*args) on the calling thread (the synchronous fast path, when nothing is
         queued), on the device after the previous job. Returns job's result. Host-only
         (CuPy never imported): one dictionary lookup more than the call itself."""
+        if "cupy" not in sys.modules:
+            return job(*args)
         context = DeviceContext.capture()
         if context is None:
             return job(*args)
