@@ -4,12 +4,14 @@ collective (a `Collective`) and calls `main`.
 
 Timing: at each size every algorithm runs `iters` timed iterations (after `warmup`), split
 into rounds that alternate between algorithms, so machine noise hits all of them alike.
-A rank's time is its wall time per iteration between barriers; the reported time is the
-slowest rank's. algbw = size / time and busbw = algbw * the collective's bus factor, as
-nccl-tests defines them (GB = 1e9 bytes).
+A round's time runs from the first rank's start after a barrier to the last rank's end
+(one host; the slowest rank's own time across hosts), per iteration.
+algbw = size / time and busbw = algbw * the collective's bus factor, as nccl-tests
+defines them (GB = 1e9 bytes).
 """
 import argparse
 import json
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from bench.common import count_wrong, fill, parse_size, rank0_printer, reduce_fl
 # benchmark files and tests have always imported them from here too.
 __all__ = ["Collective", "Runner", "build_parser", "check", "count_wrong", "fill", "format_footer",
            "format_header", "format_row", "main", "make_input", "parse_size", "reduce_float64", "sizes",
-           "time_rounds", "total_wrong", "trace_calls"]
+           "round_seconds", "time_rounds", "total_wrong", "trace_calls"]
 
 
 @dataclass
@@ -137,24 +139,43 @@ class Runner:
 
 
 def time_rounds(comm, run, algorithms, calls, args):
-    """Interleaved timing: returns {(algorithm, inplace): seconds per iteration (slowest rank)}."""
-    total = {(a, inplace): 0.0 for a in algorithms for inplace in calls}
+    """Interleaved timing: returns {(algorithm, inplace): seconds per iteration}.
+
+    A round of `iters` calls starts after a barrier. Its time is the span from the first
+    rank's start to the last rank's end when the ranks share one clock (one host), else
+    the slowest rank's own time. The span is what a job waits for; a rank's own time
+    leaves out the time it waited for a core after the barrier, which with more ranks
+    than cores made the floor (ranks copying independently) read anywhere between one
+    and two copies' worth of time depending on when each rank happened to be scheduled.
+    """
+    keys = [(a, inplace) for a in algorithms for inplace in calls]
     rounds = max(1, min(args.iters, 4))
     per_round = [args.iters // rounds + (1 if i < args.iters % rounds else 0) for i in range(rounds)]
-    for (algorithm, inplace) in total:
+    for (algorithm, inplace) in keys:
         for _ in range(args.warmup_iters):
             run(algorithm, *calls[inplace], inplace)
+    stamps = {key: [] for key in keys}
     for iters in per_round:
-        for (algorithm, inplace) in total:
+        for (algorithm, inplace) in keys:
             run.synchronize()
             comm.barrier()
             start = time.perf_counter()
             for _ in range(iters):
                 run(algorithm, *calls[inplace], inplace)
             run.synchronize()
-            total[(algorithm, inplace)] += time.perf_counter() - start
-    slowest = comm.allgather_object(total)
-    return {key: max(t[key] for t in slowest) / max(args.iters, 1) for key in total}
+            stamps[(algorithm, inplace)].append((start, time.perf_counter()))
+    ranks = comm.allgather_object((socket.gethostname(), stamps))
+    one_clock = len({host for host, _ in ranks}) == 1
+    return {key: round_seconds([rank_stamps[key] for _, rank_stamps in ranks], one_clock) / max(args.iters, 1)
+            for key in keys}
+
+
+def round_seconds(per_rank, one_clock):
+    """Total time of the timed rounds from every rank's [(start, end), ...] per round:
+    summed spans (first start to last end) on one clock, else the slowest rank's sum."""
+    if one_clock:
+        return sum(max(end for _, end in laps) - min(start for start, _ in laps) for laps in zip(*per_rank))
+    return max(sum(end - start for start, end in laps) for laps in per_rank)
 
 
 def make_input(rank, count, args, comm=None):

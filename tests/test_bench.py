@@ -9,7 +9,7 @@ import pytest
 
 import collectives as cc
 from bench.common import human, interleaved, rank0_printer, size_sweep, slowest_median
-from bench.harness import count_wrong, fill, parse_size
+from bench.harness import count_wrong, fill, parse_size, round_seconds
 from tests.mpirun import mpirun
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -52,6 +52,14 @@ def test_interleaved_times_each_step_per_round_and_slowest_median_takes_the_slow
     for rank, samples in enumerate(results):
         assert [value for _, value in samples["a"]] == [rank] * 6 and len(samples["b"]) == 6
     assert slowest_median([[1.0, 5.0, 2.0], [3.0, 1.0, 1.0]]) == 3.0      # median of 3, 5, 2
+
+
+def test_a_round_lasts_from_the_first_start_to_the_last_end_on_one_clock():
+    # Two ranks sharing a core: the second starts only when the first is done.
+    first, second = [(0.0, 1.0), (10.0, 11.0)], [(1.0, 2.0), (10.5, 12.0)]
+    assert round_seconds([first, second], one_clock=True) == (2.0 - 0.0) + (12.0 - 10.0)
+    # Clocks of different hosts cannot be compared: the slowest rank's own time.
+    assert round_seconds([first, second], one_clock=False) == 1.0 + 1.5
 
 
 def test_bench_common_is_a_leaf_and_harness_does_not_reach_into_explain():

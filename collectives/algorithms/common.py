@@ -3,7 +3,10 @@ and folding a non-power-of-two world onto a power of two."""
 import threading
 from contextlib import contextmanager
 
+import numpy as np
+
 import kernels
+from kernels import reference
 
 from ..partition import largest_power_of_two
 
@@ -23,6 +26,16 @@ def reduce_into(dst, src, op, reverse=False):
     if reducer is not None:
         return reducer(dst, src, op, reverse)
     return kernels.reduce_into(dst, src, op, reverse=reverse)
+
+
+def combine_into(out, a, b, op):
+    """out = a <op> b: on NumPy arrays in one pass (kernels.reference.combine_into); while
+    observed or on other arrays, out = a then reduce_into(out, b, op), so observers see
+    every reduction. Bitwise the same either way. out may be a; it must not overlap b."""
+    if getattr(_running, "reducer", None) is None and type(out) is type(a) is type(b) is np.ndarray:
+        return reference.combine_into(out, a, b, op)
+    out[...] = a
+    return reduce_into(out, b, op)
 
 
 def plain_reduce(dst, src, op, reverse):

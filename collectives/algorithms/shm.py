@@ -11,7 +11,7 @@ Buffers larger than a staging half go in rounds; two-shot also cuts them into
 already publishes chunk c+1.
 """
 from ..partition import partition
-from .common import reduce_into
+from .common import combine_into, reduce_into
 
 # Two-shot round size: each round publishes, reduces and gathers this many bytes, so a
 # rank's block of it (1/n) stays in cache between the phases and the ranks' phases overlap.
@@ -62,10 +62,7 @@ def oneshot_allreduce(t, x, out, op, ws):
         count = stop - start
         segment.staging(r, parity, x.dtype, count)[...] = x[start:stop]
         _sync(t, segment, segment.staging_offset(parity))
-        result = out[start:stop]
-        result[...] = segment.staging(0, parity, x.dtype, count)
-        for j in range(1, n):
-            reduce_into(result, segment.staging(j, parity, x.dtype, count), op)
+        reduce_ordered(out[start:stop], [segment.staging(j, parity, x.dtype, count) for j in range(n)], op)
 
 
 def twoshot_allreduce(t, x, out, op, ws, chunk_bytes=CHUNK_BYTES):
@@ -97,7 +94,7 @@ def twoshot_allreduce(t, x, out, op, ws, chunk_bytes=CHUNK_BYTES):
         else:
             where = in_heap + start * x.itemsize
         published = _sync(t, segment, where)
-        _reduce_block(t, segment, published, x, out, start, blocks, op, ws, parity)
+        _reduce_block(t, segment, published, x, out, start, blocks, op, parity)
         _sync(t, segment)
         for j in range(n):
             if j != r:
@@ -105,25 +102,40 @@ def twoshot_allreduce(t, x, out, op, ws, chunk_bytes=CHUNK_BYTES):
                 out[start + lo:start + hi] = segment.staging(j, parity, x.dtype, hi - lo, start=lo)
 
 
-def _reduce_block(t, segment, published, x, out, start, blocks, op, ws, parity):
+def _reduce_block(t, segment, published, x, out, start, blocks, op, parity):
     """Rank r's block of one two-shot round: reduce it from every rank's published chunk
-    in rank order into out, and leave a copy in r's staging area for the peers."""
+    in rank order, into out and into r's staging area (for the peers).
+
+    The result goes where no operand lies: into out when the chunks were copied into
+    staging areas; into r's staging area when they lie in the heap (comm.empty; then out
+    may be x itself), and from there into the other place. Block r of r's chunk is read
+    by r alone, so overwriting it once reduced is safe.
+    """
     n, r = t.size, t.rank
     lo, hi = blocks[r], blocks[r + 1]
     count = blocks[n]
-
-    def block_of(j):
-        return segment.published(j, published[j], x.dtype, count)[lo:hi]
-    # In place on a published heap array, out's block is still operand r: reduce aside.
+    operands = [segment.published(j, published[j], x.dtype, count)[lo:hi] for j in range(n)]
+    mine = segment.staging(r, parity, x.dtype, hi - lo, start=lo)
     target = out[start + lo:start + hi]
-    aside = x is out and published[r] != segment.staging_offset(parity)
-    result = ws.get("twoshot", hi - lo, x) if aside else target
-    result[...] = block_of(0)
-    for j in range(1, n):
-        reduce_into(result, block_of(j), op)
-    segment.staging(r, parity, x.dtype, hi - lo, start=lo)[...] = result
-    if aside:
-        target[...] = result
+    if published[r] == segment.staging_offset(parity):
+        reduce_ordered(target, operands, op, copy_to=mine)
+    else:
+        reduce_ordered(mine, operands, op, copy_to=target)
+
+
+def reduce_ordered(result, operands, op, copy_to=None):
+    """result = operands[0] <op> operands[1] <op> ... in that (rank) order, so every rank
+    that combines the same operands gets the same bits. The first step writes result
+    from two operands in one pass (no copy of operands[0] first). copy_to, if given,
+    then receives result. result may be operands[0]; it must not overlap the others;
+    copy_to may overlap any operand. Cost: n-1 passes, each reading two arrays of
+    result's size and writing one (a first copy would add one pass); one more copy for copy_to.
+    """
+    combine_into(result, operands[0], operands[1], op)
+    for operand in operands[2:]:
+        reduce_into(result, operand, op)
+    if copy_to is not None:
+        copy_to[...] = result
 
 
 def _overlap(lo, hi, start, stop):
@@ -150,10 +162,8 @@ def reduce_scatter(t, x, out, op, offsets, ws):
         segment.staging(r, parity, x.dtype, stop - start)[...] = x[start:stop]
         _sync(t, segment)
         a, b = _overlap(lo, hi, start, stop)
-        result = out[a - lo:b - lo]
-        result[...] = segment.staging(0, parity, x.dtype, b - a, start=a - start)
-        for j in range(1, n):
-            reduce_into(result, segment.staging(j, parity, x.dtype, b - a, start=a - start), op)
+        reduce_ordered(out[a - lo:b - lo],
+                         [segment.staging(j, parity, x.dtype, b - a, start=a - start) for j in range(n)], op)
 
 
 def allgather(t, buf, offsets, ws=None):
@@ -213,7 +223,4 @@ def reduce(t, work, op, root, ws):
         segment.staging(r, parity, work.dtype, count)[...] = work[start:stop]
         _sync(t, segment)
         if r == root:
-            result = work[start:stop]
-            result[...] = segment.staging(0, parity, work.dtype, count)
-            for j in range(1, n):
-                reduce_into(result, segment.staging(j, parity, work.dtype, count), op)
+            reduce_ordered(work[start:stop], [segment.staging(j, parity, work.dtype, count) for j in range(n)], op)
