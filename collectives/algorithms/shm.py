@@ -113,8 +113,8 @@ def _reduce_block(t, segment, published, x, out, start, blocks, op, parity):
     """
     n, r = t.size, t.rank
     lo, hi = blocks[r], blocks[r + 1]
-    count = blocks[n]
-    operands = [segment.published(j, published[j], x.dtype, count)[lo:hi] for j in range(n)]
+    # views of the block only: the segment sees what is read (the simulator, traces)
+    operands = [segment.published(j, published[j] + lo * x.itemsize, x.dtype, hi - lo) for j in range(n)]
     mine = segment.staging(r, parity, x.dtype, hi - lo, start=lo)
     target = out[start + lo:start + hi]
     if published[r] == segment.staging_offset(parity):
