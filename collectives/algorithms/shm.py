@@ -60,11 +60,18 @@ def oneshot_allreduce(t, x, out, op, ws):
     segment = segment_of(t)
     for start, stop in _rounds(x.size, x.itemsize, segment.staging_bytes):
         parity = segment.begin_round()
-        count = stop - start
-        segment.staging(r, parity, x.dtype, count)[...] = x[start:stop]
+        views = segment.staging_views(parity, x.dtype, stop - start)
+        views[r][...] = x[start:stop]
         segment.post(segment.staging_offset(parity))
-        reduce_ordered(out[start:stop], _in_rank_order(
-            t, segment, lambda j, offset: segment.published(j, offset, x.dtype, count)), op)
+        reduce_ordered(out[start:stop], _posted(t, segment, views), op)
+
+
+def _posted(t, segment, views):
+    """views[j] for every rank j in rank order, each once rank j has posted our last sync
+    point (so a rank combines the first operands while later ones still arrive)."""
+    for j, view in enumerate(views):
+        segment.wait_for(j, t.timeout)
+        yield view
 
 
 def twoshot_allreduce(t, x, out, op, ws, chunk_bytes=CHUNK_BYTES):

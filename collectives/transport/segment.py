@@ -50,6 +50,7 @@ LINE = 64                      # bytes of one flag line (one cache line)
 HEADER = 4096                  # the flag line padded to a page, so data start page-aligned
 ALIGN = 64
 DEFAULT_BYTES = 64 << 20       # per rank: staging 2 x 16 MiB, heap 32 MiB
+VIEWS_KEPT = 64                # staging_views cache entries (call shapes) before it starts over
 # int64 fields of a flag line: counter, then (seq, hash, offset) for parity 0 and 1
 COUNTER, SLOT0, SLOT_FIELDS = 0, 1, 3
 
@@ -122,6 +123,7 @@ class Segment:
         self._call = (0, 0)
         self._call_start = 0
         self._hashes = {}
+        self._views = {}
         self.heap = Heap(self.nbytes - self.heap_offset)
         self.closed = False
 
@@ -151,6 +153,17 @@ class Segment:
         itemsize = np.dtype(dtype).itemsize
         offset = HEADER + parity * self.staging_bytes + start * itemsize
         return self.regions[rank][offset:offset + count * itemsize].view(dtype)
+
+    def staging_views(self, parity, dtype, count):
+        """Every rank's elements [0, count) of staging half `parity` as `dtype`, a tuple in
+        rank order; cached per (parity, dtype, count), so a repeated small call makes none."""
+        key = (parity, dtype, count)
+        views = self._views.get(key)
+        if views is None:
+            if len(self._views) >= VIEWS_KEPT:
+                self._views.clear()
+            views = self._views[key] = tuple(self.staging(j, parity, dtype, count) for j in range(self.size))
+        return views
 
     def staging_offset(self, parity):
         """Byte offset of staging half `parity` in every region."""
@@ -264,6 +277,7 @@ class Segment:
     def close(self):
         """Release the segment (idempotent); views handed out become invalid over MPI."""
         self.closed = True
+        self._views.clear()
 
 
 class Heap:
@@ -351,4 +365,5 @@ class MPISegment(Segment):
         synchronising call could deadlock. Its file was unlinked when it was made, so
         nothing outlives the processes."""
         self.closed = True
+        self._views.clear()
         self.regions = self._lines = self._line = None
