@@ -56,13 +56,20 @@ def human(size: float) -> str:
     return f"{size:.0f} B"
 
 
-def algorithm_names(collective: str, n: int, ranks_per_node: int | None = None) -> list[str]:
-    """The registry's algorithms for `collective` on an n-rank world ("mpi" excluded)."""
+def algorithm_names(collective: str, n: int, ranks_per_node: int | None = None,
+                    shared_memory: bool = False) -> list[str]:
+    """The registry's algorithms for `collective` on an n-rank world ("mpi" excluded);
+    shared_memory: each node's ranks (all n, or each ranks_per_node) share a segment, as
+    on the simulator's network, so the shared-memory algorithms of one node join in."""
     import types
 
     from collectives import algorithms as registry
     from collectives.transport.contract import Capabilities
-    world = types.SimpleNamespace(size=n, capabilities=Capabilities(ranks_per_node=ranks_per_node))
+    segment = None
+    if shared_memory:       # what algorithms.shm.segment_of looks at
+        segment = types.SimpleNamespace(size=ranks_per_node or n, closed=False, staging_bytes=1 << 20)
+    world = types.SimpleNamespace(size=n, capabilities=Capabilities(ranks_per_node=ranks_per_node,
+                                                                    shared_segment=segment))
     return registry.names(collective, world)
 
 

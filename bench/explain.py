@@ -96,6 +96,7 @@ class Message:
     dst: int
     nbytes: int
     runs: list         # [(start, stop, mask)] of the elements it carries
+    read: bool = False  # dst read it from src's slot of the shared segment (no message)
 
 
 @dataclass
@@ -200,7 +201,7 @@ def expected_masks(collective, n, count, root, rank):
 def record(collective, algorithm, n, count, root=0, ranks_per_node=None, chunks=None):
     """Run the algorithm on the unit-clock simulator; returns (events with data, results)."""
     xs, _ = inputs(collective, n, count, root)
-    network = Network(alpha=1.0, beta=0.0, gamma=0.0, ranks_per_node=ranks_per_node)
+    network = Network(alpha=1.0, beta=0.0, gamma=0.0, ranks_per_node=ranks_per_node, shm_alpha=1.0, shm_beta=0.0)
     sim = simulate(n, lambda comm: _call(comm, collective, xs[comm.rank].copy(), algorithm, root),
                    network, sizes=[1], real_nbytes=1, record=True, keep_data=True, pipeline_chunks=chunks)
     return sim.events, sim.results
@@ -224,7 +225,7 @@ def schedule(algorithm, collective="allreduce", n=4, count=8, root=0, ranks_per_
             step = int(round(event["args"].get("arrived", event["end"])))
             index, masks = decode(np.asarray(data["recv"]).reshape(-1), n)
             messages.append(Message(step, event["args"]["recv_peer"], event["rank"],
-                                    event["args"]["recv_bytes"], runs(index, masks)))
+                                    event["args"]["recv_bytes"], runs(index, masks), event["cat"] == "shm"))
             changes.append((step, event["rank"], index, masks))
         if "result" in data:
             step = int(round(event["end"]))
@@ -241,7 +242,7 @@ def schedule(algorithm, collective="allreduce", n=4, count=8, root=0, ranks_per_
             better = popcount(masks) >= popcount(held[rank, index])
             held[rank, index[better]] = masks[better]
         holdings.append(held.copy())
-    messages.sort(key=lambda m: (m.step, m.src, m.dst))
+    messages.sort(key=lambda m: (m.step, m.read) + ((m.dst, m.src) if m.read else (m.src, m.dst)))
     result = Schedule(collective, algorithm, n, count, root, messages, holdings, events, results)
     result.ok = all(_matches(results[r], expected_masks(collective, n, count, root, r), n) for r in range(n))
     return result
@@ -271,7 +272,8 @@ def format_schedule(s):
                  + ": recorded by running it")
     lines.append(f"(int64 sum; rank r's element i is i*2^{n} + 2^r, so every value names the ranks it "
                  "contains: {0,3} = ranks 0 and 3)")
-    lines.append("(unit clock: a message takes one step; each rank sends one and receives one per step)")
+    lines.append("(unit clock: a message takes one step; each rank sends one and receives one per step;"
+                 " a shared-memory sync point takes one step, reading a peer's slot none)")
     grid = columns(s)
     heads = [f"[{a}:{b})" for a, b in grid]
     width = max([len(h) for h in heads] + [len(ranks_text(held[r, a], n)) + 1 for held in s.holdings
@@ -291,16 +293,29 @@ def format_schedule(s):
     for step in range(1, s.steps + 1):
         lines.append("")
         lines.append(f"step {step}")
+        syncs = sorted({e["args"]["flag"] for e in s.events if e["name"].startswith("shm sync")
+                        and int(round(e["end"])) == step})
+        if syncs:
+            lines.append(f"  shared-memory sync point (flag {', '.join(map(str, syncs))}): every rank has "
+                         "published what it wrote so far and sees every peer's flag")
         for m in (m for m in s.messages if m.step == step):
             carried = "  ".join(f"[{a}:{b}) {ranks_text(mask, n)}" for a, b, mask in m.runs) or "(nothing)"
-            lines.append(f"  rank {m.src:>2} -> rank {m.dst:<2}  {carried}   ({m.nbytes} B)")
+            if m.read:
+                lines.append(f"  rank {m.dst:>2} reads rank {m.src}'s slot  {carried}   ({m.nbytes} B)")
+            else:
+                lines.append(f"  rank {m.src:>2} -> rank {m.dst:<2}  {carried}   ({m.nbytes} B)")
         lines.append("  holds after the step (* = changed):")
         lines += table(s.holdings[step], s.holdings[step - 1])
-    sent = [sum(m.nbytes for m in s.messages if m.src == r) for r in range(n)]
+    sent = [sum(m.nbytes for m in s.messages if m.src == r and not m.read) for r in range(n)]
+    reads = [sum(m.nbytes for m in s.messages if m.dst == r and m.read) for r in range(n)]
+    messages = sum(not m.read for m in s.messages)
     lines.append("")
-    lines.append(f"{s.steps} steps, {len(s.messages)} messages; bytes sent per rank: "
+    lines.append(f"{s.steps} steps, {messages} messages; bytes sent per rank: "
                  f"{min(sent) if sent else 0}..{max(sent) if sent else 0} "
                  f"(the buffer is {s.count * 8} B)")
+    if any(reads):
+        lines.append(f"shared segment: {len(s.messages) - messages} reads of peers' slots; bytes read per rank: "
+                     f"{min(reads)}..{max(reads)}")
     lines.append(f"result check: {'OK, every rank holds what ' + s.collective + ' promises' if s.ok else 'FAILED'}")
     return "\n".join(lines)
 
@@ -322,7 +337,7 @@ def build_parser():
 
 def main(argv=None, out=sys.stdout):
     args = build_parser().parse_args(argv)
-    valid = algorithm_names(args.collective, args.ranks, args.ranks_per_node)
+    valid = algorithm_names(args.collective, args.ranks, args.ranks_per_node, shared_memory=True)
     if args.algorithm not in valid:
         raise SystemExit(f"unknown {args.collective} algorithm {args.algorithm!r}: valid here are {valid}"
                          + ("" if args.ranks_per_node else " (hierarchical needs --ranks-per-node)"))

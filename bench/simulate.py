@@ -1,6 +1,7 @@
 """python -m bench.simulate -n 1024 --sizes 1K,1M,256M [--collective allreduce] [-a ring,tree]
        [--alpha S] [--beta S_PER_BYTE] [--gamma S_PER_BYTE]
-       [--ranks-per-node 8 --inter-alpha S --inter-beta S_PER_BYTE] [--trace FILE] [--json FILE]
+       [--ranks-per-node 8 --inter-alpha S --inter-beta S_PER_BYTE]
+       [--shm-alpha S --shm-beta S_PER_BYTE | --no-shm] [--trace FILE] [--json FILE]
 
 Runs the real algorithm code on n simulated ranks in this process (transport/simulated.py)
 and reports, per algorithm and size, the simulated time next to the textbook formula's
@@ -12,6 +13,12 @@ Every rank holds a small real buffer (a few thousand float32 elements: --count) 
 bytes stand for the simulated size, so 1024 ranks x 256 MB needs about 16 KB per rank;
 the results are checked against the exact sum. With --ranks-per-node, links between nodes
 cost --inter-alpha/--inter-beta and the "hierarchical" all-reduce joins in.
+
+The ranks of each node (all of them without --ranks-per-node) share a segment, modelled
+by a memory bandwidth (transport/simulated_segment.py): a sync point costs --shm-alpha, a
+byte passed through it --shm-beta, so the shared-memory algorithms (oneshot, twoshot,
+"shm") are listed with times on their formulas, and "hierarchical" runs its node stages
+through it. --no-shm: no segment (messages only).
 """
 import argparse
 import json
@@ -114,7 +121,8 @@ def formula(collective, algorithm, size, n, network):
         return tuning.predict(collective, algorithm, size, n, network.model,
                               ranks_per_node=network.ranks_per_node,
                               inter=network.inter if network.inter_alpha is not None
-                              or network.inter_beta is not None else None)
+                              or network.inter_beta is not None else None,
+                              shared_memory=network.shared_memory)
     except ValueError:
         return None
 
@@ -128,6 +136,9 @@ def describe(network):
         inter = network.inter
         text += (f"; {network.ranks_per_node} ranks per node, between nodes alpha "
                  f"{inter.alpha * 1e6:.3g} us, beta {inter.beta * 1e9:.3g} ns/B ({rate(inter.beta)})")
+    if network.shared_memory:
+        text += (f"; shared segment per node: sync {network.shm_alpha * 1e6:.3g} us, "
+                 f"{network.shm_beta * 1e9:.3g} ns/B passed ({rate(network.shm_beta)})")
     return text
 
 
@@ -148,6 +159,11 @@ def build_parser():
                         help="ranks per node: a two-level network (and the hierarchical all-reduce)")
     parser.add_argument("--inter-alpha", type=float, default=None, help="alpha between nodes")
     parser.add_argument("--inter-beta", type=float, default=None, help="beta between nodes")
+    parser.add_argument("--shm-alpha", type=float, default=model.shm_alpha,
+                        help="seconds per shared-memory sync point")
+    parser.add_argument("--shm-beta", type=float, default=model.shm_beta,
+                        help="seconds per byte passed through the shared segment")
+    parser.add_argument("--no-shm", action="store_true", help="no shared segment in the nodes")
     parser.add_argument("--count", type=int, default=None, help="real elements per rank (default: auto)")
     parser.add_argument("--trace", metavar="FILE", help="Chrome trace of the first size (small n!)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
@@ -202,8 +218,9 @@ def checked_setup(args):
         raise SystemExit(f"--ranks-per-node must divide -n ({n}), got {args.ranks_per_node}")
     if (args.inter_alpha is not None or args.inter_beta is not None) and not args.ranks_per_node:
         raise SystemExit("--inter-alpha/--inter-beta need --ranks-per-node")
-    network = Network(args.alpha, args.beta, args.gamma, args.ranks_per_node, args.inter_alpha, args.inter_beta)
-    valid = algorithm_names(args.collective, n, args.ranks_per_node)
+    network = Network(args.alpha, args.beta, args.gamma, args.ranks_per_node, args.inter_alpha, args.inter_beta,
+                      args.shm_alpha, args.shm_beta, shared_memory=not args.no_shm)
+    valid = algorithm_names(args.collective, n, args.ranks_per_node, network.shared_memory)
     algorithms = valid if args.algorithms == "all" else args.algorithms.split(",")
     unknown = [a for a in algorithms if a not in valid]
     if unknown:

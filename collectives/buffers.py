@@ -41,7 +41,7 @@ def as_array(x):
     array interface: NumPy for host memory, CuPy for CUDA memory. No copy, so a
     collective that writes in place writes into the caller's tensor. Anything else is
     returned as is, for check_array to name."""
-    if x is None or array_module(x) is not None:
+    if x is None or type(x) is np.ndarray or array_module(x) is not None:
         return x
     if hasattr(x, "__dlpack_device__"):
         device = x.__dlpack_device__()[0]
@@ -88,8 +88,25 @@ def check_array(x, name="x", writeable=False, reduces=False):
                          f"copy, or give out=")
 
 
+def check_instance(x, device, name="x", writeable=False, reduces=False):
+    """The checks of check_array that belong to the array object rather than to its type,
+    dtype and shape (C-contiguous; writeable if `writeable`; on a GPU, on this rank's
+    device), for an x of a kind that already passed check_array (`device`: it is a GPU
+    array). Raises as check_array does. Per call on a host array: one flags lookup."""
+    if device:
+        check_array(x, name, writeable, reduces)
+        return
+    flags = x.flags
+    if not flags.c_contiguous or (writeable and not flags.writeable):
+        check_array(x, name, writeable, reduces)
+
+
 def check_out(out, x, shape, name="out"):
-    """Raise unless `out` can receive a result of `shape` with x's dtype and array module."""
+    """Raise unless `out` can receive a result of `shape` with x's dtype and array module
+    (x passed check_array). A NumPy out of the right dtype and shape costs one flags lookup."""
+    if type(out) is np.ndarray and type(x) is np.ndarray and out.dtype == x.dtype and out.shape == tuple(shape):
+        check_instance(out, False, name, writeable=True)
+        return
     check_array(out, name, writeable=True)
     if array_module(out) is not array_module(x):
         raise TypeError(f"{name} is a {array_module(out).__name__} array but x is a "
@@ -144,8 +161,9 @@ def cuda_aware_mpi(query=None):
 
 
 def flat(x):
-    """1-D view of a C-contiguous array (no copy)."""
-    return x.reshape(-1)
+    """1-D view of a C-contiguous array (no copy): x itself when it is 1-D already (a
+    reshape costs a microsecond, on the path of every collective)."""
+    return x if x.ndim == 1 else x.reshape(-1)
 
 
 def empty(shape, like):

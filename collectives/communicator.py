@@ -26,8 +26,9 @@ from .extended import Collectives, offsets_from_counts
 from .flight import FlightRecorder, default_directory, describe, failed_between_ranks, read_records, summarize
 from .mismatch import explain
 from .observe import Observer, chain_reducers
-from .ops import SUM, check_dtype, check_op, combine_op, finish_avg, wide_avg
+from .ops import AVG, SUM, check_dtype, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
+from .plans import Plan, Plans
 from .transport.contract import Transport
 from .transport.segment import heap_array
 from .transport.staged import DirectDeviceTransport, StagedTransport
@@ -88,6 +89,8 @@ class Communicator(Collectives):
         self._choices = {}                    # _resolve's memory
         self._flight = FlightRecorder(self.rank, self.size)
         self._observers = [self._flight]      # the flight recorder first, then add_observer's
+        self._watchers = ()                   # add_observer's (the flight recorder is called directly)
+        self._plans = Plans()                 # per call signature: what the checks and _resolve found
         self._reducer = None                  # the observers' reduction chain, if any watches
         if flight_dir is None:               # every rank must agree on the folder: rank 0 names it
             job = transport.allgather_object(uuid.uuid4().hex[:12] if self.rank == 0 else None)[0]
@@ -158,6 +161,8 @@ class Communicator(Collectives):
         for observer in self._observers:
             transport = observer.wrap(transport)
         self._transport = transport
+        self._watchers = tuple(self._observers[1:])
+        self._plans.clear()
         watching = [o for o in self._observers if o.watches_reductions]
         self._reducer = chain_reducers(watching, plain_reduce)
 
@@ -220,7 +225,7 @@ class Communicator(Collectives):
         nor a failure later calls got past), on this communicator
         and the sub-communicators split from it that are alive (what the exit hook of
         collectives.exits checks)."""
-        last = self._flight.entries[-1] if self._flight.entries else None
+        last = self._flight.last
         running = last is not None and last["state"] == "entered"
         entries = [last] if running or (last is not None and failed_between_ranks(last)) else []
         for child in list(self._children):
@@ -307,47 +312,68 @@ class Communicator(Collectives):
         return as_int(root, "root", high=self.size)
 
     # -- running ----------------------------------------------------------------------------
-    def _run(self, signature, job, async_op):
-        """Run `job` in call order: on this thread, or queued when asynchronous; record it
-        in the flight recorder and turn a stuck wait into CollectiveTimeout."""
-        self._check_usable(signature[0])
+    def _plan(self, build, key, x, *args):
+        """The Plan (collectives.plans) for a call on x, made by build(x, *args) when new:
+        `key` holds the collective's name and the arguments that change the checks or the
+        algorithm; x's type, dtype and shape are added. One dict lookup for a known call
+        signature. Anything that is not an array goes to build, which names it."""
+        try:
+            key = (type(x), x.dtype, x.shape) + key
+        except AttributeError:
+            return build(x, *args)
+        return self._plans.get(key, build, x, *args)
+
+    def _run(self, signature, job, async_op, args=()):
+        """Run job(*args) in call order: on this thread, or queued when asynchronous; record
+        it in the flight recorder and turn a stuck wait into CollectiveTimeout."""
+        if self._freed:
+            self._check_usable(signature[0])
         self._sequence += 1
         sequence = self._sequence
-        description = f"{signature[0]} #{sequence}"
+        if async_op or self._executor.busy():
+            description = f"{signature[0]} #{sequence}"
+            work = self._executor.submit(lambda: self._call(sequence, signature, job, args), description)
+            return work if async_op else work.wait()
+        return self._executor.run(self._call, sequence, signature, job, args)
 
-        def recorded():
-            for observer in self._observers:
-                observer.call_started(sequence, signature)
-            try:
-                result = self._observed(job, sequence, signature)
-            except BaseException as exc:
-                for observer in self._observers:
-                    observer.call_ended(sequence, signature, exc)
-                engine_error = self._engine_error(exc)
-                if engine_error is None:
-                    raise
-                raise engine_error from exc
-            for observer in self._observers:
-                observer.call_ended(sequence, signature, None)
-            return result
-        if async_op:
-            return self._executor.submit(recorded, description)
-        if self._executor.busy():
-            return self._executor.submit(recorded, description).wait()
-        return self._executor.run(recorded)
+    def _call(self, sequence, signature, job, args):
+        """job(*args) as collective number `sequence`: recorded by the flight recorder and
+        the observers, its errors turned into the engine's (see _engine_error)."""
+        flight, watchers = self._flight, self._watchers
+        flight.start(sequence, signature)
+        for observer in watchers:
+            observer.call_started(sequence, signature)
+        try:
+            if self._reducer is None and not self.debug:
+                self._transport.begin_call(sequence, signature)
+                result = job(*args)
+            else:
+                result = self._observed(sequence, signature, job, args)
+        except BaseException as exc:
+            flight.end(exc)
+            for observer in watchers:
+                observer.call_ended(sequence, signature, exc)
+            engine_error = self._engine_error(exc)
+            if engine_error is None:
+                raise
+            raise engine_error from exc
+        flight.end()
+        for observer in watchers:
+            observer.call_ended(sequence, signature, None)
+        return result
 
-    def _observed(self, job, sequence, signature):
-        """Run job (after the debug-mode check), its reductions through the observers'."""
+    def _observed(self, sequence, signature, job, args):
+        """job(*args) after the debug-mode check, its reductions through the observers'."""
         if self._reducer is None:
             if self.debug:
                 self._check_alike(sequence, signature)
             self._transport.begin_call(sequence, signature)   # after the debug exchange: it
-            return job()                                      # carries the last call's tag
+            return job(*args)                                 # carries the last call's tag
         with reductions_through(self._reducer):
             if self.debug:
                 self._check_alike(sequence, signature)
             self._transport.begin_call(sequence, signature)
-            return job()
+            return job(*args)
 
     def _engine_error(self, exc):
         """The error to raise for a transport failure inside a collective (None: re-raise
@@ -388,7 +414,7 @@ class Communicator(Collectives):
         in the flight record, which is written so that ranks still waiting can name this one."""
         recent = [e["signature"] for e in self._flight.entries if e.get("signature")]
         exc = explain(exc, recent, self.size)
-        self._flight.leave(entry, "mismatched", error=str(exc)[:500])
+        self._flight.mark("mismatched", error=str(exc)[:500])
         try:
             self._flight.dump(self.flight_dir)
         except OSError:
@@ -440,25 +466,37 @@ class Communicator(Collectives):
         `collectives.algorithms` (ring: 2(n-1) steps, 2(n-1)/n of the buffer each way).
         """
         x, out = buffers.as_array(x), buffers.as_array(out)
+        in_place = out is None
+        plan = self._plan(self._plan_allreduce, ("allreduce", op, algorithm, in_place), x, op, algorithm, out)
+        buffers.check_instance(x, plan.device, writeable=in_place, reduces=True)
+        if not in_place:
+            buffers.check_out(out, x, x.shape)
+        return self._run(plan.signature, self._allreduce_job, async_op, (plan, x, x if in_place else out))
+
+    def _plan_allreduce(self, x, op, algorithm, out):
         buffers.check_array(x, writeable=out is None, reduces=True)
         op = check_op(op, x.dtype)
         if out is not None:
             buffers.check_out(out, x, x.shape)
-        name = self._resolve("allreduce", algorithm, x.nbytes, device=buffers.is_device(x))
+        device = buffers.is_device(x)
+        name = self._resolve("allreduce", algorithm, x.nbytes, device=device)
         self._check_native_reduction(name, x.dtype)
-        run = registry.ALGORITHMS["allreduce"][name]
-        target = x if out is None else out
+        return Plan(("allreduce", x.size, buffers.dtype_name(x.dtype), op, name),
+                    registry.ALGORITHMS["allreduce"][name], op, device, extra=wide_avg(op, x.dtype))
 
-        def job():
-            buf = buffers.flat(target)
-            source = buf if target is x else buffers.flat(x)
-            if wide_avg(op, x.dtype):
-                self._average_wide(source, buf, lambda w: run(self._route(x), w, w, SUM, self._workspace))
-                return target
-            run(self._route(x), source, buf, combine_op(op), self._workspace)
-            finish_avg(buf, op, self.size)
+    def _allreduce_job(self, plan, x, target):
+        buf = buffers.flat(target)
+        source = buf if target is x else buffers.flat(x)
+        if plan.extra:                    # 'avg' of 2-byte floats: summed in float32
+            self._average_wide(source, buf, lambda w: plan.run(self._route(x), w, w, SUM, self._workspace))
             return target
-        return self._run(("allreduce", x.size, buffers.dtype_name(x.dtype), op, name), job, async_op)
+        op = plan.op
+        if op == AVG:                     # a sum, then one division where the sum is
+            plan.run(self._route(x) if plan.device else self._transport, source, buf, SUM, self._workspace)
+            finish_avg(buf, op, self.size)
+        else:
+            plan.run(self._route(x) if plan.device else self._transport, source, buf, op, self._workspace)
+        return target
 
     def reduce_scatter(self, x: Array, op: str = "sum", *, algorithm: str = "auto", out: Optional[Array] = None,
                        async_op: bool = False, counts: Optional[Sequence[int]] = None) -> Union[Array, Work]:
@@ -469,6 +507,17 @@ class Communicator(Collectives):
         (ring): n-1 steps, (n-1)/n of the buffer sent, received and reduced per rank.
         """
         x, out = buffers.as_array(x), buffers.as_array(out)
+        key = ("reduce_scatter", op, algorithm, out is None)
+        if counts is not None:
+            counts = tuple(counts)
+            key += (counts, tuple(map(type, counts)))
+        plan = self._plan(self._plan_reduce_scatter, key, x, op, algorithm, out, counts)
+        buffers.check_instance(x, plan.device, reduces=True)
+        if out is not None:
+            buffers.check_out(out, x, plan.extra[1])
+        return self._run(plan.signature, self._reduce_scatter_job, async_op, (plan, x, out))
+
+    def _plan_reduce_scatter(self, x, op, algorithm, out, counts):
         buffers.check_array(x, reduces=True)
         op = check_op(op, x.dtype)
         if counts is None:
@@ -481,24 +530,28 @@ class Communicator(Collectives):
         shape = (offsets[self.rank + 1] - offsets[self.rank],)
         if out is not None:
             buffers.check_out(out, x, shape)
-        name = self._resolve("reduce_scatter", algorithm, x.nbytes, device=buffers.is_device(x))
+        device = buffers.is_device(x)
+        name = self._resolve("reduce_scatter", algorithm, x.nbytes, device=device)
         self._check_native_reduction(name, x.dtype)
-        run = registry.ALGORITHMS["reduce_scatter"][name]
-
-        def job():
-            result = buffers.empty(shape, x) if out is None else out
-            if wide_avg(op, x.dtype):
-                def wide(w):
-                    block = self._workspace.get("avg-wide-block", result.size, w)
-                    run(self._route(x), w, block, SUM, offsets, self._workspace)
-                    return block
-                self._average_wide(buffers.flat(x), result, wide)
-                return result
-            run(self._route(x), buffers.flat(x), result, combine_op(op), offsets, self._workspace)
-            finish_avg(result, op, self.size)
-            return result
         count = x.size if counts is None else tuple(b - a for a, b in zip(offsets, offsets[1:]))
-        return self._run(("reduce_scatter", count, buffers.dtype_name(x.dtype), op, name), job, async_op)
+        return Plan(("reduce_scatter", count, buffers.dtype_name(x.dtype), op, name),
+                    registry.ALGORITHMS["reduce_scatter"][name], op, device,
+                    extra=(offsets, shape, wide_avg(op, x.dtype)))
+
+    def _reduce_scatter_job(self, plan, x, out):
+        offsets, shape, wide = plan.extra
+        result = buffers.empty(shape, x) if out is None else out
+        if wide:                          # 'avg' of 2-byte floats: summed in float32
+            def reduce_wide(w):
+                block = self._workspace.get("avg-wide-block", result.size, w)
+                plan.run(self._route(x), w, block, SUM, offsets, self._workspace)
+                return block
+            self._average_wide(buffers.flat(x), result, reduce_wide)
+            return result
+        transport = self._route(x) if plan.device else self._transport
+        plan.run(transport, buffers.flat(x), result, combine_op(plan.op), offsets, self._workspace)
+        finish_avg(result, plan.op, self.size)
+        return result
 
     def allgather(self, x: Array, *, algorithm: str = "auto", out: Optional[Array] = None,
                   async_op: bool = False) -> Union[Array, Work]:
@@ -508,71 +561,97 @@ class Communicator(Collectives):
         n-1 steps, (n-1)/n of the output received per rank.
         """
         x, out = buffers.as_array(x), buffers.as_array(out)
+        plan = self._plan(self._plan_allgather, ("allgather", algorithm, out is None), x, algorithm, out)
+        buffers.check_instance(x, plan.device)
+        if out is not None:
+            buffers.check_out(out, x, plan.extra[0])
+        return self._run(plan.signature, self._allgather_job, async_op, (plan, x, out))
+
+    def _plan_allgather(self, x, algorithm, out):
         buffers.check_array(x)
         shape = (self.size * x.shape[0],) + tuple(x.shape[1:]) if x.ndim else (self.size,)
         if out is not None:
             buffers.check_out(out, x, shape)
-        count = x.size
-        offsets = [i * count for i in range(self.size + 1)]
-        name = self._resolve("allgather", algorithm, x.nbytes * self.size, device=buffers.is_device(x))
-        run = registry.ALGORITHMS["allgather"][name]
+        offsets = [i * x.size for i in range(self.size + 1)]
+        device = buffers.is_device(x)
+        name = self._resolve("allgather", algorithm, x.nbytes * self.size, device=device)
+        return Plan(("allgather", tuple(x.shape), buffers.dtype_name(x.dtype), name),
+                    registry.ALGORITHMS["allgather"][name], device=device, extra=(shape, offsets))
 
-        def job():
-            result = buffers.empty(shape, x) if out is None else out
-            buf = buffers.flat(result)
-            buf[offsets[self.rank]:offsets[self.rank + 1]] = buffers.flat(x)
-            run(self._route(x), buf, offsets, self._workspace)
-            return result
-        return self._run(("allgather", tuple(x.shape), buffers.dtype_name(x.dtype), name), job, async_op)
+    def _allgather_job(self, plan, x, out):
+        shape, offsets = plan.extra
+        result = buffers.empty(shape, x) if out is None else out
+        buf = buffers.flat(result)
+        buf[offsets[self.rank]:offsets[self.rank + 1]] = buffers.flat(x)
+        plan.run(self._route(x) if plan.device else self._transport, buf, offsets, self._workspace)
+        return result
 
     def broadcast(self, x: Array, root: int = 0, *, algorithm: str = "auto",
                   async_op: bool = False) -> Union[Array, Work]:
         """Copy root's x into every rank's x, in place; returns x. Cost (tree): about
         log2(n) + chunks - 1 steps, each non-leaf sending the buffer to its children."""
         x = buffers.as_array(x)
+        plan = self._plan(self._plan_broadcast, ("broadcast", root, type(root), algorithm), x, root, algorithm)
+        buffers.check_instance(x, plan.device, writeable=True)
+        return self._run(plan.signature, self._broadcast_job, async_op, (plan, x))
+
+    def _plan_broadcast(self, x, root, algorithm):
         buffers.check_array(x, writeable=True)
         root = self._check_root(root)
-        name = self._resolve("broadcast", algorithm, x.nbytes, device=buffers.is_device(x))
-        run = registry.ALGORITHMS["broadcast"][name]
+        device = buffers.is_device(x)
+        name = self._resolve("broadcast", algorithm, x.nbytes, device=device)
+        return Plan(("broadcast", x.size, buffers.dtype_name(x.dtype), root, name),
+                    registry.ALGORITHMS["broadcast"][name], device=device, extra=root)
 
-        def job():
-            run(self._route(x), buffers.flat(x), root, self._workspace)
-            return x
-        return self._run(("broadcast", x.size, buffers.dtype_name(x.dtype), root, name), job, async_op)
+    def _broadcast_job(self, plan, x):
+        plan.run(self._route(x) if plan.device else self._transport, buffers.flat(x), plan.extra, self._workspace)
+        return x
 
     def reduce(self, x: Array, op: str = "sum", root: int = 0, *, algorithm: str = "auto",
                out: Optional[Array] = None, async_op: bool = False) -> Optional[Union[Array, Work]]:
         """Reduce x over all ranks into root only: into `out` there if given, else into
         root's x in place. Returns the result on root and None elsewhere; other ranks' x
         is not modified. Cost (tree): about log2(n) + chunks - 1 steps."""
+        x, out = buffers.as_array(x), buffers.as_array(out)
+        key = ("reduce", op, root, type(root), algorithm, out is None)
+        plan = self._plan(self._plan_reduce, key, x, op, root, algorithm, out)
+        root, is_root, _ = plan.extra
+        buffers.check_instance(x, plan.device, writeable=is_root and out is None, reduces=True)
+        if out is not None and is_root:
+            buffers.check_out(out, x, x.shape)
+        return self._run(plan.signature, self._reduce_job, async_op, (plan, x, out))
+
+    def _plan_reduce(self, x, op, root, algorithm, out):
         root = self._check_root(root)
         is_root = self.rank == root
-        x, out = buffers.as_array(x), buffers.as_array(out)
         buffers.check_array(x, writeable=is_root and out is None, reduces=True)
         op = check_op(op, x.dtype)
         if out is not None and is_root:
             buffers.check_out(out, x, x.shape)
-        name = self._resolve("reduce", algorithm, x.nbytes, device=buffers.is_device(x))
+        device = buffers.is_device(x)
+        name = self._resolve("reduce", algorithm, x.nbytes, device=device)
         self._check_native_reduction(name, x.dtype)
-        run = registry.ALGORITHMS["reduce"][name]
+        return Plan(("reduce", x.size, buffers.dtype_name(x.dtype), op, root, name),
+                    registry.ALGORITHMS["reduce"][name], op, device, extra=(root, is_root, wide_avg(op, x.dtype)))
 
-        def job():
-            if is_root:
-                target = x if out is None else out
-                work = buffers.flat(target)
-            else:
-                target, work = None, self._workspace.get("reduce", x.size, x)
-            if not (is_root and out is None):
-                work[...] = buffers.flat(x)
-            if wide_avg(op, x.dtype):
-                self._average_wide(work, work if is_root else None,
-                                   lambda w: run(self._route(x), w, SUM, root, self._workspace))
-                return target
-            run(self._route(x), work, combine_op(op), root, self._workspace)
-            if is_root:
-                finish_avg(work, op, self.size)
+    def _reduce_job(self, plan, x, out):
+        root, is_root, wide = plan.extra
+        if is_root:
+            target = x if out is None else out
+            work = buffers.flat(target)
+        else:
+            target, work = None, self._workspace.get("reduce", x.size, x)
+        if not (is_root and out is None):
+            work[...] = buffers.flat(x)
+        if wide:                          # 'avg' of 2-byte floats: summed in float32
+            self._average_wide(work, work if is_root else None,
+                               lambda w: plan.run(self._route(x), w, SUM, root, self._workspace))
             return target
-        return self._run(("reduce", x.size, buffers.dtype_name(x.dtype), op, root, name), job, async_op)
+        plan.run(self._route(x) if plan.device else self._transport, work, combine_op(plan.op), root,
+                 self._workspace)
+        if is_root:
+            finish_avg(work, plan.op, self.size)
+        return target
 
     def barrier(self, *, async_op: bool = False) -> Optional[Work]:
         """Return once every rank has entered the barrier (after this rank's queued work);

@@ -25,39 +25,69 @@ DEFAULT_CAPACITY = 128
 
 class FlightRecorder(Observer):
     """A ring of the last `capacity` collectives this rank entered, with their fate; the
-    Communicator's first observer. `current` is the entry of the last call entered."""
+    Communicator's first observer.
+
+    Entering and leaving a call is on every collective's path, so each costs one small
+    list and a clock read: a slot [seq, signature, state, entered, left, details]. The
+    dicts of `entries` and `current` (seq, call, signature, algorithm, state, entered,
+    left and any details), with the call described in words, are built only when read:
+    on a fault, a dump, or flight_record().
+    """
 
     def __init__(self, rank, size, capacity=DEFAULT_CAPACITY):
         self.rank, self.size = rank, size
-        self.entries = deque(maxlen=capacity)
-        self.current = None
+        self._slots = deque(maxlen=capacity)
+        self._current = None
+        self.ended = None                 # how the rank left, once it did (record_exit)
 
+    def start(self, sequence, signature):
+        """Collective number `sequence` with call `signature` starts on this rank."""
+        self._current = [sequence, signature, "entered", time.time(), None, None]
+        self._slots.append(self._current)
+
+    def end(self, error=None):
+        """The call in progress ended: completed (error None), timed out, or failed."""
+        slot = self._current
+        slot[4] = time.time()
+        if error is None:
+            slot[2] = "completed"
+        elif isinstance(error, TransportTimeout):
+            slot[2], slot[5] = "timed out", {"step": error.step, "peer": error.peer}
+        else:
+            slot[2], slot[5] = "failed", {"error": f"{type(error).__name__}: {error}"[:300]}
+
+    def mark(self, state, **details):
+        """Change the state of the call in progress (e.g. "mismatched"), adding details."""
+        slot = self._current
+        slot[2], slot[4] = state, time.time()
+        slot[5] = {**(slot[5] or {}), **details}
+
+    # the Observer interface, for whoever drives a recorder as an observer
     def call_started(self, sequence, signature):
-        self.current = self.enter(sequence, signature, signature[-1] if len(signature) > 1 else None)
+        self.start(sequence, signature)
 
     def call_ended(self, sequence, signature, error):
-        if error is None:
-            self.leave(self.current)
-        elif isinstance(error, TransportTimeout):
-            self.leave(self.current, "timed out", step=error.step, peer=error.peer)
-        else:
-            self.leave(self.current, "failed", error=f"{type(error).__name__}: {error}"[:300])
+        self.end(error)
 
-    def enter(self, sequence, signature, algorithm):
-        """Record entry into collective number `sequence`; returns the entry to update."""
-        entry = {"seq": sequence, "call": describe(signature), "signature": signature, "algorithm": algorithm,
-                 "state": "entered", "entered": time.time(), "left": None}
-        self.entries.append(entry)
-        return entry
+    @property
+    def current(self):
+        """The entry (a dict) of the last call entered, or None."""
+        return None if self._current is None else _entry(self._current)
 
-    @staticmethod
-    def leave(entry, state="completed", **details):
-        entry.update(state=state, left=time.time(), **details)
+    @property
+    def entries(self):
+        """The entries (dicts) of the calls remembered, oldest first."""
+        return [_entry(slot) for slot in self._slots]
+
+    @property
+    def last(self):
+        """The entry of the last call remembered, or None."""
+        return _entry(self._slots[-1]) if self._slots else None
 
     def snapshot(self):
         return {"rank": self.rank, "size": self.size, "host": socket.gethostname(),
-                "pid": os.getpid(), "written": time.time(), "entries": list(self.entries),
-                "ended": getattr(self, "ended", None)}
+                "pid": os.getpid(), "written": time.time(), "entries": self.entries,
+                "ended": self.ended}
 
     def remove(self, directory):
         """Remove this rank's record from `directory`, and the folder once it is empty."""
@@ -72,6 +102,17 @@ class FlightRecorder(Observer):
         snapshot = self.snapshot()
         return write_atomically(os.path.join(directory, f"rank{self.rank}.json"),
                                 lambda handle: json.dump(snapshot, handle, indent=1))
+
+
+def _entry(slot):
+    """The dict a flight-record slot stands for."""
+    sequence, signature, state, entered, left, details = slot
+    entry = {"seq": sequence, "call": describe(signature), "signature": signature,
+             "algorithm": signature[-1] if len(signature) > 1 else None,
+             "state": state, "entered": entered, "left": left}
+    if details:
+        entry.update(details)
+    return entry
 
 
 # The errors that mean ranks lost each other (not a local error like a bad dtype, nor a

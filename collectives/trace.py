@@ -102,6 +102,22 @@ class Recorder:
         return self.add(f"reduce {op}", "reduce", start, end, args,
                         {"result": dst.copy()} if self.keep_data else None)
 
+    def segment_pass(self, start, end, buf, owner):
+        """Record a pass over `buf`, a slot of rank `owner`'s part of the shared segment:
+        a read from a peer (data: what it read, like a received message's), or a pass over
+        this rank's own slot (publishing into it, or reading its own operand)."""
+        args = {"peer": owner, "bytes": int(buf.nbytes), "chunk": self.chunk(buf), "via": "shared segment"}
+        if owner == self.rank:
+            return self.add("shm own slot", "shm", start, end, args)
+        args.update(recv_peer=owner, recv_bytes=args["bytes"], recv_chunk=args["chunk"], arrived=end)
+        return self.add(f"shm read <-{owner}", "shm", start, end, args,
+                        {"recv": buf.copy()} if self.keep_data else None)
+
+    def segment_sync(self, start, end, value):
+        """Record a shared-memory sync point: posted at `start`, every peer's flag seen at
+        `end`; value: the flag counter."""
+        return self.add(f"shm sync {value}", "shm", start, end, {"flag": int(value)})
+
     @contextmanager
     def span(self, name, **buffers):
         """A parent event around what happens inside (e.g. one collective call); keyword
@@ -137,14 +153,84 @@ class _TracedRequest:
         return self.inner.test()
 
 
+class TracedSegment:
+    """A shared segment (collectives/transport/segment.py) whose views and sync points are
+    recorded: each view of a slot as a pass over it (`Recorder.segment_pass`: a read from
+    the peer that owns it, with the data when kept, or a pass over this rank's own slot),
+    taken when the algorithm asks for the view (the copy or reduction follows; a reduction
+    is its own event), and each sync point from its post to the moment every peer's flag
+    was seen. Everything else is the wrapped segment's."""
+
+    def __init__(self, inner, recorder):
+        self.inner, self.recorder = inner, recorder
+        self._posted, self._seen = 0.0, set()
+
+    def __getattr__(self, name):
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _viewed(self, view, rank):
+        if self.recorder.enabled:
+            now = self.recorder.clock()
+            self.recorder.segment_pass(now, now, view, self.inner.members[rank])
+        return view
+
+    def staging(self, rank, *args, **kwargs):
+        return self._viewed(self.inner.staging(rank, *args, **kwargs), rank)
+
+    def published(self, rank, *args, **kwargs):
+        return self._viewed(self.inner.published(rank, *args, **kwargs), rank)
+
+    def post(self, offset=0):
+        self._posted, self._seen = self.recorder.clock(), {self.inner.rank}
+        return self.inner.post(offset)
+
+    def wait_all(self, timeout):
+        offsets = self.inner.wait_all(timeout)
+        self._saw(range(self.inner.size))
+        return offsets
+
+    def wait_for(self, peer, timeout):
+        offset = self.inner.wait_for(peer, timeout)
+        self._saw([peer])
+        return offset
+
+    def wait_any(self, peers, timeout):
+        peer, offset = self.inner.wait_any(peers, timeout)
+        self._saw([peer])
+        return peer, offset
+
+    def _saw(self, peers):
+        """The sync point ends (one event) when every peer's flag has been seen."""
+        complete = len(self._seen) == self.inner.size
+        self._seen.update(peers)
+        if self.recorder.enabled and not complete and len(self._seen) == self.inner.size:
+            self.recorder.segment_sync(self._posted, self.recorder.clock(), self.inner.syncs)
+
+
 class TracingTransport(TransportWrapper):
     """A transport that records every step of the transport it wraps (see module
-    docstring). Everything it does not define (timeout, step, ranks_per_node, ...) is the
-    wrapped transport's; MPI's native_* collectives are recorded as one event per call."""
+    docstring), its shared segment's included (TracedSegment). Everything it does not
+    define (timeout, step, ranks_per_node, ...) is the wrapped transport's; MPI's native_*
+    collectives are recorded as one event per call."""
 
     def __init__(self, inner, recorder):
         super().__init__(inner)
         self.recorder = recorder
+        self._segment = self._capabilities = None
+
+    @property
+    def capabilities(self):
+        """The wrapped transport's, its shared segment traced (made once per segment)."""
+        inner = self.inner.capabilities
+        segment = inner.shared_segment
+        if segment is None:
+            return inner
+        if self._segment is None or self._segment.inner is not segment or self._capabilities[0] is not inner:
+            self._segment = TracedSegment(segment, self.recorder)
+            self._capabilities = (inner, inner.replace(shared_segment=self._segment))
+        return self._capabilities[1]
 
     def rewrap(self, inner):
         return TracingTransport(inner, self.recorder)

@@ -12,7 +12,9 @@ the algorithm picks from the model (`algorithm_chunks`); their coefficients are 
 the k actually used. Alpha includes our per-step Python overhead, which is why it is larger
 than MPI's wire latency.
 
-"auto" picks the algorithm with the smallest prediction. A tuning file written by
+"auto" picks the algorithm with the smallest prediction. The shared-memory algorithms
+have their own two parameters (a sync point, a pass over a byte of the segment; see
+CostModel), fitted in the same solve. A tuning file written by
 `bench.tune` (JSON; $COLLECTIVES_TUNING, else ~/.cache/collectives/tuning.json) is read
 lazily, once (`current`): its fitted alpha, beta and gamma replace DEFAULT, and at the
 world size it was measured at, "auto" takes the fastest *measured* algorithm at the
@@ -37,6 +39,14 @@ class CostModel:
     alpha: float = 25e-6       # seconds per message step (latency + per-call overhead)
     beta: float = 1 / 2.5e9    # seconds per byte moved
     gamma: float = 1 / 4e9     # seconds per byte reduced
+    # The shared segment (collectives/algorithms/shm.py), a memory-bandwidth model: a sync
+    # point (post a flag, wait for every peer's) costs shm_alpha; every byte a rank writes
+    # into the segment or reads out of it (a peer's slot or its own) costs shm_beta, one pass
+    # over memory; a byte reduced costs gamma on top. Defaults: a sync as dear as a message
+    # step; a pass a third of an MPI byte (which is two copies and a queue), unmeasured
+    # until bench.tune fits them.
+    shm_alpha: float = 25e-6
+    shm_beta: float = 1 / 7.5e9
 
     def step(self, nbytes, reduced=0.0):
         """Time of one step that moves `nbytes` and reduces `reduced` bytes."""
@@ -47,8 +57,24 @@ class CostModel:
         a, b, c = coefficients
         return a * self.alpha + b * self.beta + c * self.gamma
 
+    @property
+    def shared(self):
+        """The model the shared-memory algorithms' coefficients are priced with: alpha a
+        sync point (shm_alpha), beta a pass over a byte of the segment (shm_beta), gamma
+        as here."""
+        return CostModel(self.shm_alpha, self.shm_beta, self.gamma, self.shm_alpha, self.shm_beta)
+
+    def for_algorithm(self, collective, algorithm):
+        """The model whose alpha, beta, gamma price `algorithm`'s coefficients: `shared`
+        for the shared-memory algorithms (SHARED_MEMORY), this one for the others."""
+        return self.shared if (collective, algorithm) in SHARED_MEMORY else self
+
 
 DEFAULT = CostModel()
+# The algorithms that run through the shared segment: their coefficients count sync
+# points, bytes passed through the segment and bytes reduced (priced by CostModel.shared).
+SHARED_MEMORY = frozenset({("allreduce", "oneshot"), ("allreduce", "twoshot"), ("reduce_scatter", "shm"),
+                           ("allgather", "shm"), ("broadcast", "shm"), ("reduce", "shm")})
 
 
 def _log2_fold(n):
@@ -107,13 +133,18 @@ def algorithm_chunks(collective, algorithm, nbytes, n, model=None):
     return pipeline_chunks(nbytes, tree_depth(n, arity), per_byte, model)
 
 
-def hierarchical_parts(nbytes, n, ranks_per_node):
+def hierarchical_parts(nbytes, n, ranks_per_node, shared_memory=False):
     """Coefficients of the hierarchical all-reduce, split into (intra-node, inter-node):
-    ring reduce-scatter and all-gather over the g ranks of a node, ring all-reduce of the
-    node's 1/g share across the N = n/g nodes."""
+    ring reduce-scatter and all-gather over the g ranks of a node (with shared_memory: the
+    segment's, priced by CostModel.shared), ring all-reduce of the node's 1/g share across
+    the N = n/g nodes."""
     g = ranks_per_node or n
     nodes, m = n // g, float(nbytes)
-    intra = (2 * (g - 1), 2 * (g - 1) / g * m, (g - 1) / g * m)
+    if shared_memory:
+        intra = tuple(x + y for x, y in zip(coefficients("reduce_scatter", "shm", m, g),
+                                            coefficients("allgather", "shm", m, g)))
+    else:
+        intra = (2 * (g - 1), 2 * (g - 1) / g * m, (g - 1) / g * m)
     inter = coefficients("allreduce", "ring", m / g, nodes)
     return intra, inter
 
@@ -153,14 +184,19 @@ def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, rank
         ("allgather", "recursive_doubling"): lambda: (lg + 2 * fold, pshare * m + fold * (m + m / n), 0.0),
         # reduce by ring: ring reduce-scatter, then one gather step into root
         ("reduce", "ring"): lambda: (n, 2 * share * m, share * m),
-        # Shared memory: a sync point costs one alpha; a byte copied into or out of the
-        # segment costs beta/2 (one memcpy, where an MPI message inside a node is two).
-        ("allreduce", "oneshot"): lambda: (1, m, (n - 1) * m),
-        ("allreduce", "twoshot"): lambda: (2, m, share * m),
-        ("reduce_scatter", "shm"): lambda: (1, (m + m / n) / 2, share * m),
-        ("allgather", "shm"): lambda: (1, m / 2, 0.0),
-        ("broadcast", "shm"): lambda: (1, m, 0.0),
-        ("reduce", "shm"): lambda: (1, m, (n - 1) * m),
+        # Shared memory (SHARED_MEMORY; priced by CostModel.shared): (sync points, bytes a
+        # rank passes through the segment, bytes reduced), for one round (a buffer that
+        # fits a staging half; each further round adds its sync points).
+        # oneshot: write m, read all n copies; twoshot: write m, read n blocks of m/n,
+        # write the reduced block, read the n-1 other blocks back; reduce-scatter: write
+        # m, read n blocks; all-gather (m: the output): write m/n, read (n-1)m/n;
+        # broadcast: root writes m, then the others read it; reduce: write m, root reads n.
+        ("allreduce", "oneshot"): lambda: (1, (n + 1) * m, (n - 1) * m),
+        ("allreduce", "twoshot"): lambda: (2, 3 * m, share * m),
+        ("reduce_scatter", "shm"): lambda: (1, 2 * m, share * m),
+        ("allgather", "shm"): lambda: (1, m, 0.0),
+        ("broadcast", "shm"): lambda: (1, 2 * m, 0.0),
+        ("reduce", "shm"): lambda: (1, (n + 1) * m, (n - 1) * m),
         # nbytes: one rank's send buffer (alltoall) / the gathered buffer (gather, scatter)
         ("alltoall", "pairwise"): lambda: (n - 1, share * m, 0.0),
         ("alltoall", "linear"): lambda: (n - 1, share * m, 0.0),
@@ -180,24 +216,28 @@ def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, rank
     return formula()
 
 
-def predict(collective, algorithm, nbytes, n, model=None, chunks=None, ranks_per_node=None, inter=None):
+def predict(collective, algorithm, nbytes, n, model=None, chunks=None, ranks_per_node=None, inter=None,
+            shared_memory=False):
     """Predicted seconds for `collective` by `algorithm` on n ranks (see `coefficients`).
 
-    model: the CostModel (default: the tuning file's, else DEFAULT). inter: a CostModel for
-    links between nodes of `ranks_per_node` ranks (a two-level network; intra-node links
-    follow `model`); given only for the algorithms with a two-level formula: "hierarchical",
-    and "ring", whose every step waits for the one step that crosses nodes.
+    model: the CostModel (default: the tuning file's, else DEFAULT); the shared-memory
+    algorithms are priced by its `shared` part. inter: a CostModel for links between nodes
+    of `ranks_per_node` ranks (a two-level network; intra-node links follow `model`); given
+    only for the algorithms with a two-level formula: "hierarchical", and "ring", whose
+    every step waits for the one step that crosses nodes. shared_memory: the nodes have a
+    segment, so "hierarchical" runs its node stages through it.
     """
     model = model or current().model
+    if (collective, algorithm) == ("allreduce", "hierarchical") and (inter is not None or shared_memory):
+        intra, across = hierarchical_parts(nbytes, n, ranks_per_node, shared_memory)
+        slow = CostModel(inter.alpha, inter.beta, model.gamma) if inter is not None else model
+        return (model.shared if shared_memory else model).time(intra) + slow.time(across)
     if inter is not None and ranks_per_node and ranks_per_node < n:
-        slow = CostModel(inter.alpha, inter.beta, model.gamma)
-        if (collective, algorithm) == ("allreduce", "hierarchical"):
-            intra, across = hierarchical_parts(nbytes, n, ranks_per_node)
-            return model.time(intra) + slow.time(across)
         if algorithm == "ring":
-            return slow.time(coefficients(collective, algorithm, nbytes, n))
+            return CostModel(inter.alpha, inter.beta, model.gamma).time(coefficients(collective, algorithm, nbytes, n))
         raise ValueError(f"no two-level cost formula for {collective} algorithm {algorithm!r}")
-    return model.time(coefficients(collective, algorithm, nbytes, n, chunks, model, ranks_per_node))
+    return model.for_algorithm(collective, algorithm).time(
+        coefficients(collective, algorithm, nbytes, n, chunks, model, ranks_per_node))
 
 
 def choose(collective, candidates, nbytes, n, model=None, ranks_per_node=None):
@@ -218,9 +258,11 @@ def choose(collective, candidates, nbytes, n, model=None, ranks_per_node=None):
 
 
 # -- fitting ----------------------------------------------------------------------------------
-def fit(rows, times, relative=True):
+def fit(rows, times, relative=True, shared_rows=(), shared_times=()):
     """Least-squares alpha, beta, gamma (a CostModel) from coefficient rows (a, b, c) and the
-    measured seconds of each row.
+    measured seconds of each row; with shared_rows (the shared-memory algorithms' (sync
+    points, bytes passed, bytes reduced)) and their times, shm_alpha and shm_beta too, in
+    the same solve, gamma common to both (the defaults stay where there are none).
 
     relative=True minimises the relative error of every row (each row divided by its
     time), so the microsecond rows that pin alpha weigh as much as the millisecond rows
@@ -229,26 +271,41 @@ def fit(rows, times, relative=True):
     """
     import numpy as np
     A = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
-    t = np.asarray(times, dtype=np.float64).reshape(-1)
-    if A.shape[0] != t.size or t.size == 0:
-        raise ValueError(f"fit needs one time per coefficient row, got {A.shape[0]} rows and {t.size} times")
+    S = np.asarray(shared_rows, dtype=np.float64).reshape(-1, 3)
+    t = np.concatenate([np.asarray(times, dtype=np.float64).reshape(-1),
+                        np.asarray(shared_times, dtype=np.float64).reshape(-1)])
+    if A.shape[0] + S.shape[0] != t.size or A.shape[0] == 0:
+        raise ValueError(f"fit needs one time per coefficient row and some message rows, got "
+                         f"{A.shape[0]} + {S.shape[0]} rows and {t.size} times")
+    # columns: alpha, beta, gamma, shm_alpha, shm_beta
+    matrix = np.zeros((t.size, 5))
+    matrix[:A.shape[0], :3] = A
+    matrix[A.shape[0]:, 2:] = S[:, [2, 0, 1]]
     weight = 1 / t if relative else np.ones_like(t)
-    A, t = A * weight[:, None], t * weight
-    best, best_residual = np.zeros(3), math.inf
-    for k in (3, 2, 1):
-        for columns in map(list, combinations(range(3), k)):
+    solution = _nonnegative_lstsq(matrix * weight[:, None], t * weight)
+    if not S.shape[0]:
+        solution[3:] = DEFAULT.shm_alpha, DEFAULT.shm_beta
+    return CostModel(*map(float, solution))
+
+
+def _nonnegative_lstsq(A, t):
+    """x >= 0 minimising |A x - t|: the best of the least-squares solutions on every subset
+    of the columns that is non-negative (zeros elsewhere). Columns that are all zero stay 0."""
+    import numpy as np
+    used = [j for j in range(A.shape[1]) if np.any(A[:, j])]
+    best, best_residual = np.zeros(A.shape[1]), math.inf
+    for k in range(len(used), 0, -1):
+        for columns in map(list, combinations(used, k)):
             sub = A[:, columns]
             norms = np.linalg.norm(sub, axis=0)
-            if np.any(norms == 0):
-                continue
             solution = np.linalg.lstsq(sub / norms, t, rcond=None)[0] / norms
             if np.any(solution < 0):
                 continue
             residual = float(np.linalg.norm(sub @ solution - t))
             if residual < best_residual * (1 - 1e-12):
-                best_residual, best = residual, np.zeros(3)
+                best_residual, best = residual, np.zeros(A.shape[1])
                 best[columns] = solution
-    return CostModel(*map(float, best))
+    return best
 
 
 # -- the tuning file ---------------------------------------------------------------------------
@@ -290,8 +347,11 @@ def load(path):
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
-        model = CostModel(float(data["alpha"]), float(data["beta"]), float(data["gamma"]))
-        if data.get("version") != FILE_VERSION or min(model.alpha, model.beta, model.gamma) < 0:
+        model = CostModel(float(data["alpha"]), float(data["beta"]), float(data["gamma"]),
+                          float(data.get("shm_alpha", DEFAULT.shm_alpha)),   # files from before
+                          float(data.get("shm_beta", DEFAULT.shm_beta)))     # shm was fitted
+        if data.get("version") != FILE_VERSION or min(model.alpha, model.beta, model.gamma,
+                                                      model.shm_alpha, model.shm_beta) < 0:
             raise ValueError(f"version {data.get('version')!r} or negative parameters")
         return Tuning(model, data.get("measured", {}), path)
     except FileNotFoundError:
@@ -305,7 +365,7 @@ def load(path):
 def save(path, model, measured=None, **info):
     """Write a tuning file (atomically) with `model`, the `measured` tables and `info`."""
     data = {"version": FILE_VERSION, "alpha": model.alpha, "beta": model.beta, "gamma": model.gamma,
-            **info, "measured": measured or {}}
+            "shm_alpha": model.shm_alpha, "shm_beta": model.shm_beta, **info, "measured": measured or {}}
     return write_atomically(path, lambda handle: json.dump(data, handle, indent=1))
 
 

@@ -26,7 +26,8 @@ def sends_per_rank(events, n):
 
 def real_sends(collective, algorithm, n, count, root=1, ranks_per_node=None):
     """The same call on the tests' in-process transport (rendezvous sends, real threads),
-    traced with the data kept."""
+    traced with the data kept; with ranks_per_node, on emulated nodes of that many ranks,
+    each with its own segment (as on the simulator's network)."""
     xs, _ = explain.inputs(collective, n, count, root)
 
     def body(comm):
@@ -34,7 +35,7 @@ def real_sends(collective, algorithm, n, count, root=1, ranks_per_node=None):
         explain._call(comm, collective, xs[comm.rank].copy(), algorithm, root)
         trace.disable(comm)
         return recorder.events
-    results = cc.run_threads(n, body, ranks_per_node=ranks_per_node)
+    results = cc.run_threads(n, body, nodes=n // ranks_per_node if ranks_per_node else None)
     return sends_per_rank([e for events in results for e in events], n)
 
 

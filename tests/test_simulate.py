@@ -120,17 +120,18 @@ def test_command_reports_every_algorithm_and_checks_results():
     assert "# Out of bounds values : 0 OK" in text
     lines = [line.split() for line in text.splitlines() if line.startswith("  ")]
     assert {(line[0] + line[1], line[2]) for line in lines} == {
-        (s, a) for s in ("1KiB", "64MiB") for a in ("ring", "tree", "recursive_doubling", "rabenseifner")}
-    ring = [line for line in lines if line[2] == "ring"]
-    assert all(line[5] == "1.000" for line in ring)           # sim/formula
+        (s, a) for s in ("1KiB", "64MiB")
+        for a in ("ring", "tree", "recursive_doubling", "rabenseifner", "oneshot", "twoshot")}
+    exact = [line for line in lines if line[2] in ("ring", "oneshot", "twoshot")]
+    assert all(line[5] == "1.000" for line in exact)           # sim/formula
 
 
 def test_command_two_level_adds_hierarchical_which_wins_large_messages_across_nodes():
     out = io.StringIO()
     assert bench_simulate.main(["-n", "32", "--sizes", "256M", "-a", "ring,hierarchical",
                                 "--alpha", "2e-6", "--beta", "2e-11", "--gamma", "1e-11",
-                                "--ranks-per-node", "8", "--inter-alpha", "1e-5", "--inter-beta", "8e-11"],
-                               out=out) == 0
+                                "--ranks-per-node", "8", "--inter-alpha", "1e-5", "--inter-beta", "8e-11",
+                                "--no-shm"], out=out) == 0
     rows = {line.split()[2]: line.split() for line in out.getvalue().splitlines() if line.startswith("  ")}
     assert rows["hierarchical"][5] == "1.000" and rows["ring"][5] == "1.000"   # both match their formulas
     assert float(rows["hierarchical"][3]) < float(rows["ring"][3]) / 2

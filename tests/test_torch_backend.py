@@ -2,6 +2,9 @@
 ProcessGroup method against a float64 reference, every dtype path (direct views, raw
 bytes, bfloat16 in float32), non-contiguous tensors, async order, and bad input.
 The same operations against gloo under mpirun: test_torch_mpi.py."""
+import threading
+import time
+
 import pytest
 
 import collectives as cc
@@ -337,6 +340,29 @@ def test_a_call_torch_marks_synchronous_runs_on_the_callers_thread_when_nothing_
         assert work.is_completed() and torch.equal(x, torch.full((2,), float(N))), x
     on_ranks(main)
 
+
+
+def test_asynchronous_work_waits_for_peers_without_spinning_while_the_caller_computes(monkeypatch):
+    # DDP's backward pass keeps computing while the group's thread waits for the other
+    # ranks: that thread sleeps between polls; a caller blocked in a synchronous call spins
+    import collectives.transport.waiting as waiting
+    yielded = set()
+    real_yield = waiting._yield
+    monkeypatch.setattr(waiting, "_yield", lambda: (yielded.add(threading.current_thread().name), real_yield()))
+
+    def main(pg, rank):
+        sync = opts("AllreduceOptions")
+        sync.asyncOp = False
+        for options in (None, sync):                         # asynchronous, then synchronous
+            if rank == 0:
+                time.sleep(0.05)                             # the others wait for rank 0
+            x = torch.ones(3)
+            pg.allreduce([x], options).wait()
+            assert torch.equal(x, torch.full((3,), float(N)))
+        return threading.current_thread().name
+    callers = on_ranks(main, algorithms={"allreduce": "oneshot"})     # waits on the shared segment
+    assert yielded and not any(name.startswith("torch-collectives") for name in yielded), yielded
+    assert yielded & set(callers), (yielded, callers)
 
 # -- the engine itself takes any DLPack / array-interface array -----------------------------------
 def test_engine_allreduce_writes_into_a_cpu_tensor_in_place():

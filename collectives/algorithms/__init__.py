@@ -38,8 +38,11 @@ def _tree_allreduce(t, x, out, op, ws):
 
 
 def _rooted(collective, name, function, arity):
-    """A tree/pipeline broadcast or reduce with arity fixed and chunks from the cost model."""
+    """A tree/pipeline broadcast or reduce with arity fixed and chunks from the cost model
+    (on one rank there is nothing to move, and nothing to plan)."""
     def run(t, buf, *args):
+        if t.size == 1:
+            return None
         return function(t, buf, *args, arity=arity, chunks=_chunks(t, collective, name, buf))
     run.__doc__ = f"{function.__qualname__} with arity {arity} (see that function)."
     return run

@@ -60,18 +60,19 @@ def oneshot_allreduce(t, x, out, op, ws):
     segment = segment_of(t)
     for start, stop in _rounds(x.size, x.itemsize, segment.staging_bytes):
         parity = segment.begin_round()
-        views = segment.staging_views(parity, x.dtype, stop - start)
-        views[r][...] = x[start:stop]
+        count = stop - start
+        segment.staging(r, parity, x.dtype, count)[...] = x[start:stop]
         segment.post(segment.staging_offset(parity))
-        reduce_ordered(out[start:stop], _posted(t, segment, views), op)
+        reduce_ordered(out[start:stop], _posted(t, segment, parity, x.dtype, count), op)
 
 
-def _posted(t, segment, views):
-    """views[j] for every rank j in rank order, each once rank j has posted our last sync
-    point (so a rank combines the first operands while later ones still arrive)."""
-    for j, view in enumerate(views):
+def _posted(t, segment, parity, dtype, count):
+    """Every rank's staging elements [0, count) in rank order, each once that rank has
+    posted our last sync point (a rank combines the first operands while later ones
+    still arrive)."""
+    for j in range(t.size):
         segment.wait_for(j, t.timeout)
-        yield view
+        yield segment.staging(j, parity, dtype, count)
 
 
 def twoshot_allreduce(t, x, out, op, ws, chunk_bytes=CHUNK_BYTES):
@@ -130,10 +131,11 @@ def _reduce_block(t, segment, where, x, out, start, blocks, op, parity):
     may be x itself), and from there into the other place. Block r of r's chunk is read
     by r alone, so overwriting it once reduced is safe.
     """
-    n, r = t.size, t.rank
+    r = t.rank
     lo, hi = blocks[r], blocks[r + 1]
-    count = blocks[n]
-    operands = _in_rank_order(t, segment, lambda j, offset: segment.published(j, offset, x.dtype, count)[lo:hi])
+    # views of the block only: the segment sees what is read (the simulator, traces)
+    operands = _in_rank_order(t, segment, lambda j, offset: segment.published(
+        j, offset + lo * x.itemsize, x.dtype, hi - lo))
     mine = segment.staging(r, parity, x.dtype, hi - lo, start=lo)
     target = out[start + lo:start + hi]
     if where == segment.staging_offset(parity):

@@ -40,14 +40,21 @@ class CallTags:
         self.tag = 0
         self.call = None
         self._cache = {}
+        self._last = (None, 0)         # (signature, its digest) of the last call
 
     def begin(self, sequence, signature):
-        """Make (sequence, signature) the call in progress (per call: one dict lookup)."""
-        digest = self._cache.get(signature)
-        if digest is None:
-            digest = self._digest(signature)
-        self.call = (sequence, signature)
+        """Make (sequence, signature) the call in progress; returns that pair. Per call: an
+        identity test when the signature object is the last call's (the Communicator hands
+        the same one for the same call), else one dict lookup."""
+        last, digest = self._last
+        if signature is not last:
+            digest = self._cache.get(signature)
+            if digest is None:
+                digest = self._digest(signature)
+            self._last = (signature, digest)
+        self.call = call = (sequence, signature)
         self.tag = ((sequence & self._sequence_mask) << self.hash_bits) | digest
+        return call
 
     def _digest(self, signature):
         if len(self._cache) > 1024:
@@ -84,8 +91,8 @@ class TaggedCallState(CallState):
     def begin_call(self, sequence, signature):
         """As CallState's; the call's tag goes with every message, and the segment's flags
         carry the call from now on."""
-        super().begin_call(sequence, signature)
-        self.tags.begin(sequence, signature)
+        self.step = 0
+        self.call = self.tags.begin(sequence, signature)
         segment = self.capabilities.shared_segment
         if segment is not None:
             segment.begin_call(sequence, signature, self.tags)

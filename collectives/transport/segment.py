@@ -50,7 +50,7 @@ LINE = 64                      # bytes of one flag line (one cache line)
 HEADER = 4096                  # the flag line padded to a page, so data start page-aligned
 ALIGN = 64
 DEFAULT_BYTES = 64 << 20       # per rank: staging 2 x 16 MiB, heap 32 MiB
-VIEWS_KEPT = 64                # staging_views cache entries (call shapes) before it starts over
+VIEWS_KEPT = 256               # cached staging views (rank, parity, dtype, count, start) before starting over
 # int64 fields of a flag line: counter, then (seq, hash, offset) for parity 0 and 1
 COUNTER, SLOT0, SLOT_FIELDS = 0, 1, 3
 
@@ -149,21 +149,17 @@ class Segment:
         return parity
 
     def staging(self, rank, parity, dtype, count, start=0):
-        """Elements [start, start+count) of `rank`'s staging half `parity`, as `dtype`."""
-        itemsize = np.dtype(dtype).itemsize
-        offset = HEADER + parity * self.staging_bytes + start * itemsize
-        return self.regions[rank][offset:offset + count * itemsize].view(dtype)
-
-    def staging_views(self, parity, dtype, count):
-        """Every rank's elements [0, count) of staging half `parity` as `dtype`, a tuple in
-        rank order; cached per (parity, dtype, count), so a repeated small call makes none."""
-        key = (parity, dtype, count)
-        views = self._views.get(key)
-        if views is None:
+        """Elements [start, start+count) of `rank`'s staging half `parity`, as `dtype`.
+        Views are cached per argument tuple, so a repeated small call builds no arrays."""
+        key = (rank, parity, dtype, count, start)
+        view = self._views.get(key)
+        if view is None:
+            itemsize = np.dtype(dtype).itemsize
+            offset = HEADER + parity * self.staging_bytes + start * itemsize
             if len(self._views) >= VIEWS_KEPT:
                 self._views.clear()
-            views = self._views[key] = tuple(self.staging(j, parity, dtype, count) for j in range(self.size))
-        return views
+            view = self._views[key] = self.regions[rank][offset:offset + count * itemsize].view(dtype)
+        return view
 
     def staging_offset(self, parity):
         """Byte offset of staging half `parity` in every region."""

@@ -53,6 +53,7 @@ from .. import tuning
 from ..errors import TransportError
 from .channels import Channel
 from .contract import CallState, Capabilities
+from .simulated_segment import NodeFlags, SimulatedSegment
 
 STACK_BYTES = 1 << 20     # per simulated rank; algorithms recurse little
 RUN_AHEAD = 16            # sends a rank makes without waiting before it lets others run
@@ -66,22 +67,28 @@ class SizeDependent(Exception):
 class Network:
     """Link costs of a simulated network: seconds per message (alpha), per byte moved (beta),
     per byte reduced (gamma); with ranks_per_node, links between nodes cost inter_alpha and
-    inter_beta instead (default: the same as inside)."""
+    inter_beta instead (default: the same as inside). shared_memory: the ranks of each node
+    share a segment (transport/simulated_segment.py), whose sync points cost shm_alpha and
+    whose every byte passed costs shm_beta."""
     alpha: float = tuning.DEFAULT.alpha
     beta: float = tuning.DEFAULT.beta
     gamma: float = tuning.DEFAULT.gamma
     ranks_per_node: int = None
     inter_alpha: float = None
     inter_beta: float = None
+    shm_alpha: float = tuning.DEFAULT.shm_alpha
+    shm_beta: float = tuning.DEFAULT.shm_beta
+    shared_memory: bool = True
 
     @classmethod
     def from_model(cls, model, **two_level):
-        return cls(model.alpha, model.beta, model.gamma, **two_level)
+        return cls(model.alpha, model.beta, model.gamma, shm_alpha=model.shm_alpha, shm_beta=model.shm_beta,
+                   **two_level)
 
     @property
     def model(self):
         """The intra-node CostModel (what the algorithms plan with)."""
-        return tuning.CostModel(self.alpha, self.beta, self.gamma)
+        return tuning.CostModel(self.alpha, self.beta, self.gamma, self.shm_alpha, self.shm_beta)
 
     @property
     def inter(self):
@@ -182,6 +189,8 @@ class _Fabric:
         self.intra = (model.alpha, [x * model.beta for x in self.scale])
         self.across = (inter.alpha, [x * inter.beta for x in self.scale])
         self.gamma = [x * model.gamma for x in self.scale]
+        self.shm_beta = [x * network.shm_beta for x in self.scale]
+        self.nodes = {}                       # node -> (its segment's regions, NodeFlags)
         self.costs = {}
         self.endpoints = []                   # filled by the endpoints, in rank order
         self.channels = defaultdict(Channel)   # (source, dest) -> Channel
@@ -204,6 +213,26 @@ class _Fabric:
         if cost is None:
             cost = self.costs[nbytes] = [nbytes * g for g in self.gamma]
         return cost
+
+    def passing(self, nbytes):
+        """Seconds (a vector over sizes) that one pass over nbytes real bytes of the shared
+        segment takes."""
+        key = ("pass", nbytes)
+        cost = self.costs.get(key)
+        if cost is None:
+            cost = self.costs[key] = [nbytes * b for b in self.shm_beta]
+        return cost
+
+    def segment(self, endpoint):
+        """`endpoint`'s handle on its node's shared segment (None without shared memory)."""
+        if not self.network.shared_memory:
+            return None
+        g = self.network.ranks_per_node or self.size
+        node, local = divmod(endpoint.rank, g)
+        if node not in self.nodes:
+            self.nodes[node] = (SimulatedSegment.create(g), NodeFlags(g, self.baton))
+        regions, flags = self.nodes[node]
+        return SimulatedSegment(regions, local, range(node * g, node * g + g), flags, endpoint)
 
     def deposit(self, src, dst, message):
         self.channels[(src, dst)].put(message)
@@ -290,9 +319,6 @@ class SimulatedTransport(CallState):
 
     def __init__(self, fabric, rank, recorder=None):
         self.fabric, self.rank, self.size = fabric, rank, fabric.size
-        self.capabilities = Capabilities(ranks_per_node=fabric.network.ranks_per_node,
-                                         cost_model=fabric.network.model, nominal_nbytes=self.nominal_nbytes,
-                                         pipeline_chunks=fabric.pipeline_chunks, can_split=False)
         zeros = [0.0] * len(fabric.scale)
         self.clock, self.egress = list(zeros), list(zeros)        # now; when the outgoing port is free
         self.in_from, self.in_until = list(zeros), list(zeros)    # the incoming port's last busy stretch
@@ -301,6 +327,17 @@ class SimulatedTransport(CallState):
         self.arrived = 0.0      # when the last received message was in (size 0's clock)
         self.ahead = 0          # messages sent since this rank last waited
         fabric.endpoints.append(self)
+        self.capabilities = Capabilities(ranks_per_node=fabric.network.ranks_per_node,
+                                         cost_model=fabric.network.model, nominal_nbytes=self.nominal_nbytes,
+                                         pipeline_chunks=fabric.pipeline_chunks, can_split=False,
+                                         shared_segment=fabric.segment(self))
+
+    def begin_call(self, sequence, signature):
+        """As CallState's; the segment's flags carry the call from now on."""
+        super().begin_call(sequence, signature)
+        segment = self.capabilities.shared_segment
+        if segment is not None:
+            segment.begin_call(sequence, signature)
 
     def nominal_nbytes(self, buf):
         """The virtual size `buf` stands for (see the module docstring)."""
@@ -383,6 +420,24 @@ class SimulatedTransport(CallState):
         if self.recorder is not None:
             self.recorder.reduction(start, float(self.clock[0]), dst, src, op)
         return dst
+
+    # -- the shared segment (transport/simulated_segment.py) --------------------------------
+    def charge_pass(self, view, owner):
+        """One pass over `view`, a slot of rank `owner`'s region: charge shm_beta per byte,
+        and record it (a read from `owner`, or a pass over this rank's own slot)."""
+        start = self.clock[0]
+        self.clock = [c + k for c, k in zip(self.clock, self.fabric.passing(view.nbytes))]
+        if self.recorder is not None:
+            self.recorder.segment_pass(start, float(self.clock[0]), view, owner)
+
+    def join_sync(self, latest, posted_at, value):
+        """A sync point every rank of the node posted, the last at clocks `latest`: this
+        rank goes on shm_alpha after that (posted_at: when it posted it, for the record)."""
+        alpha = self.fabric.network.shm_alpha
+        self.step += 1
+        self.clock = [max(c, t) + alpha for c, t in zip(self.clock, latest)]
+        if self.recorder is not None:
+            self.recorder.segment_sync(posted_at, float(self.clock[0]), value)
 
     # -- control plane -------------------------------------------------------------------
     def allgather_object(self, obj):

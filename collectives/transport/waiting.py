@@ -4,15 +4,35 @@ A wait first polls for 100 ms, yielding the core between polls (sched_yield: whe
 outnumber cores, the rank we wait for gets to run at once instead of after our time
 slice), then sleeps between polls with exponential backoff up to 1 ms, so an idle rank
 costs almost no CPU; past the deadline it raises TransportTimeout.
+
+A background thread whose own process keeps computing while it waits (a backend running
+collectives behind PyTorch's backward pass) waits inside `sleeping_waits()`: it sleeps
+from the first poll, so it never takes the core from that computation.
 """
 import os
+import threading
 import time
+from contextlib import contextmanager
 
 from ..errors import TransportTimeout
 
 SPIN_SECONDS = 0.1
 MAX_SLEEP = 1e-3
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
+_this_thread = threading.local()     # .max_sleep set: this thread's waits do not spin
+
+
+@contextmanager
+def sleeping_waits(max_sleep: float = MAX_SLEEP):
+    """Within the block, this thread's waits skip the spinning phase and sleep between
+    polls from the start (5 us doubling up to `max_sleep` seconds): a wait then costs
+    its thread almost no CPU and at most about max_sleep of extra latency."""
+    previous = getattr(_this_thread, "max_sleep", None)
+    _this_thread.max_sleep = max_sleep
+    try:
+        yield
+    finally:
+        _this_thread.max_sleep = previous
 
 
 def poll_until(done, timeout, describe, peer=None, what=None, step=None):
@@ -21,7 +41,9 @@ def poll_until(done, timeout, describe, peer=None, what=None, step=None):
     if done():
         return
     start = time.monotonic()
-    spin_until = start + SPIN_SECONDS
+    max_sleep = getattr(_this_thread, "max_sleep", None)
+    spin_until = start + SPIN_SECONDS if max_sleep is None else start
+    max_sleep = MAX_SLEEP if max_sleep is None else max_sleep
     deadline = start + timeout if timeout else None
     delay = 5e-6
     while not done():
@@ -33,4 +55,4 @@ def poll_until(done, timeout, describe, peer=None, what=None, step=None):
             _yield()
         else:
             time.sleep(delay)
-            delay = min(delay * 2, MAX_SLEEP)
+            delay = min(delay * 2, max_sleep)

@@ -1,0 +1,62 @@
+"""What a call signature needs on every call, worked out once: the per-call path's memory.
+
+A Communicator remembers, per key (the collective, the buffer's type, dtype and shape,
+and the arguments that change the checks or the choice of algorithm: op, algorithm,
+root, counts, whether `out` is given), a `Plan`: the algorithm "auto" or the caller
+picked, the checked op, the call signature that the flight recorder and the call tags
+carry, and whether the buffer is on a GPU. Every check that depends on nothing but the
+key ran when the plan was made (dtype supported, op valid for the dtype, algorithm
+valid, root in range, counts adding up, a device reduction kernel for the dtype), so
+a call whose key is known re-checks only what belongs to the array object itself: that
+it is C-contiguous and writeable where written, and on a GPU, on this rank's device
+(`buffers.check_instance`); an `out` array is checked in full on every call.
+
+A plan holds while the tuning in use stays the same; the Communicator forgets its plans
+when its transport changes (observers added or removed).
+"""
+from typing import Any, Callable, Optional
+
+from . import tuning
+
+LIMIT = 4096        # plans remembered per communicator before they are all forgotten
+
+
+class Plan:
+    """One call signature's resolved call: `signature` (the flight record's and the call
+    tags'), `run` (the algorithm's function), `op` (the checked op, None where there is
+    none), `device` (the buffer is a GPU array) and `extra` (what the collective needs
+    beside: block offsets, the result's shape, the root)."""
+    __slots__ = ("signature", "run", "op", "device", "extra", "tuning")
+
+    def __init__(self, signature: tuple, run: Callable, op: Optional[str] = None, device: bool = False,
+                 extra: Any = None) -> None:
+        self.signature, self.run, self.op, self.device, self.extra = signature, run, op, device, extra
+        self.tuning = None
+
+
+class Plans:
+    """A Communicator's plans by key (see the module docstring). Cost of a known key: one
+    dict lookup and one identity test of the tuning in use."""
+
+    def __init__(self) -> None:
+        self._plans = {}
+
+    def get(self, key: tuple, build: Callable[..., Plan], *args: Any) -> Plan:
+        """The plan for `key`, made by build(*args) (which checks the arguments and raises
+        where they are wrong) when the key is new or the tuning changed since."""
+        try:
+            plan = self._plans.get(key)
+        except TypeError:               # an unhashable argument: build's checks name it
+            return build(*args)
+        in_use = tuning.current()
+        if plan is None or plan.tuning is not in_use:
+            plan = build(*args)
+            plan.tuning = in_use
+            if len(self._plans) >= LIMIT:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def clear(self) -> None:
+        """Forget every plan (the transport they were made for changed)."""
+        self._plans.clear()
