@@ -13,7 +13,8 @@ DDP's gradient bucket sizes. Every backend runs with the same torch threads per 
 (OMP_NUM_THREADS, default 1 here: 4 ranks share 2 cores). Table 2: per size,
 dist.all_reduce time and busbw = algbw * 2(n-1)/n (nccl-tests' factor) per backend, the
 speed-up over gloo, and whether every result was exact. Contenders take turns round by
-round (bench.common.interleaved), so machine noise hits all alike. Run it with -m (a
+round (bench.common.interleaved), so machine noise hits all alike, in an order rotated
+every round, so that no one always follows gloo. Run it with -m (a
 file named torch.py run as a script would shadow PyTorch).
 """
 import argparse
@@ -120,6 +121,22 @@ def allreduce_step(group, nbytes, device, iters, engine=None):
     return step
 
 
+def rotated_interleaved(barrier, steps, rounds, repeats):
+    """bench.common.interleaved with the contenders' order rotated round by round: a turn
+    right after gloo's pays for what gloo leaves behind (the same engine call measured
+    1.3x slower in that place), so each contender takes that place equally often (every
+    place once when rounds = number of contenders)."""
+    names = list(steps)
+    samples = {name: [] for name in names}
+    for index in range(rounds):
+        shift = index % len(names)
+        order = names[shift:] + names[:shift]
+        timed = interleaved(barrier, {name: steps[name] for name in order}, 1, repeats, warmup=index == 0)
+        for name in names:
+            samples[name] += timed[name]
+    return samples
+
+
 def medians(timed, per_call=1):
     """{name: median seconds of the slowest rank per call}, and whether every rank's results were exact."""
     times = {name: [seconds / per_call for seconds, _ in samples] for name, samples in timed.items()}
@@ -142,7 +159,7 @@ def ddp_table(args, groups, say, barrier):
         f"float32 parameters ({4 * params / 2**20:.1f} MiB of gradients), batch {args.batch} per rank, "
         f"{args.rounds} rounds x {args.steps} steps, interleaved; {torch.get_num_threads()} torch thread(s) "
         f"per rank for every backend; '{COMPUTE_ONLY}': the step under DDP's no_sync (compute alone)")
-    step_time, _ = medians(interleaved(barrier, steps, args.rounds, args.steps))
+    step_time, _ = medians(rotated_interleaved(barrier, steps, args.rounds, args.steps))
     say(f"# DDP's gradient buckets (bytes, in all-reduce order): "
         f"{', '.join(map(str, bucket_sizes(steps['collectives'].model)))}")
     say(f"{'backend':>14} {'step ms':>9} {'vs gloo':>8}")
@@ -161,7 +178,7 @@ def allreduce_table(args, groups, say, barrier):
     for nbytes in size_sweep(args.minbytes, args.maxbytes, args.stepfactor, smallest=4):
         steps = {name: allreduce_step(group, nbytes, device_of(name), args.iters) for name, group in groups.items()}
         steps["engine direct"] = allreduce_step(None, nbytes, torch.device("cpu"), args.iters, engine)
-        seconds, exact = medians(interleaved(barrier, steps, args.rounds, 1), per_call=args.iters)
+        seconds, exact = medians(rotated_interleaved(barrier, steps, args.rounds, 1), per_call=args.iters)
         busbw = {name: 2 * (n - 1) / n * nbytes / t / 1e9 for name, t in seconds.items()}
         say(f"{human(nbytes):>10} " + " ".join(f"{1e6 * seconds[name]:16.1f} {busbw[name]:6.2f} "
                                               f"{seconds['gloo'] / seconds[name]:6.2f}x" for name in names)
