@@ -83,7 +83,7 @@ class Collectives:
         half of x per step; "linear", all n-1 messages at once.
         """
         x, out = buffers.as_array(x), buffers.as_array(out)
-        plan = self._plan(self._plan_alltoall, ("alltoall", algorithm, out is None), x, algorithm, out)
+        plan = self._plans.get(x, ("alltoall", algorithm, out is None), self._plan_alltoall, algorithm, out)
         return self._exchange(plan, x, out, async_op)
 
     def _plan_alltoall(self, x, algorithm, out):
@@ -111,7 +111,7 @@ class Collectives:
         send_counts, recv_counts = tuple(send_counts), tuple(recv_counts)
         key = ("alltoallv", algorithm, out is None, send_counts, recv_counts,
                tuple(map(type, send_counts + recv_counts)))
-        plan = self._plan(self._plan_alltoallv, key, x, send_counts, recv_counts, algorithm, out)
+        plan = self._plans.get(x, key, self._plan_alltoallv, send_counts, recv_counts, algorithm, out)
         return self._exchange(plan, x, out, async_op, check_counts=self.debug)
 
     def _plan_alltoallv(self, x, send_counts, recv_counts, algorithm, out):
@@ -165,7 +165,7 @@ class Collectives:
         """
         x, out = buffers.as_array(x), buffers.as_array(out)
         key = ("gather", root, type(root), algorithm, out is None)
-        plan = self._plan(self._plan_gather, key, x, root, algorithm, out)
+        plan = self._plans.get(x, key, self._plan_gather, root, algorithm, out)
         shape, _, root = plan.extra
         buffers.check_instance(x, plan.device)
         if out is not None and self.rank == root:
@@ -202,7 +202,7 @@ class Collectives:
         """
         x, out = buffers.as_array(x), buffers.as_array(out)
         key = ("scatter", root, type(root), algorithm, out is None)
-        plan = self._plan(self._plan_scatter, key, x, root, algorithm, out)
+        plan = self._plans.get(x, key, self._plan_scatter, root, algorithm, out)
         buffers.check_instance(x, plan.device)
         if out is not None:
             buffers.check_out(out, x, plan.extra[0])
@@ -244,7 +244,8 @@ class Collectives:
     def _prefix(self, collective, x, op, algorithm, out, async_op):
         x, out = buffers.as_array(x), buffers.as_array(out)
         in_place = out is None
-        plan = self._plan(self._plan_prefix, (collective, op, algorithm, in_place), x, collective, op, algorithm, out)
+        key = (collective, op, algorithm, in_place)
+        plan = self._plans.get(x, key, self._plan_prefix, collective, op, algorithm, out)
         buffers.check_instance(x, plan.device, writeable=in_place, reduces=True)
         if not in_place:
             buffers.check_out(out, x, x.shape)
