@@ -51,6 +51,8 @@ class Plans:
             key = (type(x), x.dtype, x.shape) + key
             plan = self._plans.get(key)
         except (AttributeError, TypeError):
+            key = None
+        if key is None:                 # outside the except: build's error is not chained to it
             return build(x, *args)
         in_use = tuning.current()
         if plan is None or plan.tuning is not in_use:

@@ -144,3 +144,11 @@ def test_a_numpy_integer_root_makes_the_same_call_as_a_python_int():
         return comm.gather(np.full(2, comm.rank), root=root)
     results = cc.run_threads(2, body)
     assert results[0] is None and np.array_equal(results[1], [0, 0, 1, 1])
+
+
+def test_an_argument_error_is_reported_alone_not_chained_to_the_plan_lookup():
+    def body(comm):
+        with pytest.raises(TypeError) as info:
+            comm.allreduce([1.0, 2.0])
+        return info.value.__context__
+    assert one_rank(body) is None
