@@ -5,11 +5,15 @@ Measures every algorithm of ours over a size sweep on this machine (the nccl-tes
 of bench.harness), fits alpha (seconds per message), beta (per byte moved) and gamma (per
 byte reduced) by least squares to the textbook formulas of collectives.tuning (Thakur,
 Rabenseifner and Gropp 2005; Patarasuk and Yuan 2009 for the ring), which are linear in
-them, and prints for every algorithm and size the predicted time next to the measured one,
-the predicted crossover sizes between algorithms, and how often the model's pick is within
-10% of the measured best. It writes the tuning file that algorithm="auto" reads (default
-$COLLECTIVES_TUNING, else ~/.cache/collectives/tuning.json): the fitted model, plus the
-measured times, which "auto" follows at this world size.
+them; where the ranks share a segment, it also fits the shared-memory costs to the
+timings of oneshot, twoshot and the "shm" algorithms: shm_alpha (seconds per sync point)
+and shm_beta (per byte passed through the segment), in the same least-squares solve,
+gamma common to both kinds (collectives.tuning.fit). It prints for every algorithm and
+size the predicted time next to the measured one, the predicted crossover sizes between
+algorithms, and how often the model's pick is within 10% of the measured best. It writes
+the tuning file that algorithm="auto" reads (default $COLLECTIVES_TUNING, else
+~/.cache/collectives/tuning.json): the fitted model, plus the measured times, which
+"auto" follows at this world size.
 """
 import argparse
 import math
@@ -71,14 +75,29 @@ def measure(comm, names, sizes, args, progress=lambda text: None):
 
 
 def fit_tables(measured, n):
-    """The CostModel fitted to every measured (collective, algorithm, size)."""
-    rows, times = [], []
+    """The CostModel fitted to every measured (collective, algorithm, size): alpha, beta
+    and gamma to the message algorithms, then shm_alpha and shm_beta to the shared-memory
+    ones (tuning.SHARED_MEMORY; the defaults stay where none was measured)."""
+    plain, shared = ([], []), ([], [])
     for name, table in measured.items():
         for algorithm, column in table["times"].items():
+            rows, times = shared if (name, algorithm) in tuning.SHARED_MEMORY else plain
             for size, seconds, k in zip(table["sizes"], column, table["chunks"][algorithm]):
                 rows.append(tuning.coefficients(name, algorithm, size, n, chunks=k))
                 times.append(seconds)
-    return tuning.fit(rows, times)
+    return tuning.fit(*plain, shared_rows=shared[0], shared_times=shared[1])
+
+
+def describe_shared(model, measured):
+    """One line on the shared-memory costs: fitted, or why they were not."""
+    fitted = any((name, a) in tuning.SHARED_MEMORY for name, table in measured.items() for a in table["times"])
+    if not fitted:
+        return ("# shared memory: not measured (no segment: ranks on different machines, or "
+                f"COLLECTIVES_SHM_BYTES=0); defaults kept: sync {model.shm_alpha * 1e6:.2f} us, "
+                f"{model.shm_beta * 1e9:.4f} ns/B")
+    rate = 1 / model.shm_beta / 1e9 if model.shm_beta else math.inf
+    return (f"# fitted shared memory: shm_alpha {model.shm_alpha * 1e6:.2f} us per sync point, "
+            f"shm_beta {model.shm_beta * 1e9:.4f} ns/B passed ({rate:.2f} GB/s)")
 
 
 def crossovers(name, algorithms, n, model, low=1, high=1 << 30):
@@ -158,6 +177,7 @@ def main(argv=None, out=sys.stdout):
     say(f"# fitted: alpha {model.alpha * 1e6:.2f} us, beta {model.beta * 1e9:.4f} ns/B "
         f"({1 / model.beta / 1e9 if model.beta else math.inf:.2f} GB/s), gamma {model.gamma * 1e9:.4f} ns/B "
         f"({1 / model.gamma / 1e9 if model.gamma else math.inf:.2f} GB/s)")
+    say(describe_shared(model, measured))
     good, total = report(measured, model, comm.size, say)
     say("#")
     say(f"# model's pick within {WITHIN:.0%} of the measured best at {good} of {total} measured sizes; "

@@ -14,13 +14,12 @@ than MPI's wire latency.
 
 "auto" picks the algorithm with the smallest prediction. The shared-memory algorithms
 have their own two parameters (a sync point, a pass over a byte of the segment; see
-CostModel), fitted separately. A tuning file written by
+CostModel), fitted in the same solve. A tuning file written by
 `bench.tune` (JSON; $COLLECTIVES_TUNING, else ~/.cache/collectives/tuning.json) is read
 lazily, once (`current`): its fitted alpha, beta and gamma replace DEFAULT, and at the
 world size it was measured at, "auto" takes the fastest *measured* algorithm at the
 nearest measured size instead of the model's guess. Without a file, DEFAULT.
 """
-import dataclasses
 import json
 import math
 import os
@@ -259,9 +258,11 @@ def choose(collective, candidates, nbytes, n, model=None, ranks_per_node=None):
 
 
 # -- fitting ----------------------------------------------------------------------------------
-def fit(rows, times, relative=True):
+def fit(rows, times, relative=True, shared_rows=(), shared_times=()):
     """Least-squares alpha, beta, gamma (a CostModel) from coefficient rows (a, b, c) and the
-    measured seconds of each row.
+    measured seconds of each row; with shared_rows (the shared-memory algorithms' (sync
+    points, bytes passed, bytes reduced)) and their times, shm_alpha and shm_beta too, in
+    the same solve, gamma common to both (the defaults stay where there are none).
 
     relative=True minimises the relative error of every row (each row divided by its
     time), so the microsecond rows that pin alpha weigh as much as the millisecond rows
@@ -270,42 +271,41 @@ def fit(rows, times, relative=True):
     """
     import numpy as np
     A = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
-    t = np.asarray(times, dtype=np.float64).reshape(-1)
-    if A.shape[0] != t.size or t.size == 0:
-        raise ValueError(f"fit needs one time per coefficient row, got {A.shape[0]} rows and {t.size} times")
+    S = np.asarray(shared_rows, dtype=np.float64).reshape(-1, 3)
+    t = np.concatenate([np.asarray(times, dtype=np.float64).reshape(-1),
+                        np.asarray(shared_times, dtype=np.float64).reshape(-1)])
+    if A.shape[0] + S.shape[0] != t.size or A.shape[0] == 0:
+        raise ValueError(f"fit needs one time per coefficient row and some message rows, got "
+                         f"{A.shape[0]} + {S.shape[0]} rows and {t.size} times")
+    # columns: alpha, beta, gamma, shm_alpha, shm_beta
+    matrix = np.zeros((t.size, 5))
+    matrix[:A.shape[0], :3] = A
+    matrix[A.shape[0]:, 2:] = S[:, [2, 0, 1]]
     weight = 1 / t if relative else np.ones_like(t)
-    A, t = A * weight[:, None], t * weight
-    best, best_residual = np.zeros(3), math.inf
-    for k in (3, 2, 1):
-        for columns in map(list, combinations(range(3), k)):
+    solution = _nonnegative_lstsq(matrix * weight[:, None], t * weight)
+    if not S.shape[0]:
+        solution[3:] = DEFAULT.shm_alpha, DEFAULT.shm_beta
+    return CostModel(*map(float, solution))
+
+
+def _nonnegative_lstsq(A, t):
+    """x >= 0 minimising |A x - t|: the best of the least-squares solutions on every subset
+    of the columns that is non-negative (zeros elsewhere). Columns that are all zero stay 0."""
+    import numpy as np
+    used = [j for j in range(A.shape[1]) if np.any(A[:, j])]
+    best, best_residual = np.zeros(A.shape[1]), math.inf
+    for k in range(len(used), 0, -1):
+        for columns in map(list, combinations(used, k)):
             sub = A[:, columns]
             norms = np.linalg.norm(sub, axis=0)
-            if np.any(norms == 0):
-                continue
             solution = np.linalg.lstsq(sub / norms, t, rcond=None)[0] / norms
             if np.any(solution < 0):
                 continue
             residual = float(np.linalg.norm(sub @ solution - t))
             if residual < best_residual * (1 - 1e-12):
-                best_residual, best = residual, np.zeros(3)
+                best_residual, best = residual, np.zeros(A.shape[1])
                 best[columns] = solution
-    return CostModel(*map(float, best))
-
-
-def fit_shared(rows, times, model):
-    """`model` with shm_alpha and shm_beta fitted to the shared-memory algorithms'
-    coefficient rows (sync points, bytes passed, bytes reduced) and measured seconds: the
-    reductions' share (reduced * model.gamma, gamma fitted on the message algorithms) is
-    taken off each time, then least squares as in `fit` (relative to each measured time,
-    non-negative)."""
-    import numpy as np
-    A = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
-    t = np.asarray(times, dtype=np.float64).reshape(-1)
-    if A.shape[0] != t.size or t.size == 0:
-        raise ValueError(f"fit_shared needs one time per coefficient row, got {A.shape[0]} rows and {t.size} times")
-    scaled = np.column_stack([A[:, 0], A[:, 1], np.zeros(t.size)]) / t[:, None]
-    fitted = fit(scaled, (t - A[:, 2] * model.gamma) / t, relative=False)
-    return dataclasses.replace(model, shm_alpha=fitted.alpha, shm_beta=fitted.beta)
+    return best
 
 
 # -- the tuning file ---------------------------------------------------------------------------

@@ -134,10 +134,12 @@ def test_tune_measures_fits_prints_and_writes_the_tuning_file(tmp_path):
     result = mpirun(2, "-m", "bench.tune", "-e", "8K", "-f", "32", "-n", "2", "-w", "1",
                     "--output", str(path), "--plot", str(png))
     assert result.returncode == 0, result.stdout + result.stderr
-    for words in ("# fitted: alpha", "measured vs predicted", "model picks", "within 10% of the measured best"):
+    for words in ("# fitted: alpha", "# fitted shared memory: shm_alpha", "measured vs predicted", "model picks",
+                  "within 10% of the measured best"):
         assert words in result.stdout, words
     data = json.loads(path.read_text())
     assert data["version"] == 1 and min(data["alpha"], data["beta"], data["gamma"]) >= 0
+    assert min(data["shm_alpha"], data["shm_beta"]) >= 0
     table = data["measured"]["allreduce"]
     assert table["world_size"] == 2 and table["sizes"] == [8, 256, 8192]
     assert set(table["times"]) == {"ring", "tree", "recursive_doubling", "rabenseifner", "oneshot", "twoshot"}
