@@ -163,7 +163,7 @@ class TracedSegment:
 
     def __init__(self, inner, recorder):
         self.inner, self.recorder = inner, recorder
-        self._posted = 0.0
+        self._posted, self._seen = 0.0, set()
 
     def __getattr__(self, name):
         if name == "inner":
@@ -183,14 +183,30 @@ class TracedSegment:
         return self._viewed(self.inner.published(rank, *args, **kwargs), rank)
 
     def post(self, offset=0):
-        self._posted = self.recorder.clock()
+        self._posted, self._seen = self.recorder.clock(), {self.inner.rank}
         return self.inner.post(offset)
 
     def wait_all(self, timeout):
         offsets = self.inner.wait_all(timeout)
-        if self.recorder.enabled:
-            self.recorder.segment_sync(self._posted, self.recorder.clock(), self.inner.syncs)
+        self._saw(range(self.inner.size))
         return offsets
+
+    def wait_for(self, peer, timeout):
+        offset = self.inner.wait_for(peer, timeout)
+        self._saw([peer])
+        return offset
+
+    def wait_any(self, peers, timeout):
+        peer, offset = self.inner.wait_any(peers, timeout)
+        self._saw([peer])
+        return peer, offset
+
+    def _saw(self, peers):
+        """The sync point ends (one event) when every peer's flag has been seen."""
+        complete = len(self._seen) == self.inner.size
+        self._seen.update(peers)
+        if self.recorder.enabled and not complete and len(self._seen) == self.inner.size:
+            self.recorder.segment_sync(self._posted, self.recorder.clock(), self.inner.syncs)
 
 
 class TracingTransport(TransportWrapper):

@@ -28,15 +28,32 @@ def test_ddp_and_fsdp2_reach_the_single_process_weights_like_gloo():
     run_section("train")
 
 
-def test_a_rank_passing_the_wrong_size_makes_every_rank_raise_not_hang():
+@pytest.fixture(scope="module")
+def fault_job():
+    """One `tests.torch_check fault` job: point-to-point sizes that disagree, then a
+    mismatched all-reduce."""
+    return mpirun(RANKS, "-m", "tests.torch_check", "fault")
+
+
+def test_a_rank_passing_the_wrong_size_makes_every_rank_raise_not_hang(fault_job):
     # the job ends (mpirun's timeout would raise otherwise); its exit code is the engine's
     # choice after a failed collective (non-zero: it leaves without MPI_Finalize)
-    result = mpirun(RANKS, "-m", "tests.torch_check", "fault")
+    result = fault_job
     output = result.stdout
     assert "torch_check ok fault" in output, output[-3000:] + result.stderr[-3000:]
     raised = dict(re.findall(r"rank (\d) raised (\w+): rank \1: ", output))
     assert sorted(raised) == [str(r) for r in range(RANKS)], output
     assert set(raised.values()) <= {"CollectiveTimeout", "TransportError", "CollectiveMismatch"}
+
+
+def test_a_recv_of_another_size_than_the_send_raises_naming_both_ranks_not_mpi4py(fault_job):
+    # before the mismatched all-reduce, rank 0 sends rank 1 four doubles where it
+    # expects two, rank 2 sends rank 3 four where it expects eight; the group goes on
+    output = fault_job.stdout
+    receivers = dict(re.findall(r"^rank (\d) recv raised (.*)$", output, re.M))
+    assert receivers == {
+        "1": "MessageError: rank 0 sent rank 1 a message longer than the 16 bytes it expected",
+        "3": "MessageError: rank 2 sent 32 bytes to rank 3, which expected 64"}, output
 
 
 def test_torch_ddp_example_trains_the_digits_mlp_with_backend_collectives():

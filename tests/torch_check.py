@@ -294,15 +294,37 @@ def training():
     check_fsdp2(gloo, r, n)
 
 
+def said(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()                                              # one write: lines stay whole
+
+
+def point_to_point_sizes_disagree(r):
+    """Rank 0 sends 4 elements where rank 1 receives 2, rank 2 sends 4 where rank 3
+    receives 8: each receiver raises the engine's TransportError naming both ranks."""
+    if r % 2 == 0:
+        dist.send(torch.ones(4, dtype=torch.float64), r + 1)
+        return
+    x = torch.zeros(2 if r == 1 else 8, dtype=torch.float64)
+    try:
+        dist.recv(x, r - 1)
+    except cc.TransportError as error:
+        said(f"rank {r} recv raised {type(error).__name__}: {error}")
+    else:
+        raise AssertionError(f"rank {r}: a receive of the wrong size returned {x}")
+
+
 def fault():
-    """Rank 1 passes one element more than the others to an all-reduce."""
+    """Point-to-point sizes that disagree (the group goes on), then rank 1 passes one
+    element more than the others to an all-reduce."""
     r = dist.get_rank()
+    point_to_point_sizes_disagree(r)
+    dist.barrier()
     x = torch.ones(100_000 + (r == 1), dtype=torch.float64)
     try:
         dist.all_reduce(x)
     except (cc.CollectiveTimeout, cc.TransportError, cc.CollectiveMismatch) as error:
-        sys.stdout.write(f"rank {r} raised {type(error).__name__}: {str(error).splitlines()[0]}\n")
-        sys.stdout.flush()                                          # one write: lines stay whole
+        said(f"rank {r} raised {type(error).__name__}: {str(error).splitlines()[0]}")
     else:
         raise AssertionError(f"rank {r}: a mismatched all-reduce returned")
 

@@ -45,7 +45,8 @@ def oneshot_allreduce(t, x, out, op, ws):
     """One-shot all-reduce: every rank publishes x, then reduces all n published copies.
 
     Each round: copy x's piece into this rank's staging area, one sync point, then
-    out = x_0 <op> x_1 <op> ... <op> x_{n-1}, read from the peers' staging areas. Every
+    out = x_0 <op> x_1 <op> ... <op> x_{n-1}, read from the peers' staging areas, each
+    peer waited for only when its operand is next. Every
     rank combines the same operands in the same (rank) order, so all results are bitwise
     equal. Latency-optimal: one sync point per round (one for buffers up to a staging half).
     Cost per rank: one copy of the buffer in, n reads of it, n-1 reductions of it; nothing
@@ -61,20 +62,31 @@ def oneshot_allreduce(t, x, out, op, ws):
         parity = segment.begin_round()
         count = stop - start
         segment.staging(r, parity, x.dtype, count)[...] = x[start:stop]
-        _sync(t, segment, segment.staging_offset(parity))
-        reduce_ordered(out[start:stop], [segment.staging(j, parity, x.dtype, count) for j in range(n)], op)
+        segment.post(segment.staging_offset(parity))
+        reduce_ordered(out[start:stop], _posted(t, segment, parity, x.dtype, count), op)
+
+
+def _posted(t, segment, parity, dtype, count):
+    """Every rank's staging elements [0, count) in rank order, each once that rank has
+    posted our last sync point (a rank combines the first operands while later ones
+    still arrive)."""
+    for j in range(t.size):
+        segment.wait_for(j, t.timeout)
+        yield segment.staging(j, parity, dtype, count)
 
 
 def twoshot_allreduce(t, x, out, op, ws, chunk_bytes=CHUNK_BYTES):
     """Two-shot all-reduce: reduce-scatter then all-gather through the segment.
 
-    Per round (one cache-sized chunk): every rank publishes its chunk (no copy when x lies
-    in the segment's heap, from `comm.empty`); sync; rank r reduces block r of the chunk
-    (cc.partition) from all n published chunks in rank order and puts the result in its
-    staging area; sync; every rank copies every other rank's reduced block. Each block is
-    reduced by one rank only, so all ranks hold bitwise-equal results.
-    Bandwidth-optimal: per rank one copy in (none from the heap), reads of 1/n of every
-    peer's chunk, (n-1)/n reduced, the buffer copied out once; 2 sync points per round.
+    Per round (one chunk): every rank publishes its chunk but its own block (no copy when x
+    lies in the segment's heap, from `comm.empty`) and posts; rank r reduces block r of
+    the chunk (cc.partition) from all n chunks in rank order, waiting for each rank only
+    when its chunk is next, and puts the result in its staging area; posts; copies every
+    other rank's reduced block as soon as that rank posted it. Each block is reduced by
+    one rank only, so all ranks hold bitwise-equal results.
+    Bandwidth-optimal: per rank (n-1)/n of the chunk copied in (none from the heap),
+    1/n of every peer's chunk read, (n-1)/n reduced, the buffer copied out once
+    ((3n-2)/n passes over the buffer in all); 2 sync points per round.
     """
     n, r = t.size, t.rank
     if n == 1 or x.size == 0:
@@ -89,50 +101,73 @@ def twoshot_allreduce(t, x, out, op, ws, chunk_bytes=CHUNK_BYTES):
         count = stop - start
         blocks = partition(count, n)
         if in_heap is None:
-            segment.staging(r, parity, x.dtype, count)[...] = x[start:stop]
+            _publish_others_blocks(segment, x, start, blocks, r, parity)
             where = segment.staging_offset(parity)
         else:
             where = in_heap + start * x.itemsize
-        published = _sync(t, segment, where)
-        _reduce_block(t, segment, published, x, out, start, blocks, op, parity)
-        _sync(t, segment)
-        for j in range(n):
-            if j != r:
-                lo, hi = blocks[j], blocks[j + 1]
-                out[start + lo:start + hi] = segment.staging(j, parity, x.dtype, hi - lo, start=lo)
+        segment.post(where)
+        _reduce_block(t, segment, x, out, start, blocks, op, parity)
+        segment.post()
+        _gather_blocks(t, segment, out, start, blocks, parity)
 
 
-def _reduce_block(t, segment, published, x, out, start, blocks, op, parity):
-    """Rank r's block of one two-shot round: reduce it from every rank's published chunk
-    in rank order, into out and into r's staging area (for the peers).
+def _gather_blocks(t, segment, out, start, blocks, parity):
+    """Copy every other rank's reduced block of the round into out, each as soon as its
+    rank posted it (in the order they become ready, not rank order)."""
+    pending = set(range(t.size)) - {t.rank}
+    while pending:
+        j, _ = segment.wait_any(pending, t.timeout)
+        pending.discard(j)
+        lo, hi = blocks[j], blocks[j + 1]
+        out[start + lo:start + hi] = segment.staging(j, parity, out.dtype, hi - lo, start=lo)
 
-    The result goes where no operand lies: into out when the chunks were copied into
-    staging areas; into r's staging area when they lie in the heap (comm.empty; then out
-    may be x itself), and from there into the other place. Block r of r's chunk is read
-    by r alone, so overwriting it once reduced is safe.
+
+def _publish_others_blocks(segment, x, start, blocks, r, parity):
+    """Copy the round's chunk of x into r's staging area, all but block r: only rank r
+    reads block r, and it reads it from x itself."""
+    lo, hi, count = blocks[r], blocks[r + 1], blocks[-1]
+    if lo > 0:
+        segment.staging(r, parity, x.dtype, lo)[...] = x[start:start + lo]
+    if hi < count:
+        segment.staging(r, parity, x.dtype, count - hi, start=hi)[...] = x[start + hi:start + count]
+
+
+def _reduce_block(t, segment, x, out, start, blocks, op, parity):
+    """Rank r's block of one two-shot round: reduce it in rank order from every peer's
+    published chunk (waiting for each peer only when its chunk is next) and from x itself,
+    into r's staging area at block r (never published: peers read it only after r's next
+    post), then copy it into out (which may be x: its block is read before it is written).
     """
-    n, r = t.size, t.rank
+    r = t.rank
     lo, hi = blocks[r], blocks[r + 1]
-    # views of the block only: the segment sees what is read (the simulator, traces)
-    operands = [segment.published(j, published[j] + lo * x.itemsize, x.dtype, hi - lo) for j in range(n)]
+    own = x[start + lo:start + hi]
+
+    def operand(j, offset):   # views of the block only: the segment sees what is read
+        return own if j == r else segment.published(j, offset + lo * x.itemsize, x.dtype, hi - lo)
     mine = segment.staging(r, parity, x.dtype, hi - lo, start=lo)
-    target = out[start + lo:start + hi]
-    if published[r] == segment.staging_offset(parity):
-        reduce_ordered(target, operands, op, copy_to=mine)
-    else:
-        reduce_ordered(mine, operands, op, copy_to=target)
+    reduce_ordered(mine, _in_rank_order(t, segment, operand), op, copy_to=out[start + lo:start + hi])
+
+
+def _in_rank_order(t, segment, view):
+    """view(j, offset j published) for every rank j in rank order, each once rank j has
+    posted our last sync point: a rank combines the first operands while later ones are
+    still being published."""
+    for j in range(t.size):
+        yield view(j, segment.wait_for(j, t.timeout))
 
 
 def reduce_ordered(result, operands, op, copy_to=None):
-    """result = operands[0] <op> operands[1] <op> ... in that (rank) order, so every rank
+    """result = operands[0] <op> operands[1] <op> ... (an iterable of n >= 2 arrays, taken
+    in that (rank) order), so every rank
     that combines the same operands gets the same bits. The first step writes result
     from two operands in one pass (no copy of operands[0] first). copy_to, if given,
     then receives result. result may be operands[0]; it must not overlap the others;
     copy_to may overlap any operand. Cost: n-1 passes, each reading two arrays of
     result's size and writing one (a first copy would add one pass); one more copy for copy_to.
     """
-    combine_into(result, operands[0], operands[1], op)
-    for operand in operands[2:]:
+    operands = iter(operands)
+    combine_into(result, next(operands), next(operands), op)
+    for operand in operands:
         reduce_into(result, operand, op)
     if copy_to is not None:
         copy_to[...] = result

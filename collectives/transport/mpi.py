@@ -48,14 +48,23 @@ def mpi_errors(describe):
         raise MessageError(f"{describe()}: MPI error: {exc}") from exc
 
 
+def _truncated(status, error):
+    """Whether an MPI error completing a receive (its status) was a message too long."""
+    code = error.Get_error_class()
+    if code == MPI.ERR_IN_STATUS and status is not None:
+        code = MPI.Get_error_class(status.Get_error())
+    return code == MPI.ERR_TRUNCATE
+
+
 class _Request:
     """An MPI request that completes through the transport's bounded wait; a receive
-    keeps its status (`status`, None once checked)."""
-    __slots__ = ("transport", "request", "peer", "what", "status")
+    keeps its status (`status`, None once checked) and, when posted by irecv, the byte
+    count it must receive (`nbytes`: a send/recv pair of different sizes is an error)."""
+    __slots__ = ("transport", "request", "peer", "what", "status", "nbytes")
 
-    def __init__(self, transport, request, peer, what, status=None):
+    def __init__(self, transport, request, peer, what, status=None, nbytes=None):
         self.transport, self.request, self.peer, self.what = transport, request, peer, what
-        self.status = status
+        self.status, self.nbytes = status, nbytes
 
     def wait(self):
         self.transport.waitall([self])
@@ -121,12 +130,16 @@ class MPITransport(TaggedCallState):
 
     def _received(self, request):
         """Check a completed receive against this rank's call before its bytes are used.
-        (The byte count is not read: in one call, alike on both sides, the sizes agree; a
-        longer message is an MPI error, handled by _received_badly.)"""
+        (sendrecv's byte count is not read: in one call, alike on both sides, the sizes
+        agree; a longer message is an MPI error, handled by _received_badly. irecv's is:
+        point-to-point sends and receives are separate calls that may disagree.)"""
         status, request.status = request.status, None
         tag = status.Get_tag()
         if tag != self.tags.tag:
             raise self.tags.mismatch(self.rank, request.peer, tag)
+        if request.nbytes is not None and status.Get_count(MPI.BYTE) != request.nbytes:
+            raise MessageError(f"rank {request.peer} sent {status.Get_count(MPI.BYTE)} bytes to rank "
+                               f"{self.rank}, which expected {request.nbytes}")
 
     def _received_badly(self, error, receives):
         """An MPI error completing `receives` (e.g. a message longer than the buffer): a
@@ -135,6 +148,10 @@ class MPITransport(TaggedCallState):
             tag = request.status.Get_tag() if request.status is not None else -1
             if tag >= 0 and tag != self.tags.tag:
                 raise self.tags.mismatch(self.rank, request.peer, tag) from error
+        for request in receives:
+            if request.nbytes is not None and _truncated(request.status, error):
+                raise MessageError(f"rank {request.peer} sent rank {self.rank} a message longer than "
+                                   f"the {request.nbytes} bytes it expected") from error
         peers = sorted({r.peer for r in receives})
         raise MessageError(f"rank {self.rank} receiving from rank(s) {peers}: MPI error: {error} "
                            "(a message longer than expected, sent in the same call)") from error
@@ -165,7 +182,7 @@ class MPITransport(TaggedCallState):
         """Post a receive of `buf` from `source` (any tag: checked on completion)."""
         with mpi_errors(lambda: f"rank {self.rank} posting a receive from rank {source}"):
             return _Request(self, self.comm.Irecv([buf, MPI.BYTE], source, MPI.ANY_TAG), source,
-                            "receive from", MPI.Status())
+                            "receive from", MPI.Status(), buf.nbytes)
 
     def waitall(self, requests):
         """Wait for every request (bounded by the timeout); names the first pending peer."""

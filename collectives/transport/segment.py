@@ -18,8 +18,10 @@ ever grow: a sync point is "counter value s", the same on every rank because eve
 runs the same schedule.
 
 Why a rank never overwrites data a peer has not read yet. Every sync point is a post
-followed by a wait for ALL peers, so no rank gets more than one sync point ahead of the
-slowest: a peer's slot for sync s (parity s % 2) is still intact while anyone may read it.
+followed by a wait for ALL peers before the next post (all at once, `wait_all`, or one
+at a time as their data are needed, `wait_for` / `wait_any`), so no rank gets more than
+one sync point ahead of the slowest: a peer's slot for sync s (parity s % 2) is still
+intact while anyone may read it.
 Staging data use the parity of the *round* (`begin_round()`; one round per pipeline chunk
 or call), and every round starts with such a sync. A rank reads a round's data before it
 posts the first sync of the next round; so before rank r writes round k's staging (parity
@@ -48,6 +50,7 @@ LINE = 64                      # bytes of one flag line (one cache line)
 HEADER = 4096                  # the flag line padded to a page, so data start page-aligned
 ALIGN = 64
 DEFAULT_BYTES = 64 << 20       # per rank: staging 2 x 16 MiB, heap 32 MiB
+VIEWS_KEPT = 256               # cached staging views (rank, parity, dtype, count, start) before starting over
 # int64 fields of a flag line: counter, then (seq, hash, offset) for parity 0 and 1
 COUNTER, SLOT0, SLOT_FIELDS = 0, 1, 3
 
@@ -120,6 +123,7 @@ class Segment:
         self._call = (0, 0)
         self._call_start = 0
         self._hashes = {}
+        self._views = {}
         self.heap = Heap(self.nbytes - self.heap_offset)
         self.closed = False
 
@@ -145,10 +149,17 @@ class Segment:
         return parity
 
     def staging(self, rank, parity, dtype, count, start=0):
-        """Elements [start, start+count) of `rank`'s staging half `parity`, as `dtype`."""
-        itemsize = np.dtype(dtype).itemsize
-        offset = HEADER + parity * self.staging_bytes + start * itemsize
-        return self.regions[rank][offset:offset + count * itemsize].view(dtype)
+        """Elements [start, start+count) of `rank`'s staging half `parity`, as `dtype`.
+        Views are cached per argument tuple, so a repeated small call builds no arrays."""
+        key = (rank, parity, dtype, count, start)
+        view = self._views.get(key)
+        if view is None:
+            itemsize = np.dtype(dtype).itemsize
+            offset = HEADER + parity * self.staging_bytes + start * itemsize
+            if len(self._views) >= VIEWS_KEPT:
+                self._views.clear()
+            view = self._views[key] = self.regions[rank][offset:offset + count * itemsize].view(dtype)
+        return view
 
     def staging_offset(self, parity):
         """Byte offset of staging half `parity` in every region."""
@@ -190,27 +201,61 @@ class Segment:
         A peer that does not post within `timeout` seconds (None: forever) raises
         TransportTimeout naming it; step = the sync point's number within the call."""
         value = self._counter
-        step = value - self._call_start
         slot = SLOT0 + (value & 1) * SLOT_FIELDS
-        offsets = []
         for peer, line in enumerate(self._lines):
             if line[COUNTER] < value:
-                self._wait(peer, line, value, timeout, step)
-            offsets.append(line[slot + 2])
+                self._wait([peer], value, timeout)
         self.fence()
         for peer, line in enumerate(self._lines):
             if (line[slot], line[slot + 1]) != self._call:
                 self._mismatch(peer, line[slot], line[slot + 1])
-        return offsets
+        return [line[slot + 2] for line in self._lines]
 
-    def _wait(self, peer, line, value, timeout, step):
+    def wait_for(self, peer, timeout):
+        """As wait_all for one peer: wait until it posted our last sync point, check its
+        call; returns the offset it published. Waiting for peers one at a time lets a rank
+        use the first ones' data while later ones are still on their way."""
+        line, value = self._lines[peer], self._counter
+        if line[COUNTER] < value:
+            self._wait([peer], value, timeout)
+        self.fence()
+        return self._checked(peer, line, value)
+
+    def wait_any(self, peers, timeout):
+        """Wait until one of `peers` (a non-empty collection) posted our last sync point;
+        returns (peer, offset) of one that has, call checked. Lets a rank take peers' data
+        in the order they become ready."""
+        value = self._counter
+        ready = self._first_ready(peers, value)
+        if ready is None:
+            self._wait(sorted(peers), value, timeout)
+            ready = self._first_ready(peers, value)
+        self.fence()
+        return ready, self._checked(ready, self._lines[ready], value)
+
+    def _first_ready(self, peers, value):
+        lines = self._lines
+        return next((peer for peer in peers if lines[peer][COUNTER] >= value), None)
+
+    def _checked(self, peer, line, value):
+        """The offset peer published at sync point `value`, after checking its call."""
+        slot = SLOT0 + (value & 1) * SLOT_FIELDS
+        if (line[slot], line[slot + 1]) != self._call:
+            self._mismatch(peer, line[slot], line[slot + 1])
+        return line[slot + 2]
+
+    def _wait(self, peers, value, timeout):
+        """Poll until one of `peers` reaches counter `value` (bounded; names the first)."""
         aborted = self._aborted or (lambda: None)
+        step = value - self._call_start
+        lines = [self._lines[peer] for peer in peers]
 
         def describe():
-            return f"rank {self.rank} waiting for rank {peer}'s shared-memory flag (sync point {step})"
-        poll_until(lambda: line[COUNTER] >= value or aborted() is not None, timeout, describe,
-                   peer=peer, what="hear through shared memory from", step=step)
-        if line[COUNTER] < value:
+            who = " or ".join(f"rank {peer}" for peer in peers)
+            return f"rank {self.rank} waiting for {who}'s shared-memory flag (sync point {step})"
+        poll_until(lambda: any(line[COUNTER] >= value for line in lines) or aborted() is not None,
+                   timeout, describe, peer=peers[0], what="hear through shared memory from", step=step)
+        if all(line[COUNTER] < value for line in lines):
             raise TransportError(f"{describe()}: gave up because {aborted()}")
 
     def _mismatch(self, peer, sequence, code):
@@ -228,6 +273,7 @@ class Segment:
     def close(self):
         """Release the segment (idempotent); views handed out become invalid over MPI."""
         self.closed = True
+        self._views.clear()
 
 
 class Heap:
@@ -315,6 +361,7 @@ class MPISegment(Segment):
         synchronising call could deadlock. Its file was unlinked when it was made, so
         nothing outlives the processes."""
         self.closed = True
+        self._views.clear()
         self.regions = self._lines = self._line = None
 
     def free_window(self):

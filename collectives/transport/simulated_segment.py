@@ -60,6 +60,7 @@ class SimulatedSegment(Segment):
         super().__init__(regions, rank, members=members)
         self.flags, self.endpoint = flags, endpoint
         self._posted_at = 0.0
+        self._joined = 0
 
     @staticmethod
     def create(size):
@@ -83,7 +84,22 @@ class SimulatedSegment(Segment):
         return value
 
     def wait_all(self, timeout):
-        value = self.syncs
-        latest = self.flags.wait(self.members[self.rank], value)
-        self.endpoint.join_sync(latest, self._posted_at, value)
+        self._join()
         return super().wait_all(timeout)     # every flag is up: reads them and checks the call
+
+    # Waiting for peers one at a time is modelled as waiting for all of them at the first
+    # such wait of a sync point (the formulas price a sync point as one alpha either way).
+    def wait_for(self, peer, timeout):
+        self._join()
+        return super().wait_for(peer, timeout)
+
+    def wait_any(self, peers, timeout):
+        self._join()
+        return super().wait_any(peers, timeout)
+
+    def _join(self):
+        value = self.syncs
+        if self._joined != value:
+            latest = self.flags.wait(self.members[self.rank], value)
+            self.endpoint.join_sync(latest, self._posted_at, value)
+            self._joined = value
