@@ -1,4 +1,4 @@
-"""python -m bench.percall [-n 5000] [-r 5] [-a auto]
+"""python -m bench.percall [-n 200] [-r 50] [-a auto]
 
 The fixed cost of one call: comm.allreduce of 8 bytes on ONE rank (no peer to wait for:
 what is left is argument checks, the algorithm choice, the flight recorder and the call
@@ -6,7 +6,8 @@ bookkeeping), beside MPI_Allreduce of the same 8 bytes through mpi4py, in one pr
 then the same for broadcast, allgather, reduce_scatter and reduce of 8 bytes, each beside
 MPI's own call. `-a` picks the all-reduce algorithm (the other collectives use it where
 they have one of that name, else "auto"). Prints the best of `-r` repetitions of `-n`
-calls each, in microseconds per call.
+calls each, in microseconds per call: many short loops, so that the best one is a loop no
+other process interrupted (the machine's load shows in the mean, not in the best).
 """
 import argparse
 import sys
@@ -48,8 +49,8 @@ def calls(comm, mpi, algorithm):
 
 def main(argv=None, out=sys.stdout):
     parser = argparse.ArgumentParser(prog="python -m bench.percall", description=__doc__.split("\n\n")[1])
-    parser.add_argument("-n", "--calls", type=int, default=5000)
-    parser.add_argument("-r", "--repeats", type=int, default=5)
+    parser.add_argument("-n", "--calls", type=int, default=200)
+    parser.add_argument("-r", "--repeats", type=int, default=50)
     parser.add_argument("-a", "--algorithm", default="auto")
     args = parser.parse_args(argv)
     from mpi4py import MPI

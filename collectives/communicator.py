@@ -312,17 +312,6 @@ class Communicator(Collectives):
         return as_int(root, "root", high=self.size)
 
     # -- running ----------------------------------------------------------------------------
-    def _plan(self, build, key, x, *args):
-        """The Plan (collectives.plans) for a call on x, made by build(x, *args) when new:
-        `key` holds the collective's name and the arguments that change the checks or the
-        algorithm; x's type, dtype and shape are added. One dict lookup for a known call
-        signature. Anything that is not an array goes to build, which names it."""
-        try:
-            key = (type(x), x.dtype, x.shape) + key
-        except AttributeError:
-            return build(x, *args)
-        return self._plans.get(key, build, x, *args)
-
     def _run(self, signature, job, async_op, args=()):
         """Run job(*args) in call order: on this thread, or queued when asynchronous; record
         it in the flight recorder and turn a stuck wait into CollectiveTimeout."""
@@ -467,7 +456,7 @@ class Communicator(Collectives):
         """
         x, out = buffers.as_array(x), buffers.as_array(out)
         in_place = out is None
-        plan = self._plan(self._plan_allreduce, ("allreduce", op, algorithm, in_place), x, op, algorithm, out)
+        plan = self._plans.get(x, ("allreduce", op, algorithm, in_place), self._plan_allreduce, op, algorithm, out)
         buffers.check_instance(x, plan.device, writeable=in_place, reduces=True)
         if not in_place:
             buffers.check_out(out, x, x.shape)
@@ -511,7 +500,7 @@ class Communicator(Collectives):
         if counts is not None:
             counts = tuple(counts)
             key += (counts, tuple(map(type, counts)))
-        plan = self._plan(self._plan_reduce_scatter, key, x, op, algorithm, out, counts)
+        plan = self._plans.get(x, key, self._plan_reduce_scatter, op, algorithm, out, counts)
         buffers.check_instance(x, plan.device, reduces=True)
         if out is not None:
             buffers.check_out(out, x, plan.extra[1])
@@ -561,7 +550,7 @@ class Communicator(Collectives):
         n-1 steps, (n-1)/n of the output received per rank.
         """
         x, out = buffers.as_array(x), buffers.as_array(out)
-        plan = self._plan(self._plan_allgather, ("allgather", algorithm, out is None), x, algorithm, out)
+        plan = self._plans.get(x, ("allgather", algorithm, out is None), self._plan_allgather, algorithm, out)
         buffers.check_instance(x, plan.device)
         if out is not None:
             buffers.check_out(out, x, plan.extra[0])
@@ -591,7 +580,7 @@ class Communicator(Collectives):
         """Copy root's x into every rank's x, in place; returns x. Cost (tree): about
         log2(n) + chunks - 1 steps, each non-leaf sending the buffer to its children."""
         x = buffers.as_array(x)
-        plan = self._plan(self._plan_broadcast, ("broadcast", root, type(root), algorithm), x, root, algorithm)
+        plan = self._plans.get(x, ("broadcast", root, type(root), algorithm), self._plan_broadcast, root, algorithm)
         buffers.check_instance(x, plan.device, writeable=True)
         return self._run(plan.signature, self._broadcast_job, async_op, (plan, x))
 
@@ -614,7 +603,7 @@ class Communicator(Collectives):
         is not modified. Cost (tree): about log2(n) + chunks - 1 steps."""
         x, out = buffers.as_array(x), buffers.as_array(out)
         key = ("reduce", op, root, type(root), algorithm, out is None)
-        plan = self._plan(self._plan_reduce, key, x, op, root, algorithm, out)
+        plan = self._plans.get(x, key, self._plan_reduce, op, root, algorithm, out)
         root, is_root, _ = plan.extra
         buffers.check_instance(x, plan.device, writeable=is_root and out is None, reduces=True)
         if out is not None and is_root:

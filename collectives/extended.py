@@ -20,6 +20,7 @@ from .buffers import Array
 from .errors import CollectiveMismatch
 from .ops import BFLOAT16, check_op, identity
 from .partition import partition
+from .plans import Plan
 from .work import Work
 
 
@@ -82,6 +83,10 @@ class Collectives:
         half of x per step; "linear", all n-1 messages at once.
         """
         x, out = buffers.as_array(x), buffers.as_array(out)
+        plan = self._plans.get(x, ("alltoall", algorithm, out is None), self._plan_alltoall, algorithm, out)
+        return self._exchange(plan, x, out, async_op)
+
+    def _plan_alltoall(self, x, algorithm, out):
         buffers.check_array(x)
         offsets = partition(x.size, self.size)
         own = offsets[self.rank + 1] - offsets[self.rank]
@@ -90,8 +95,8 @@ class Collectives:
             buffers.check_out(out, x, shape)
         name = self._resolve("alltoall", algorithm, x.nbytes)
         recv_offsets = [i * own for i in range(self.size + 1)]
-        return self._exchange("alltoall", x, out, shape, offsets, recv_offsets, name,
-                              ("alltoall", x.size, str(x.dtype), name), async_op)
+        return Plan(("alltoall", x.size, buffers.dtype_name(x.dtype), name), registry.ALGORITHMS["alltoall"][name],
+                    device=buffers.is_device(x), extra=(shape, offsets, recv_offsets))
 
     def alltoallv(self, x: Array, send_counts: Sequence[int], recv_counts: Sequence[int], *, algorithm: str = "auto",
                   out: Optional[Array] = None, async_op: bool = False) -> Union[Array, Work]:
@@ -103,6 +108,13 @@ class Collectives:
         sent once straight to its destination.
         """
         x, out = buffers.as_array(x), buffers.as_array(out)
+        send_counts, recv_counts = tuple(send_counts), tuple(recv_counts)
+        key = ("alltoallv", algorithm, out is None, send_counts, recv_counts,
+               tuple(map(type, send_counts + recv_counts)))
+        plan = self._plans.get(x, key, self._plan_alltoallv, send_counts, recv_counts, algorithm, out)
+        return self._exchange(plan, x, out, async_op, check_counts=self.debug)
+
+    def _plan_alltoallv(self, x, send_counts, recv_counts, algorithm, out):
         buffers.check_array(x)
         send_offsets = offsets_from_counts(send_counts, self.size, "send_counts", self.rank)
         recv_offsets = offsets_from_counts(recv_counts, self.size, "recv_counts", self.rank)
@@ -113,22 +125,24 @@ class Collectives:
         if out is not None:
             buffers.check_out(out, x, shape)
         name = "pairwise" if algorithm == "auto" else self._resolve("alltoallv", algorithm, x.nbytes)
-        counts = (send_offsets, recv_offsets) if self.debug else None
-        return self._exchange("alltoallv", x, out, shape, send_offsets, recv_offsets, name,
-                              ("alltoallv", str(x.dtype), name), async_op, counts)
+        return Plan(("alltoallv", buffers.dtype_name(x.dtype), name), registry.ALGORITHMS["alltoallv"][name],
+                    device=buffers.is_device(x), extra=(shape, send_offsets, recv_offsets))
 
-    def _exchange(self, collective, x, out, shape, send_offsets, recv_offsets, name, signature,
-                  async_op, debug_counts=None):
-        run = registry.ALGORITHMS[collective][name]
+    def _exchange(self, plan, x, out, async_op, check_counts=False):
+        """Run an all-to-all(v) plan (extra: the result's shape, send and receive offsets)."""
+        buffers.check_instance(x, plan.device)
+        if out is not None:
+            buffers.check_out(out, x, plan.extra[0])
+        return self._run(plan.signature, self._exchange_job, async_op, (plan, x, out, check_counts))
 
-        def job():
-            if debug_counts is not None:
-                self._check_counts_agree(*debug_counts)
-            result = buffers.empty(shape, x) if out is None else out
-            run(self._route(x), buffers.flat(x), buffers.flat(result), send_offsets, recv_offsets,
-                self._workspace)
-            return result
-        return self._run(signature, job, async_op)
+    def _exchange_job(self, plan, x, out, check_counts):
+        shape, send_offsets, recv_offsets = plan.extra
+        if check_counts:
+            self._check_counts_agree(send_offsets, recv_offsets)
+        result = buffers.empty(shape, x) if out is None else out
+        plan.run(self._route(x) if plan.device else self._transport, buffers.flat(x), buffers.flat(result),
+                 send_offsets, recv_offsets, self._workspace)
+        return result
 
     def _check_counts_agree(self, send_offsets, recv_offsets):
         """Debug mode: every rank's send count to j equals j's receive count from it;
@@ -150,23 +164,33 @@ class Collectives:
         (n-1)/n of the result; linear, one step of n-1 messages into the root.
         """
         x, out = buffers.as_array(x), buffers.as_array(out)
+        key = ("gather", root, type(root), algorithm, out is None)
+        plan = self._plans.get(x, key, self._plan_gather, root, algorithm, out)
+        shape, _, root = plan.extra
+        buffers.check_instance(x, plan.device)
+        if out is not None and self.rank == root:
+            buffers.check_out(out, x, shape)
+        return self._run(plan.signature, self._gather_job, async_op, (plan, x, out))
+
+    def _plan_gather(self, x, root, algorithm, out):
         buffers.check_array(x)
-        self._check_root(root)
+        root = self._check_root(root)
         shape = (self.size * x.shape[0],) + tuple(x.shape[1:]) if x.ndim else (self.size,)
         if out is not None and self.rank == root:
             buffers.check_out(out, x, shape)
         offsets = [i * x.size for i in range(self.size + 1)]
         name = self._resolve("gather", algorithm, x.nbytes * self.size)
-        run = registry.ALGORITHMS["gather"][name]
+        return Plan(("gather", tuple(x.shape), buffers.dtype_name(x.dtype), root, name),
+                    registry.ALGORITHMS["gather"][name], device=buffers.is_device(x), extra=(shape, offsets, root))
 
-        def job():
-            result = None
-            if self.rank == root:
-                result = buffers.empty(shape, x) if out is None else out
-            run(self._route(x), buffers.flat(x), None if result is None else buffers.flat(result),
-                offsets, root, self._workspace)
-            return result
-        return self._run(("gather", tuple(x.shape), str(x.dtype), root, name), job, async_op)
+    def _gather_job(self, plan, x, out):
+        shape, offsets, root = plan.extra
+        result = None
+        if self.rank == root:
+            result = buffers.empty(shape, x) if out is None else out
+        plan.run(self._route(x) if plan.device else self._transport, buffers.flat(x),
+                 None if result is None else buffers.flat(result), offsets, root, self._workspace)
+        return result
 
     def scatter(self, x: Array, root: int = 0, *, algorithm: str = "auto", out: Optional[Array] = None,
                 async_op: bool = False) -> Union[Array, Work]:
@@ -177,21 +201,30 @@ class Collectives:
         ceil(log2 n) steps, the root sending (n-1)/n of x; linear, n-1 sends at once.
         """
         x, out = buffers.as_array(x), buffers.as_array(out)
+        key = ("scatter", root, type(root), algorithm, out is None)
+        plan = self._plans.get(x, key, self._plan_scatter, root, algorithm, out)
+        buffers.check_instance(x, plan.device)
+        if out is not None:
+            buffers.check_out(out, x, plan.extra[0])
+        return self._run(plan.signature, self._scatter_job, async_op, (plan, x, out))
+
+    def _plan_scatter(self, x, root, algorithm, out):
         buffers.check_array(x)
-        self._check_root(root)
+        root = self._check_root(root)
         offsets = partition(x.size, self.size)
         shape = (offsets[self.rank + 1] - offsets[self.rank],)
         if out is not None:
             buffers.check_out(out, x, shape)
         name = self._resolve("scatter", algorithm, x.nbytes)
-        run = registry.ALGORITHMS["scatter"][name]
+        return Plan(("scatter", x.size, buffers.dtype_name(x.dtype), root, name),
+                    registry.ALGORITHMS["scatter"][name], device=buffers.is_device(x), extra=(shape, offsets, root))
 
-        def job():
-            result = buffers.empty(shape, x) if out is None else out
-            run(self._route(x), buffers.flat(x) if self.rank == root else None, result, offsets, root,
-                self._workspace)
-            return result
-        return self._run(("scatter", x.size, str(x.dtype), root, name), job, async_op)
+    def _scatter_job(self, plan, x, out):
+        shape, offsets, root = plan.extra
+        result = buffers.empty(shape, x) if out is None else out
+        plan.run(self._route(x) if plan.device else self._transport, buffers.flat(x) if self.rank == root else None,
+                 result, offsets, root, self._workspace)
+        return result
 
     def scan(self, x: Array, op: str = "sum", *, algorithm: str = "auto", out: Optional[Array] = None,
              async_op: bool = False) -> Union[Array, Work]:
@@ -210,6 +243,15 @@ class Collectives:
 
     def _prefix(self, collective, x, op, algorithm, out, async_op):
         x, out = buffers.as_array(x), buffers.as_array(out)
+        in_place = out is None
+        key = (collective, op, algorithm, in_place)
+        plan = self._plans.get(x, key, self._plan_prefix, collective, op, algorithm, out)
+        buffers.check_instance(x, plan.device, writeable=in_place, reduces=True)
+        if not in_place:
+            buffers.check_out(out, x, x.shape)
+        return self._run(plan.signature, self._prefix_job, async_op, (plan, x, x if in_place else out))
+
+    def _plan_prefix(self, x, collective, op, algorithm, out):
         buffers.check_array(x, writeable=out is None, reduces=True)
         op = check_op(op, x.dtype)
         if op == "avg":
@@ -219,18 +261,17 @@ class Collectives:
             buffers.check_out(out, x, x.shape)
         name = self._resolve(collective, algorithm, x.nbytes)
         self._check_native_reduction(name, x.dtype)
-        run = registry.ALGORITHMS[collective][name]
-        target = x if out is None else out
+        return Plan((collective, x.size, buffers.dtype_name(x.dtype), op, name),
+                    registry.ALGORITHMS[collective][name], op, buffers.is_device(x), extra=collective)
 
-        def job():
-            buf = buffers.flat(target)
-            if target is not x:
-                buf[...] = buffers.flat(x)
-            run(self._route(x), buf, op, self._workspace)
-            if collective == "exscan" and self.rank == 0:
-                buf[...] = identity(op, buf.dtype)
-            return target
-        return self._run((collective, x.size, str(x.dtype), op, name), job, async_op)
+    def _prefix_job(self, plan, x, target):
+        buf = buffers.flat(target)
+        if target is not x:
+            buf[...] = buffers.flat(x)
+        plan.run(self._route(x) if plan.device else self._transport, buf, plan.op, self._workspace)
+        if plan.extra == "exscan" and self.rank == 0:
+            buf[...] = identity(plan.op, buf.dtype)
+        return target
 
     def _check_native_reduction(self, name, dtype):
         """TypeError on this rank, before the call starts, where MPI's own collective

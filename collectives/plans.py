@@ -41,16 +41,22 @@ class Plans:
     def __init__(self) -> None:
         self._plans = {}
 
-    def get(self, key: tuple, build: Callable[..., Plan], *args: Any) -> Plan:
-        """The plan for `key`, made by build(*args) (which checks the arguments and raises
-        where they are wrong) when the key is new or the tuning changed since."""
+    def get(self, x: Any, key: tuple, build: Callable[..., Plan], *args: Any) -> Plan:
+        """The plan for a call on x: `key` holds the collective's name and the arguments
+        that change its checks or algorithm; x's type, dtype and shape are added. Made by
+        build(x, *args), which checks the arguments and raises where they are wrong, when
+        the key is new or the tuning changed since. Anything that is not an array, or an
+        unhashable argument, goes to build every time (its checks name what is wrong)."""
         try:
+            key = (type(x), x.dtype, x.shape) + key
             plan = self._plans.get(key)
-        except TypeError:               # an unhashable argument: build's checks name it
-            return build(*args)
+        except (AttributeError, TypeError):
+            key = None
+        if key is None:                 # outside the except: build's error is not chained to it
+            return build(x, *args)
         in_use = tuning.current()
         if plan is None or plan.tuning is not in_use:
-            plan = build(*args)
+            plan = build(x, *args)
             plan.tuning = in_use
             if len(self._plans) >= LIMIT:
                 self._plans.clear()

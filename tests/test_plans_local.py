@@ -119,3 +119,36 @@ def test_the_same_answers_whether_the_signature_is_new_or_known():
         assert np.array_equal(results[1], base + 2)
         assert np.array_equal(results[2], base + 1)
         assert np.array_equal(block, np.arange(2.0 * rank, 2.0 * rank + 2) + 1)
+
+
+def test_the_rest_of_the_collective_set_rechecks_what_its_known_signatures_cannot_vouch_for():
+    def body(comm):
+        comm.gather(np.ones(2), root=0)
+        with pytest.raises(ValueError, match="root must be an integer"):
+            comm.gather(np.ones(2), root=False)
+        comm.alltoallv(np.ones(2), [2], [2])
+        with pytest.raises(ValueError, match="send_counts"):
+            comm.alltoallv(np.ones(2), [2.0], [2])
+        comm.scan(np.ones(2))
+        with pytest.raises(ValueError, match="C-contiguous"):
+            comm.scan(np.ones(4)[::2])
+        comm.scatter(np.ones(2), out=np.empty(2))
+        with pytest.raises(ValueError, match="shape"):
+            comm.scatter(np.ones(2), out=np.empty(3))
+    one_rank(body)
+
+
+def test_a_numpy_integer_root_makes_the_same_call_as_a_python_int():
+    def body(comm):
+        root = np.int64(1) if comm.rank == 0 else 1     # alike across ranks: no mismatch
+        return comm.gather(np.full(2, comm.rank), root=root)
+    results = cc.run_threads(2, body)
+    assert results[0] is None and np.array_equal(results[1], [0, 0, 1, 1])
+
+
+def test_an_argument_error_is_reported_alone_not_chained_to_the_plan_lookup():
+    def body(comm):
+        with pytest.raises(TypeError) as info:
+            comm.allreduce([1.0, 2.0])
+        return info.value.__context__
+    assert one_rank(body) is None

@@ -82,6 +82,8 @@ def reduce(t, work, op, root, ws):
     Cost: n-1 ring steps plus one gather step of n-1 messages into root.
     """
     n, r = t.size, t.rank
+    if n == 1:                  # work already holds the result
+        return
     offsets = partition(work.size, n)
     reduce_scatter(t, work, block(work, offsets, r), op, offsets, ws)
     if r == root:
