@@ -7,18 +7,19 @@ reads what it needs from the peers' regions. No bytes go through MPI. The segmen
 docstring says why a staging area is never overwritten while a peer still reads it.
 
 Buffers larger than a staging half go in rounds; two-shot also cuts them into
-4 MiB chunks, one round each, so that while one rank still reduces chunk c a peer
+8 MiB chunks, one round each, so that while one rank still reduces chunk c a peer
 already publishes chunk c+1.
 """
 from ..partition import partition
 from .common import combine_into, reduce_into
 
-# Two-shot round size: each round publishes, reduces and gathers this many bytes, so a
-# rank's block of it (1/n) stays in cache between the phases and the ranks' phases overlap.
+# Two-shot round size: each round publishes, reduces and gathers this many bytes.
 # Each round costs two sync points, and a sync point costs a scheduling round when ranks
-# outnumber cores: on the 2-core test machine (4 ranks), 16 MiB took 1.2 s in 256 KiB
-# rounds, 0.35 s in 1 MiB, 0.10-0.14 s in 4 MiB or 16 MiB rounds (one interleaved run).
-CHUNK_BYTES = 4 << 20
+# outnumber cores (milliseconds on a loaded machine): on the 2-core test machine (4 ranks),
+# 16 MiB took 1.2 s in 256 KiB rounds, 0.35 s in 1 MiB, 0.10-0.14 s in 4 MiB or 16 MiB
+# rounds (one interleaved run, quiet); later, under load 7-12, 8 MiB rounds beat 4 MiB by
+# 1.3x at 16 MiB and 1.1x at 8 MiB, and 16 MiB rounds fell in between (interleaved A/B).
+CHUNK_BYTES = 8 << 20
 
 
 def segment_of(t):
