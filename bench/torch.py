@@ -7,13 +7,18 @@ and "nccl" on a machine with one GPU per rank. Also the engine called directly (
 torch layer) on the all-reduce sizes, to show what the backend layer costs.
 
 Table 1: DDP training step of an MLP (forward, backward with the gradient all-reduces,
-SGD step), median of the slowest rank, and its speed-up over gloo. Table 2: per size,
+SGD step), median of the slowest rank, and its speed-up over gloo; also the same step
+without communication (DDP's no_sync), the floor any backend's step stands on, and
+DDP's gradient bucket sizes. Every backend runs with the same torch threads per rank
+(OMP_NUM_THREADS, default 1 here: 4 ranks share 2 cores). Table 2: per size,
 dist.all_reduce time and busbw = algbw * 2(n-1)/n (nccl-tests' factor) per backend, the
 speed-up over gloo, and whether every result was exact. Contenders take turns round by
-round (bench.common.interleaved), so machine noise hits all alike. Run it with -m (a
+round (bench.common.interleaved), so machine noise hits all alike, in an order rotated
+every round, so that no one always follows gloo. Run it with -m (a
 file named torch.py run as a script would shadow PyTorch).
 """
 import argparse
+import contextlib
 import os
 import types
 
@@ -39,6 +44,7 @@ def build_parser():
     parser.add_argument("-f", "--stepfactor", type=int, default=4)
     parser.add_argument("--iters", type=int, default=10, help="timed all-reduces per backend, size and round")
     parser.add_argument("--no-ddp", action="store_true", help="all-reduce table only")
+    parser.add_argument("--no-allreduce", action="store_true", help="DDP table only")
     return parser
 
 
@@ -64,8 +70,10 @@ def mlp(args, device):
     return torch.nn.Sequential(*layers, torch.nn.Linear(width, 10)).to(device)
 
 
-def ddp_step(args, group, device):
-    """One DDP training step on `group` as a function of no arguments."""
+def ddp_step(args, group, device, communicate=True):
+    """One DDP training step on `group` as a function of no arguments; with communicate
+    False the same step under DDP's no_sync() (no gradient all-reduce: the compute alone).
+    The step function's `model` attribute is the DDP model."""
     model = torch.nn.parallel.DistributedDataParallel(mlp(args, device), process_group=group)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     g = torch.Generator().manual_seed(dist.get_rank())
@@ -74,11 +82,21 @@ def ddp_step(args, group, device):
 
     def step():
         optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        with contextlib.nullcontext() if communicate else model.no_sync():
+            torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
+    step.model = model
     return step
+
+
+def bucket_sizes(model):
+    """The byte sizes of DDP's gradient buckets, in all-reduce order (after its first
+    step, when DDP has rebuilt them in the order gradients became ready)."""
+    logged = model._get_ddp_logging_data()
+    sizes = logged.get("rebuilt_bucket_sizes") or logged.get("bucket_sizes") or ""
+    return [int(size) for size in str(sizes).split(",") if size.strip()]
 
 
 def allreduce_step(group, nbytes, device, iters, engine=None):
@@ -103,6 +121,22 @@ def allreduce_step(group, nbytes, device, iters, engine=None):
     return step
 
 
+def rotated_interleaved(barrier, steps, rounds, repeats):
+    """bench.common.interleaved with the contenders' order rotated round by round: a turn
+    right after gloo's pays for what gloo leaves behind (the same engine call measured
+    1.3x slower in that place), so each contender takes that place equally often (every
+    place once when rounds = number of contenders)."""
+    names = list(steps)
+    samples = {name: [] for name in names}
+    for index in range(rounds):
+        shift = index % len(names)
+        order = names[shift:] + names[:shift]
+        timed = interleaved(barrier, {name: steps[name] for name in order}, 1, repeats, warmup=index == 0)
+        for name in names:
+            samples[name] += timed[name]
+    return samples
+
+
 def medians(timed, per_call=1):
     """{name: median seconds of the slowest rank per call}, and whether every rank's results were exact."""
     times = {name: [seconds / per_call for seconds, _ in samples] for name, samples in timed.items()}
@@ -113,16 +147,24 @@ def medians(timed, per_call=1):
             all(rank[1] for rank in gathered))
 
 
+COMPUTE_ONLY = "no all-reduce"
+
+
 def ddp_table(args, groups, say, barrier):
+    """DDP step time per backend, and the same step without communication (DDP's no_sync)."""
     steps = {name: ddp_step(args, group, device_of(name)) for name, group in groups.items()}
+    steps[COMPUTE_ONLY] = ddp_step(args, groups["gloo"], torch.device("cpu"), communicate=False)
     params = sum(p.numel() for p in mlp(args, "cpu").parameters())
     say(f"# DDP step: MLP {args.features}-{'-'.join([str(args.hidden)] * args.layers)}-10, {params / 1e6:.2f} M "
         f"float32 parameters ({4 * params / 2**20:.1f} MiB of gradients), batch {args.batch} per rank, "
-        f"{args.rounds} rounds x {args.steps} steps, interleaved")
-    step_time, _ = medians(interleaved(barrier, steps, args.rounds, args.steps))
-    say(f"{'backend':>12} {'step ms':>9} {'vs gloo':>8}")
+        f"{args.rounds} rounds x {args.steps} steps, interleaved; {torch.get_num_threads()} torch thread(s) "
+        f"per rank for every backend; '{COMPUTE_ONLY}': the step under DDP's no_sync (compute alone)")
+    step_time, _ = medians(rotated_interleaved(barrier, steps, args.rounds, args.steps))
+    say(f"# DDP's gradient buckets (bytes, in all-reduce order): "
+        f"{', '.join(map(str, bucket_sizes(steps['collectives'].model)))}")
+    say(f"{'backend':>14} {'step ms':>9} {'vs gloo':>8}")
     for name, seconds in step_time.items():
-        say(f"{name:>12} {1e3 * seconds:9.2f} {step_time['gloo'] / seconds:7.2f}x")
+        say(f"{name:>14} {1e3 * seconds:9.2f} {step_time['gloo'] / seconds:7.2f}x")
 
 
 def allreduce_table(args, groups, say, barrier):
@@ -136,7 +178,7 @@ def allreduce_table(args, groups, say, barrier):
     for nbytes in size_sweep(args.minbytes, args.maxbytes, args.stepfactor, smallest=4):
         steps = {name: allreduce_step(group, nbytes, device_of(name), args.iters) for name, group in groups.items()}
         steps["engine direct"] = allreduce_step(None, nbytes, torch.device("cpu"), args.iters, engine)
-        seconds, exact = medians(interleaved(barrier, steps, args.rounds, 1), per_call=args.iters)
+        seconds, exact = medians(rotated_interleaved(barrier, steps, args.rounds, 1), per_call=args.iters)
         busbw = {name: 2 * (n - 1) / n * nbytes / t / 1e9 for name, t in seconds.items()}
         say(f"{human(nbytes):>10} " + " ".join(f"{1e6 * seconds[name]:16.1f} {busbw[name]:6.2f} "
                                               f"{seconds['gloo'] / seconds[name]:6.2f}x" for name in names)
@@ -152,7 +194,8 @@ def main(argv=None):
     say(f"# bench.torch: {dist.get_world_size()} ranks, backends {', '.join(groups)} (PyTorch {torch.__version__})")
     if not args.no_ddp:
         ddp_table(args, groups, say, barrier)
-    allreduce_table(args, groups, say, barrier)
+    if not args.no_allreduce:
+        allreduce_table(args, groups, say, barrier)
     dist.destroy_process_group()
 
 

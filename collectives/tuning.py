@@ -187,12 +187,13 @@ def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, rank
         # Shared memory (SHARED_MEMORY; priced by CostModel.shared): (sync points, bytes a
         # rank passes through the segment, bytes reduced), for one round (a buffer that
         # fits a staging half; each further round adds its sync points).
-        # oneshot: write m, read all n copies; twoshot: write m, read n blocks of m/n,
+        # oneshot: write m, read all n copies; twoshot: write all but its own block
+        # ((n-1)m/n; it reads that one from its input), read the n-1 peers' blocks of m/n,
         # write the reduced block, read the n-1 other blocks back; reduce-scatter: write
         # m, read n blocks; all-gather (m: the output): write m/n, read (n-1)m/n;
         # broadcast: root writes m, then the others read it; reduce: write m, root reads n.
         ("allreduce", "oneshot"): lambda: (1, (n + 1) * m, (n - 1) * m),
-        ("allreduce", "twoshot"): lambda: (2, 3 * m, share * m),
+        ("allreduce", "twoshot"): lambda: (2, (3 * n - 2) / n * m, share * m),
         ("reduce_scatter", "shm"): lambda: (1, 2 * m, share * m),
         ("allgather", "shm"): lambda: (1, m, 0.0),
         ("broadcast", "shm"): lambda: (1, 2 * m, 0.0),

@@ -22,6 +22,13 @@ def mpirun(n, *args, timeout=240, launcher_args=(), env=None):
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def shared_mappings():
+    """Memory mappings of /dev/shm files in this process, unlinked ones included (an MPI
+    shared window is one or more until it is freed)."""
+    with open("/proc/self/maps") as maps:
+        return sum("/dev/shm/" in line for line in maps)
+
+
 def run_or_abort(main):
     """Run a check script's main() under mpirun; on any failure print the traceback and
     abort the whole job, so that the other ranks do not wait forever."""

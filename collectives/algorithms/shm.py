@@ -7,18 +7,19 @@ reads what it needs from the peers' regions. No bytes go through MPI. The segmen
 docstring says why a staging area is never overwritten while a peer still reads it.
 
 Buffers larger than a staging half go in rounds; two-shot also cuts them into
-4 MiB chunks, one round each, so that while one rank still reduces chunk c a peer
+8 MiB chunks, one round each, so that while one rank still reduces chunk c a peer
 already publishes chunk c+1.
 """
 from ..partition import partition
 from .common import combine_into, reduce_into
 
-# Two-shot round size: each round publishes, reduces and gathers this many bytes, so a
-# rank's block of it (1/n) stays in cache between the phases and the ranks' phases overlap.
+# Two-shot round size: each round publishes, reduces and gathers this many bytes.
 # Each round costs two sync points, and a sync point costs a scheduling round when ranks
-# outnumber cores: on the 2-core test machine (4 ranks), 16 MiB took 1.2 s in 256 KiB
-# rounds, 0.35 s in 1 MiB, 0.10-0.14 s in 4 MiB or 16 MiB rounds (one interleaved run).
-CHUNK_BYTES = 4 << 20
+# outnumber cores (milliseconds on a loaded machine): on the 2-core test machine (4 ranks),
+# 16 MiB took 1.2 s in 256 KiB rounds, 0.35 s in 1 MiB, 0.10-0.14 s in 4 MiB or 16 MiB
+# rounds (one interleaved run, quiet); later, under load 7-12, 8 MiB rounds beat 4 MiB by
+# 1.3x at 16 MiB and 1.1x at 8 MiB, and 16 MiB rounds fell in between (interleaved A/B).
+CHUNK_BYTES = 8 << 20
 
 
 def segment_of(t):
@@ -78,14 +79,15 @@ def _posted(t, segment, parity, dtype, count):
 def twoshot_allreduce(t, x, out, op, ws, chunk_bytes=CHUNK_BYTES):
     """Two-shot all-reduce: reduce-scatter then all-gather through the segment.
 
-    Per round (one cache-sized chunk): every rank publishes its chunk (no copy when x lies
-    in the segment's heap, from `comm.empty`) and posts; rank r reduces block r of the
-    chunk (cc.partition) from all n published chunks in rank order, waiting for each rank
-    only when its chunk is next, and puts the result in its staging area; posts; copies
-    every other rank's reduced block as soon as that rank posted it. Each block is
-    reduced by one rank only, so all ranks hold bitwise-equal results.
-    Bandwidth-optimal: per rank one copy in (none from the heap), reads of 1/n of every
-    peer's chunk, (n-1)/n reduced, the buffer copied out once; 2 sync points per round.
+    Per round (one chunk): every rank publishes its chunk but its own block (no copy when x
+    lies in the segment's heap, from `comm.empty`) and posts; rank r reduces block r of
+    the chunk (cc.partition) from all n chunks in rank order, waiting for each rank only
+    when its chunk is next, and puts the result in its staging area; posts; copies every
+    other rank's reduced block as soon as that rank posted it. Each block is reduced by
+    one rank only, so all ranks hold bitwise-equal results.
+    Bandwidth-optimal: per rank (n-1)/n of the chunk copied in (none from the heap),
+    1/n of every peer's chunk read, (n-1)/n reduced, the buffer copied out once
+    ((3n-2)/n passes over the buffer in all); 2 sync points per round.
     """
     n, r = t.size, t.rank
     if n == 1 or x.size == 0:
@@ -100,12 +102,12 @@ def twoshot_allreduce(t, x, out, op, ws, chunk_bytes=CHUNK_BYTES):
         count = stop - start
         blocks = partition(count, n)
         if in_heap is None:
-            segment.staging(r, parity, x.dtype, count)[...] = x[start:stop]
+            _publish_others_blocks(segment, x, start, blocks, r, parity)
             where = segment.staging_offset(parity)
         else:
             where = in_heap + start * x.itemsize
         segment.post(where)
-        _reduce_block(t, segment, where, x, out, start, blocks, op, parity)
+        _reduce_block(t, segment, x, out, start, blocks, op, parity)
         segment.post()
         _gather_blocks(t, segment, out, start, blocks, parity)
 
@@ -121,27 +123,30 @@ def _gather_blocks(t, segment, out, start, blocks, parity):
         out[start + lo:start + hi] = segment.staging(j, parity, out.dtype, hi - lo, start=lo)
 
 
-def _reduce_block(t, segment, where, x, out, start, blocks, op, parity):
-    """Rank r's block of one two-shot round: reduce it from every rank's published chunk
-    in rank order (waiting for each rank only when its chunk is next), into out and into
-    r's staging area (for the peers). `where`: the offset r published its chunk at.
+def _publish_others_blocks(segment, x, start, blocks, r, parity):
+    """Copy the round's chunk of x into r's staging area, all but block r: only rank r
+    reads block r, and it reads it from x itself."""
+    lo, hi, count = blocks[r], blocks[r + 1], blocks[-1]
+    if lo > 0:
+        segment.staging(r, parity, x.dtype, lo)[...] = x[start:start + lo]
+    if hi < count:
+        segment.staging(r, parity, x.dtype, count - hi, start=hi)[...] = x[start + hi:start + count]
 
-    The result goes where no operand lies: into out when r's chunk was copied into its
-    staging area; into r's staging area when it lies in the heap (comm.empty; then out
-    may be x itself), and from there into the other place. Block r of r's chunk is read
-    by r alone, so overwriting it once reduced is safe.
+
+def _reduce_block(t, segment, x, out, start, blocks, op, parity):
+    """Rank r's block of one two-shot round: reduce it in rank order from every peer's
+    published chunk (waiting for each peer only when its chunk is next) and from x itself,
+    into r's staging area at block r (never published: peers read it only after r's next
+    post), then copy it into out (which may be x: its block is read before it is written).
     """
     r = t.rank
     lo, hi = blocks[r], blocks[r + 1]
-    # views of the block only: the segment sees what is read (the simulator, traces)
-    operands = _in_rank_order(t, segment, lambda j, offset: segment.published(
-        j, offset + lo * x.itemsize, x.dtype, hi - lo))
+    own = x[start + lo:start + hi]
+
+    def operand(j, offset):   # views of the block only: the segment sees what is read
+        return own if j == r else segment.published(j, offset + lo * x.itemsize, x.dtype, hi - lo)
     mine = segment.staging(r, parity, x.dtype, hi - lo, start=lo)
-    target = out[start + lo:start + hi]
-    if where == segment.staging_offset(parity):
-        reduce_ordered(target, operands, op, copy_to=mine)
-    else:
-        reduce_ordered(mine, operands, op, copy_to=target)
+    reduce_ordered(mine, _in_rank_order(t, segment, operand), op, copy_to=out[start + lo:start + hi])
 
 
 def _in_rank_order(t, segment, view):

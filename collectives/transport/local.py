@@ -152,14 +152,21 @@ class _RecvRequest:
 class LocalTransport(TaggedCallState):
     """One rank's endpoint in an in-process world (see module docstring). It declares
     `capabilities` as given (default: none; tests pass ranks_per_node), plus the group's
-    shared segment where the fabric makes them (all in-process ranks share memory)."""
+    shared segment where the fabric makes them (all in-process ranks share memory).
 
-    def __init__(self, fabric, group, rank, size, capabilities=NO_CAPABILITIES, node_size=None):
+    node_size: the world's ranks form emulated nodes of that many consecutive ranks, each
+    with its own segment. node: the emulated node this rank is on (a group split from
+    another passes it on); shared=False: no segment (a split whose ranks span several
+    nodes, like a communicator across machines)."""
+
+    def __init__(self, fabric, group, rank, size, capabilities=NO_CAPABILITIES, node_size=None, node=0,
+                 shared=True):
         self.fabric, self.group, self.rank, self.size = fabric, group, rank, size
-        # node_size: emulated nodes of that many consecutive ranks, each its own segment
+        self.node = rank // node_size if node_size else node
         self._segment_group = group if node_size is None else (group, "node", rank // node_size)
         g = node_size or size
-        segment = fabric.segment(self._segment_group, rank % g, g, range(rank - rank % g, rank - rank % g + g))
+        segment = None if not shared else fabric.segment(
+            self._segment_group, rank % g, g, range(rank - rank % g, rank - rank % g + g))
         self.capabilities = capabilities.replace(shared_segment=segment) if segment else capabilities
         self.set_timeout(fabric.timeout)
         self.tags = CallTags()          # the call in progress: its tag goes with every message
@@ -238,15 +245,17 @@ class LocalTransport(TaggedCallState):
             self.fabric.release_segment(self._segment_group)
 
     def split(self, color, key=0):
-        """A transport over the ranks that passed the same `color` (None: this rank joins none)."""
-        entries = self.allgather_object((color, key, self.rank))
+        """A transport over the ranks that passed the same `color` (None: this rank joins
+        none), with a shared segment of its own where they all are on one (emulated) node."""
+        entries = self.allgather_object((color, key, self.rank, self.node))
         self._splits += 1
         if color is None:
             return None
-        members = sorted((k, r) for c, k, r in entries if c == color)
+        members = sorted((k, r) for c, k, r, _ in entries if c == color)
+        nodes = {node for c, _, _, node in entries if c == color}
         new_rank = members.index((key, self.rank))
         group = (self.group, self._splits, color)
-        sub = LocalTransport(self.fabric, group, new_rank, len(members))
+        sub = LocalTransport(self.fabric, group, new_rank, len(members), node=self.node, shared=len(nodes) == 1)
         sub.set_timeout(self.timeout)
         return sub
 

@@ -16,12 +16,13 @@ with this rank's own call before the data are used; a message from another call 
 CollectiveMismatch.
 """
 import pickle
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
 from mpi4py import MPI
 
-from ..errors import MessageError
+from ..errors import MessageError, TransportError
 from .calls import CallTags, TaggedCallState
 from .contract import NATIVE_COLLECTIVES, Capabilities
 from .segment import MPISegment
@@ -87,21 +88,32 @@ class MPITransport(TaggedCallState):
     finds out). Natively it offers MPI's own collectives; it is CUDA-aware where the MPI
     library says so. shm_bytes > 0: a shared segment of that many bytes per rank over the
     ranks of this node (collective over comm); node_color: over those of this node's ranks
-    with the same color only (emulated nodes).
+    with the same color only (emulated nodes). whole_node: a segment only where all of
+    comm's ranks share the node, freed with the transport (a split communicator's).
     """
 
-    def __init__(self, comm, timeout=None, ranks_per_node=None, shm_bytes=0, node_color=None):
+    def __init__(self, comm, timeout=None, ranks_per_node=None, shm_bytes=0, node_color=None, whole_node=False):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.set_timeout(timeout)
-        segment = MPISegment(_node(comm, node_color), shm_bytes, self.rank) if shm_bytes else None
+        self._shm_bytes, self._node_color, self._whole_node = shm_bytes, node_color, whole_node
+        segment = self._segment() if shm_bytes else None
         self.capabilities = Capabilities(ranks_per_node=ranks_per_node, native=frozenset(NATIVE_COLLECTIVES),
                                          cuda_aware=self.query_cuda_support(), shared_segment=segment)
         comm.Set_errhandler(MPI.ERRORS_RETURN)
         self.tags = CallTags(int(comm.Get_attr(MPI.TAG_UB)).bit_length())
         self._status = MPI.Status()   # sendrecv's receive status (one call at a time per transport)
         self._ignored = MPI.Status()  # where the statuses of sends go
+
+    def _segment(self):
+        """The shared segment over this node's ranks (collective over comm); None where a
+        whole-node segment is asked for and comm's ranks span several nodes."""
+        node = _node(self.comm, self._node_color)
+        if self._whole_node and node.Get_size() != self.size:
+            node.Free()
+            return None
+        return MPISegment(node, self._shm_bytes, self.rank)
 
     def _complete(self, requests, peer, what, statuses=None):
         """Wait for raw MPI requests with the timeout (filling `statuses`, and then leaving
@@ -222,20 +234,39 @@ class MPITransport(TaggedCallState):
 
     def free(self):
         """Free the MPI communicator (once; not after MPI_Finalize) and let go of the
-        shared segment (see MPISegment.close)."""
-        if self.capabilities.shared_segment is not None:
-            self.capabilities.shared_segment.close()
+        shared segment: a split communicator's window goes back to MPI here, after a
+        barrier (every rank frees it together; bounded by the timeout, past which it is
+        left to MPI_Finalize with a warning); the world's at MPI_Finalize (see
+        MPISegment.close)."""
+        segment = self.capabilities.shared_segment
+        if segment is not None and not segment.closed:
+            if self._whole_node:
+                self._free_window(segment)
+            segment.close()
         comm, self.comm = self.comm, MPI.COMM_NULL
         if comm != MPI.COMM_NULL and not MPI.Is_finalized():
             comm.Free()
 
+    def _free_window(self, segment):
+        try:
+            self.barrier()
+        except (TransportError, MPI.Exception) as error:
+            warnings.warn(f"rank {self.rank}: a split communicator's shared-memory window is left to "
+                          f"MPI_Finalize, since not every rank freed the communicator: {error}", stacklevel=3)
+            return
+        if not MPI.Is_finalized():
+            segment.free_window()
+
     def split(self, color, key=0):
-        """A transport over the ranks with the same `color` (None: this rank joins none)."""
+        """A transport over the ranks with the same `color` (None: this rank joins none).
+        Where they all share a node (and this transport has a segment), it gets a shared
+        segment of its own, of the same size per rank, freed with it."""
         with mpi_errors(lambda: f"rank {self.rank} splitting its communicator"):
             sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
-        # No segment for sub-communicators: a window is only released by MPI_Finalize
-        # (see MPISegment.close), and jobs split thousands of times.
-        return None if sub == MPI.COMM_NULL else MPITransport(sub, self.timeout)
+        if sub == MPI.COMM_NULL:
+            return None
+        shm_bytes = self._shm_bytes if self.capabilities.shared_segment is not None else 0
+        return MPITransport(sub, self.timeout, shm_bytes=shm_bytes, node_color=self._node_color, whole_node=True)
 
     # -- MPI's own collectives (algorithm "mpi") -------------------------------------------
     # With a timeout they run nonblocking and are waited like everything else; without one

@@ -363,3 +363,14 @@ class MPISegment(Segment):
         self.closed = True
         self._views.clear()
         self.regions = self._lines = self._line = None
+
+    def free_window(self):
+        """Close the segment and hand its window back to MPI now. MPI_Win_free synchronises
+        the segment's ranks: call it only where every one of them does at the same point
+        (a sub-communicator's transport does, after a barrier bounded by its timeout)."""
+        from mpi4py import MPI
+        self.close()
+        window, self._window = self._window, None
+        if window is not None and not MPI.Is_finalized():
+            window.Unlock_all()
+            window.Free()
