@@ -131,3 +131,7 @@ def test_percall_prints_our_fixed_cost_beside_mpi():
     assert percall.main(["-n", "20", "-r", "1"], out=out) == 0
     assert re.search(r"comm.allreduce 8 B, 1 rank, algorithm auto: [\d.]+ us per call; "
                      r"MPI_Allreduce \(mpi4py\): [\d.]+ us", out.getvalue())
+    for collective, mpi in (("broadcast", "Bcast"), ("allgather", "Allgather"),
+                            ("reduce_scatter", "Reduce_scatter_block"), ("reduce", "Reduce")):
+        assert re.search(rf"comm.{collective} 8 B, 1 rank, algorithm \w+: [\d.]+ us per call; "
+                         rf"MPI_{mpi} \(mpi4py\): [\d.]+ us", out.getvalue())
