@@ -100,7 +100,7 @@ class Communicator(Collectives):
         self._device_transport = None
         self.device = None                    # the GPU this rank uses (set by cc.init), if any
         # send/recv travel on a duplicate of the transport, so they never mix with collectives
-        self._p2p = transport.split(0, self.rank) if transport.capabilities.can_split else None
+        self._p2p = transport.split(0, self.rank, segment=False) if transport.capabilities.can_split else None
         self._freed = False
         self._children = weakref.WeakSet()    # live sub-communicators: free() frees them too
         # Runs once, on free() or when this object is collected; it must not reference self.

@@ -55,10 +55,10 @@ class PointToPointWork(Work):
         self._request, self._then = request, finish
 
     def test(self):
-        return self._done.is_set() or bool(self._request.test())
+        return self._finished or bool(self._request.test())
 
     def wait(self, timeout=None):
-        if not self._done.is_set():
+        if not self._finished:
             try:
                 self._request.wait()
                 result = self._then()

@@ -50,6 +50,9 @@ def main():
             check_group(dp, comm.rank)                   # {0,2} {1,3}: one node too
         else:
             assert dp.transport.capabilities.shared_segment is None
+    duplicate = comm.transport.split(0, comm.rank, segment=False)   # what send/recv run on
+    assert duplicate.capabilities.shared_segment is None
+    duplicate.free()
     comm.barrier()
     before = counts()
     for i in range(cycles):

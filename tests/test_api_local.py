@@ -177,6 +177,21 @@ def test_async_errors_surface_at_wait():
         work.wait()
 
 
+def test_a_work_handle_times_out_polls_and_serves_every_waiter():
+    work = cc.Work("demo")
+    assert not work.test()
+    with pytest.raises(TimeoutError, match="demo did not finish within 0.01 s"):
+        work.wait(timeout=0.01)
+    results = []
+    waiters = [threading.Thread(target=lambda: results.append(work.wait())) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    work._finish(result=42)
+    for waiter in waiters:
+        waiter.join(timeout=10)
+    assert work.test() and results == [42, 42, 42] and work.wait(timeout=0) == 42
+
+
 def test_split_makes_independent_groups():
     def body(comm):
         sub = comm.split(comm.rank % 2, key=-comm.rank)      # reversed order inside each group

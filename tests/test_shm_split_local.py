@@ -64,3 +64,11 @@ def test_a_split_of_a_split_inside_one_node_still_gets_a_segment():
         with comm.split(comm.rank // 4) as node, node.split(node.rank % 2) as pair:
             return pair.size, SHM <= set(pair.algorithms("allreduce"))
     assert cc.run_threads(8, body, nodes=2) == [(2, True)] * 8
+
+
+def test_a_split_asked_for_no_segment_gets_none_and_the_point_to_point_duplicate_is_one():
+    def body(comm):
+        plain = comm.transport.split(0, comm.rank, segment=False)
+        shared = comm.transport.split(0, comm.rank)
+        return plain.capabilities.shared_segment is None, shared.capabilities.shared_segment is not None
+    assert cc.run_threads(3, body) == [(True, True)] * 3

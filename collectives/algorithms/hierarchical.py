@@ -67,8 +67,9 @@ class Group:
     def free(self):
         """Nothing to release: the group owns none of t's resources."""
 
-    def split(self, color, key=0):
-        """The group's ranks with the same color, as a Group of t (None: joins none)."""
+    def split(self, color, key=0, segment=True):
+        """The group's ranks with the same color, as a Group of t (None: joins none; never
+        a segment of its own, whatever `segment` says)."""
         entries = self.allgather_object((color, key, self.rank))
         if color is None:
             return None

@@ -105,9 +105,11 @@ class Transport(Protocol):
     def allgather_object(self, obj: Any) -> list:
         """Every rank's picklable `obj`, in rank order (the small control plane)."""
 
-    def split(self, color: Optional[int], key: int = 0) -> Optional[Transport]:
+    def split(self, color: Optional[int], key: int = 0, segment: bool = True) -> Optional[Transport]:
         """A transport over the ranks that passed the same `color`, ranked by (key, rank);
-        color None: this rank joins none (returns None). Called by every rank."""
+        color None: this rank joins none (returns None). Called by every rank. segment=False:
+        the new transport gets no shared segment even where it could (a duplicate that only
+        carries point-to-point messages)."""
 
     def free(self) -> None:
         """Release what this endpoint holds (an MPI communicator, channels); called once,

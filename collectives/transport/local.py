@@ -244,9 +244,10 @@ class LocalTransport(TaggedCallState):
             segment.close()
             self.fabric.release_segment(self._segment_group)
 
-    def split(self, color, key=0):
+    def split(self, color, key=0, segment=True):
         """A transport over the ranks that passed the same `color` (None: this rank joins
-        none), with a shared segment of its own where they all are on one (emulated) node."""
+        none), with a shared segment of its own where they all are on one (emulated) node
+        (and `segment`)."""
         entries = self.allgather_object((color, key, self.rank, self.node))
         self._splits += 1
         if color is None:
@@ -255,7 +256,8 @@ class LocalTransport(TaggedCallState):
         nodes = {node for c, _, _, node in entries if c == color}
         new_rank = members.index((key, self.rank))
         group = (self.group, self._splits, color)
-        sub = LocalTransport(self.fabric, group, new_rank, len(members), node=self.node, shared=len(nodes) == 1)
+        sub = LocalTransport(self.fabric, group, new_rank, len(members), node=self.node,
+                             shared=segment and len(nodes) == 1)
         sub.set_timeout(self.timeout)
         return sub
 

@@ -257,15 +257,15 @@ class MPITransport(TaggedCallState):
         if not MPI.Is_finalized():
             segment.free_window()
 
-    def split(self, color, key=0):
+    def split(self, color, key=0, segment=True):
         """A transport over the ranks with the same `color` (None: this rank joins none).
-        Where they all share a node (and this transport has a segment), it gets a shared
-        segment of its own, of the same size per rank, freed with it."""
+        Where they all share a node (and this transport has a segment, and `segment`), it
+        gets a shared segment of its own, of the same size per rank, freed with it."""
         with mpi_errors(lambda: f"rank {self.rank} splitting its communicator"):
             sub = self.comm.Split(MPI.UNDEFINED if color is None else color, key)
         if sub == MPI.COMM_NULL:
             return None
-        shm_bytes = self._shm_bytes if self.capabilities.shared_segment is not None else 0
+        shm_bytes = self._shm_bytes if segment and self.capabilities.shared_segment is not None else 0
         return MPITransport(sub, self.timeout, shm_bytes=shm_bytes, node_color=self._node_color, whole_node=True)
 
     # -- MPI's own collectives (algorithm "mpi") -------------------------------------------

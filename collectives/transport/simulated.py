@@ -450,7 +450,7 @@ class SimulatedTransport(CallState):
     def free(self):
         """Nothing to release: the simulation owns the shared state."""
 
-    def split(self, color, key=0):
+    def split(self, color, key=0, segment=True):
         raise NotImplementedError("the simulated transport runs one communicator: split is not simulated")
 
 

@@ -55,8 +55,8 @@ class TransportWrapper:
     def free(self):
         self.inner.free()
 
-    def split(self, color, key=0):
-        sub = self.inner.split(color, key)
+    def split(self, color, key=0, segment=True):
+        sub = self.inner.split(color, key, segment)
         return None if sub is None else self.rewrap(sub)
 
     def rewrap(self, inner):
