@@ -394,3 +394,18 @@ def test_engine_takes_an_array_interface_object_and_rejects_strided_tensors_clea
         return data
     for data in cc.run_threads(2, main):
         assert data.tolist() == [0.0, 10.0, 20.0]
+
+
+# -- bench.torch -----------------------------------------------------------------------------------
+def test_bench_torch_rotates_the_turns_so_no_contender_always_follows_gloo():
+    from types import SimpleNamespace
+
+    from bench.torch import rotated_interleaved
+    turns = []
+    steps = {name: (lambda name=name: turns.append(name)) for name in ("gloo", "collectives", "engine")}
+    samples = rotated_interleaved(SimpleNamespace(barrier=lambda: None), steps, rounds=3, repeats=2)
+    timed = turns[3:]                                    # after one warm-up call of each
+    orders = [timed[i:i + 6:2] for i in range(0, 18, 6)]
+    assert orders == [["gloo", "collectives", "engine"], ["collectives", "engine", "gloo"],
+                      ["engine", "gloo", "collectives"]]
+    assert {name: len(times) for name, times in samples.items()} == {name: 6 for name in steps}
