@@ -36,10 +36,13 @@ def _sync(t, segment, offset=0):
     return segment.wait_all(t.timeout)
 
 
-def _rounds(count, itemsize, limit):
-    """(start, stop) element ranges of at most `limit` bytes covering count elements."""
-    per_round = max(1, limit // itemsize)
-    return [(start, min(start + per_round, count)) for start in range(0, count, per_round)]
+def _rounds(segment, buf, limit=None):
+    """(start, stop, parity) for each round over buf: element ranges of at most `limit`
+    bytes (default: a staging half) covering it, each round begun on the segment as it
+    is reached (its parity: which staging half it uses)."""
+    per_round = max(1, (limit or segment.staging_bytes) // buf.itemsize)
+    for start in range(0, buf.size, per_round):
+        yield start, min(start + per_round, buf.size), segment.begin_round()
 
 
 def oneshot_allreduce(t, x, out, op, ws):
@@ -59,8 +62,7 @@ def oneshot_allreduce(t, x, out, op, ws):
             out[...] = x
         return
     segment = segment_of(t)
-    for start, stop in _rounds(x.size, x.itemsize, segment.staging_bytes):
-        parity = segment.begin_round()
+    for start, stop, parity in _rounds(segment, x):
         count = stop - start
         segment.staging(r, parity, x.dtype, count)[...] = x[start:stop]
         segment.post(segment.staging_offset(parity))
@@ -97,8 +99,7 @@ def twoshot_allreduce(t, x, out, op, ws, chunk_bytes=CHUNK_BYTES):
     segment = segment_of(t)
     in_heap = segment.offset_in_heap(x)
     limit = min(segment.staging_bytes, chunk_bytes)
-    for start, stop in _rounds(x.size, x.itemsize, limit):
-        parity = segment.begin_round()
+    for start, stop, parity in _rounds(segment, x, limit):
         count = stop - start
         blocks = partition(count, n)
         if in_heap is None:
@@ -193,8 +194,7 @@ def reduce_scatter(t, x, out, op, offsets, ws):
         out[...] = x[lo:hi]
         return
     segment = segment_of(t)
-    for start, stop in _rounds(x.size, x.itemsize, segment.staging_bytes):
-        parity = segment.begin_round()
+    for start, stop, parity in _rounds(segment, x):
         segment.staging(r, parity, x.dtype, stop - start)[...] = x[start:stop]
         _sync(t, segment)
         a, b = _overlap(lo, hi, start, stop)
@@ -213,8 +213,7 @@ def allgather(t, buf, offsets, ws=None):
     if n == 1 or buf.size == 0:
         return
     segment = segment_of(t)
-    for start, stop in _rounds(buf.size, buf.itemsize, segment.staging_bytes):
-        parity = segment.begin_round()
+    for start, stop, parity in _rounds(segment, buf):
         a, b = _overlap(offsets[r], offsets[r + 1], start, stop)
         segment.staging(r, parity, buf.dtype, b - a, start=a - start)[...] = buf[a:b]
         _sync(t, segment)
@@ -234,8 +233,7 @@ def broadcast(t, buf, root, ws=None):
     if n == 1 or buf.size == 0:
         return
     segment = segment_of(t)
-    for start, stop in _rounds(buf.size, buf.itemsize, segment.staging_bytes):
-        parity = segment.begin_round()
+    for start, stop, parity in _rounds(segment, buf):
         if r == root:
             segment.staging(r, parity, buf.dtype, stop - start)[...] = buf[start:stop]
         _sync(t, segment)
@@ -253,8 +251,7 @@ def reduce(t, work, op, root, ws):
     if n == 1 or work.size == 0:
         return
     segment = segment_of(t)
-    for start, stop in _rounds(work.size, work.itemsize, segment.staging_bytes):
-        parity = segment.begin_round()
+    for start, stop, parity in _rounds(segment, work):
         count = stop - start
         segment.staging(r, parity, work.dtype, count)[...] = work[start:stop]
         _sync(t, segment)
