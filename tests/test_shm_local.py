@@ -210,3 +210,26 @@ def test_emulated_nodes_run_hierarchical_through_each_node_segment(size, nodes):
 def test_nodes_must_divide_the_ranks():
     with pytest.raises(ValueError, match="nodes must be a positive int dividing the 6 ranks"):
         cc.run_threads(6, lambda comm: None, nodes=4)
+
+
+def test_a_wait_that_spins_out_falls_back_on_the_bounded_wait(monkeypatch):
+    """Peers slower than the quick spin are still waited for (and still time out)."""
+    import collectives.transport.waiting as waiting
+    monkeypatch.setattr(waiting, "QUICK_POLLS", 1)
+
+    def body(comm):
+        time.sleep(0.05 * comm.rank)
+        return comm.allreduce(np.full(3, comm.rank + 1.0), algorithm="oneshot")
+    for result in cc.run_threads(3, body, timeout=5):
+        assert np.array_equal(result, np.full(3, 6.0))
+
+
+def test_staging_all_is_every_rank_staging_view_in_rank_order():
+    def body(comm):
+        segment = comm.transport.capabilities.shared_segment
+        views = segment.staging_all(1, np.dtype(np.float32), 5)
+        assert views is segment.staging_all(1, np.dtype(np.float32), 5)
+        return [v.__array_interface__["data"][0] == segment.staging(j, 1, np.float32, 5).__array_interface__["data"][0]
+                and v.shape == (5,) for j, v in enumerate(views)]
+    for same in cc.run_threads(3, body):
+        assert same == [True, True, True]

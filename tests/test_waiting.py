@@ -61,3 +61,20 @@ def test_a_sleeping_wait_still_ends_at_its_deadline():
     with waiting.sleeping_waits():
         with pytest.raises(TransportTimeout, match="never: nothing after"):
             waiting.poll_until(lambda: False, 0.02, lambda: "never")
+
+
+def test_spin_briefly_yields_between_polls_and_stops_when_ready(recorded):
+    assert waiting.spin_briefly(done_after(5), polls=100)
+    assert recorded == [("yield", None)] * 6       # ready() turned on its sixth call
+    recorded.clear()
+    assert not waiting.spin_briefly(lambda: False, polls=7)
+    assert recorded == [("yield", None)] * 7
+
+
+def test_inside_sleeping_waits_nothing_spins(recorded):
+    polled = []
+    with waiting.sleeping_waits():
+        assert waiting.quick_polls() == 0
+        assert not waiting.spin_briefly(lambda: polled.append(1) or True)
+    assert not polled and not recorded
+    assert waiting.quick_polls() == waiting.QUICK_POLLS

@@ -38,6 +38,19 @@ def combine_into(out, a, b, op):
     return reduce_into(out, b, op)
 
 
+def plain_ufunc(op, *arrays):
+    """The NumPy ufunc that combine_into and reduce_into would apply to `arrays` with `op`,
+    when they would apply it directly: all arrays NumPy ndarrays and nothing observing
+    this thread's reductions. Else None. A caller that applies it itself skips two layers
+    per step and gets the same bits; it must pass equal shapes and dtypes (no checks)."""
+    if getattr(_running, "reducer", None) is not None:
+        return None
+    for array in arrays:
+        if type(array) is not np.ndarray:
+            return None
+    return reference.ufunc_for(op)
+
+
 def plain_reduce(dst, src, op, reverse):
     """The unobserved reduction: kernels.reduce_into (the end of every reducer chain)."""
     return kernels.reduce_into(dst, src, op, reverse=reverse)

@@ -11,7 +11,7 @@ Buffers larger than a staging half go in rounds; two-shot also cuts them into
 already publishes chunk c+1.
 """
 from ..partition import partition
-from .common import combine_into, reduce_into
+from .common import combine_into, plain_ufunc, reduce_into
 
 # Two-shot round size: each round publishes, reduces and gathers this many bytes.
 # Each round costs two sync points, and a sync point costs a scheduling round when ranks
@@ -20,6 +20,10 @@ from .common import combine_into, reduce_into
 # rounds (one interleaved run, quiet); later, under load 7-12, 8 MiB rounds beat 4 MiB by
 # 1.3x at 16 MiB and 1.1x at 8 MiB, and 16 MiB rounds fell in between (interleaved A/B).
 CHUNK_BYTES = 8 << 20
+# One-shot buffers up to this size wait for every peer at once, then reduce: the least
+# Python per call (a call of 8 B costs scheduling rounds, not bytes); larger ones reduce
+# each peer's data as soon as it is there.
+WAIT_ALL_BYTES = 64 << 10
 
 
 def segment_of(t):
@@ -62,6 +66,13 @@ def oneshot_allreduce(t, x, out, op, ws):
             out[...] = x
         return
     segment = segment_of(t)
+    if x.nbytes <= WAIT_ALL_BYTES and x.nbytes <= segment.staging_bytes:
+        parity, count = segment.begin_round(), x.size
+        segment.staging(r, parity, x.dtype, count)[...] = x
+        segment.post(segment.staging_offset(parity))
+        segment.wait_all(t.timeout)
+        reduce_ordered(out, segment.staging_all(parity, x.dtype, count), op)
+        return
     for start, stop, parity in _rounds(segment, x):
         count = stop - start
         segment.staging(r, parity, x.dtype, count)[...] = x[start:stop]
@@ -168,9 +179,16 @@ def reduce_ordered(result, operands, op, copy_to=None):
     result's size and writing one (a first copy would add one pass); one more copy for copy_to.
     """
     operands = iter(operands)
-    combine_into(result, next(operands), next(operands), op)
-    for operand in operands:
-        reduce_into(result, operand, op)
+    first, second = next(operands), next(operands)
+    ufunc = plain_ufunc(op, result, first, second)
+    if ufunc is not None:          # the same ufunc calls, without the layers in between
+        ufunc(first, second, out=result)
+        for operand in operands:
+            ufunc(result, operand, out=result)
+    else:
+        combine_into(result, first, second, op)
+        for operand in operands:
+            reduce_into(result, operand, op)
     if copy_to is not None:
         copy_to[...] = result
 
@@ -257,3 +275,4 @@ def reduce(t, work, op, root, ws):
         _sync(t, segment)
         if r == root:
             reduce_ordered(work[start:stop], [segment.staging(j, parity, work.dtype, count) for j in range(n)], op)
+

@@ -278,8 +278,10 @@ class MPITransport(TaggedCallState):
                 request = nonblocking(*args)
             self._collective(request, name.lower())
         else:
-            with mpi_errors(lambda: f"rank {self.rank} in MPI {name}"):
+            try:    # inline rather than mpi_errors(): the baseline should carry no extra layer
                 getattr(self.comm, name)(*args)
+            except MPI.Exception as exc:
+                raise MessageError(f"rank {self.rank} in MPI {name}: MPI error: {exc}") from exc
 
     def native_allreduce(self, x, out, op):
         self._native("Allreduce", MPI.IN_PLACE if x is out else x, out, _mpi_op(op, x.dtype))

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..errors import CollectiveMismatch, TransportError
 from .calls import signature_hash
-from .waiting import poll_until
+from .waiting import poll_until, quick_polls, spin_briefly, yield_core
 
 LINE = 64                      # bytes of one flag line (one cache line)
 HEADER = 4096                  # the flag line padded to a page, so data start page-aligned
@@ -161,6 +161,16 @@ class Segment:
             view = self._views[key] = self.regions[rank][offset:offset + count * itemsize].view(dtype)
         return view
 
+    def staging_all(self, parity, dtype, count):
+        """Every rank's staging elements [0, count) of half `parity`, in rank order (a
+        cached list of views: a repeated small call builds nothing)."""
+        key = (parity, dtype, count)
+        views = self._views.get(key)
+        if views is None:
+            views = [self.staging(j, parity, dtype, count) for j in range(self.size)]
+            self._views[key] = views
+        return views
+
     def staging_offset(self, parity):
         """Byte offset of staging half `parity` in every region."""
         return HEADER + parity * self.staging_bytes
@@ -200,16 +210,23 @@ class Segment:
         call. Returns the byte offsets the ranks published with it (ours included).
         A peer that does not post within `timeout` seconds (None: forever) raises
         TransportTimeout naming it; step = the sync point's number within the call."""
-        value = self._counter
-        slot = SLOT0 + (value & 1) * SLOT_FIELDS
-        for peer, line in enumerate(self._lines):
+        value, lines, polls = self._counter, self._lines, None
+        for peer, line in enumerate(lines):     # a tight spin per peer, then the bounded wait
             if line[COUNTER] < value:
-                self._wait([peer], value, timeout)
+                polls = quick_polls() if polls is None else polls
+                while line[COUNTER] < value:
+                    if polls == 0:
+                        self._wait([peer], value, timeout)
+                        break
+                    polls -= 1
+                    yield_core()
         self.fence()
-        for peer, line in enumerate(self._lines):
-            if (line[slot], line[slot + 1]) != self._call:
+        slot = SLOT0 + (value & 1) * SLOT_FIELDS
+        sequence, code = self._call
+        for peer, line in enumerate(lines):
+            if line[slot] != sequence or line[slot + 1] != code:
                 self._mismatch(peer, line[slot], line[slot + 1])
-        return [line[slot + 2] for line in self._lines]
+        return [line[slot + 2] for line in lines]
 
     def wait_for(self, peer, timeout):
         """As wait_all for one peer: wait until it posted our last sync point, check its
@@ -245,10 +262,18 @@ class Segment:
         return line[slot + 2]
 
     def _wait(self, peers, value, timeout):
-        """Poll until one of `peers` reaches counter `value` (bounded; names the first)."""
+        """Poll until one of `peers` reaches counter `value` (bounded; names the first):
+        a brief tight spin first (most flags turn within a few scheduling rounds), then
+        the bounded wait, which also stops when the world aborted."""
+        lines = [self._lines[peer] for peer in peers]
+        if len(lines) == 1:
+            line = lines[0]
+            if spin_briefly(lambda: line[COUNTER] >= value):
+                return
+        elif spin_briefly(lambda: any(line[COUNTER] >= value for line in lines)):
+            return
         aborted = self._aborted or (lambda: None)
         step = value - self._call_start
-        lines = [self._lines[peer] for peer in peers]
 
         def describe():
             who = " or ".join(f"rank {peer}" for peer in peers)

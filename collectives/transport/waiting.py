@@ -18,6 +18,7 @@ from ..errors import TransportTimeout
 
 SPIN_SECONDS = 0.1
 MAX_SLEEP = 1e-3
+QUICK_POLLS = 1000     # polls of spin_briefly before a wait pays for clocks and abort checks
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 _this_thread = threading.local()     # .max_sleep set: this thread's waits do not spin
 
@@ -33,6 +34,33 @@ def sleeping_waits(max_sleep: float = MAX_SLEEP):
         yield
     finally:
         _this_thread.max_sleep = previous
+
+
+def quick_polls() -> int:
+    """How many times a wait may poll a flag in a tight loop (yielding the core between
+    polls, `yield_core()`) before it pays for the bounded wait: QUICK_POLLS, or 0 in a
+    thread waiting inside sleeping_waits() (it must not spin)."""
+    return QUICK_POLLS if getattr(_this_thread, "max_sleep", None) is None else 0
+
+
+def yield_core() -> None:
+    """Give the core to another runnable thread or process, if any (sched_yield)."""
+    _yield()
+
+
+def spin_briefly(ready, polls: int = QUICK_POLLS) -> bool:
+    """Yield the core and call ready() up to `polls` times; True as soon as it returns
+    True. The cheapest wait there is (no clock, no closures), for flags that usually turn
+    within a few scheduling rounds; a caller falls back on poll_until when it returns
+    False. Returns False at once in a thread waiting inside sleeping_waits().
+    Cost: one sched_yield and one ready() per poll."""
+    if getattr(_this_thread, "max_sleep", None) is not None:
+        return False
+    for _ in range(polls):
+        _yield()
+        if ready():
+            return True
+    return False
 
 
 def poll_until(done, timeout, describe, peer=None, what=None, step=None):
