@@ -9,7 +9,10 @@ torch layer) on the all-reduce sizes, to show what the backend layer costs.
 Table 1: DDP training step of an MLP (forward, backward with the gradient all-reduces,
 SGD step), median of the slowest rank, and its speed-up over gloo; also the same step
 without communication (DDP's no_sync), the floor any backend's step stands on, and
-DDP's gradient bucket sizes. Every backend runs with the same torch threads per rank
+DDP's gradient bucket sizes. Its CPU column is the CPU time a step takes, all ranks'
+threads together (median per rank, summed), and "CPU / cores" that time spread over the
+cores this node offers the job: no schedule finishes a step faster where ranks share
+cores (one host). Every backend runs with the same torch threads per rank
 (OMP_NUM_THREADS, default 1 here: 4 ranks share 2 cores). Table 2: per size,
 dist.all_reduce time and busbw = algbw * 2(n-1)/n (nccl-tests' factor) per backend, the
 speed-up over gloo, and whether every result was exact. Contenders take turns round by
@@ -20,6 +23,8 @@ file named torch.py run as a script would shadow PyTorch).
 import argparse
 import contextlib
 import os
+import resource
+import statistics
 import types
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")   # ranks share the cores: one thread each
@@ -91,6 +96,36 @@ def ddp_step(args, group, device, communicate=True):
     return step
 
 
+def cpu_seconds():
+    """CPU time this process has used so far, all its threads (user and system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def with_cpu(step):
+    """`step` returning the CPU seconds its process (every thread: the backend's too)
+    used while it ran."""
+    def run():
+        start = cpu_seconds()
+        step()
+        return cpu_seconds() - start
+    run.model = step.model
+    return run
+
+
+def cpu_per_step(timed):
+    """{name: CPU seconds per step of all ranks together}: each rank's median, summed."""
+    mine = {name: statistics.median(used for _, used in samples) for name, samples in timed.items()}
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
+    return {name: sum(rank[name] for rank in gathered) for name in mine}
+
+
+def cores_for_the_job():
+    """Cores this process may run on (what the ranks of one host share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def bucket_sizes(model):
     """The byte sizes of DDP's gradient buckets, in all-reduce order (after its first
     step, when DDP has rebuilt them in the order gradients became ready)."""
@@ -159,12 +194,18 @@ def ddp_table(args, groups, say, barrier):
         f"float32 parameters ({4 * params / 2**20:.1f} MiB of gradients), batch {args.batch} per rank, "
         f"{args.rounds} rounds x {args.steps} steps, interleaved; {torch.get_num_threads()} torch thread(s) "
         f"per rank for every backend; '{COMPUTE_ONLY}': the step under DDP's no_sync (compute alone)")
-    step_time, _ = medians(rotated_interleaved(barrier, steps, args.rounds, args.steps))
+    timed = rotated_interleaved(barrier, {name: with_cpu(step) for name, step in steps.items()},
+                                args.rounds, args.steps)
+    step_time, _ = medians(timed)
+    cpu, cores = cpu_per_step(timed), cores_for_the_job()
     say(f"# DDP's gradient buckets (bytes, in all-reduce order): "
         f"{', '.join(map(str, bucket_sizes(steps['collectives'].model)))}")
-    say(f"{'backend':>14} {'step ms':>9} {'vs gloo':>8}")
+    say(f"# CPU ms: CPU time per step, all {dist.get_world_size()} ranks together; "
+        f"/ cores: spread over the {cores} core(s) here")
+    say(f"{'backend':>14} {'step ms':>9} {'vs gloo':>8} {'CPU ms':>8} {'/ cores':>8}")
     for name, seconds in step_time.items():
-        say(f"{name:>14} {1e3 * seconds:9.2f} {step_time['gloo'] / seconds:7.2f}x")
+        say(f"{name:>14} {1e3 * seconds:9.2f} {step_time['gloo'] / seconds:7.2f}x "
+            f"{1e3 * cpu[name]:8.1f} {1e3 * cpu[name] / cores:8.1f}")
 
 
 def allreduce_table(args, groups, say, barrier):

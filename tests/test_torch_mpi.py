@@ -68,7 +68,8 @@ def test_bench_torch_times_every_backend_and_checks_results():
     result = mpirun(2, "-m", "bench.torch", "--hidden", "64", "--layers", "1", "--rounds", "1", "--steps", "1",
                     "-b", "4K", "-e", "64K", "--iters", "2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = re.findall(r"^\s+(gloo|collectives|no all-reduce)\s+[\d.]+\s+[\d.]+x$", result.stdout, re.M)
+    rows = re.findall(r"^\s+(gloo|collectives|no all-reduce)\s+[\d.]+\s+[\d.]+x\s+[\d.]+\s+[\d.]+$",
+                      result.stdout, re.M)
     assert rows == ["gloo", "collectives", "no all-reduce"], result.stdout
     assert re.search(r"^# DDP's gradient buckets \(bytes, in all-reduce order\): \d+", result.stdout, re.M)
     sizes = re.findall(r"^\s+(\d+) KiB .* (yes|NO)$", result.stdout, re.M)
