@@ -10,10 +10,12 @@ algbw = size / time and busbw = algbw * the collective's bus factor, as nccl-tes
 defines them (GB = 1e9 bytes).
 """
 import argparse
+import gc
 import json
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -147,7 +149,33 @@ def time_rounds(comm, run, algorithms, calls, args):
     leaves out the time it waited for a core after the barrier, which with more ranks
     than cores made the floor (ranks copying independently) read anywhere between one
     and two copies' worth of time depending on when each rank happened to be scheduled.
+    Python's garbage collector is off while the rounds run (garbage_collection_paused).
     """
+    with garbage_collection_paused():
+        stamps = _timed_rounds(comm, run, algorithms, calls, args)
+    ranks = comm.allgather_object((socket.gethostname(), stamps))
+    one_clock = len({host for host, _ in ranks}) == 1
+    return {key: round_seconds([rank_stamps[key] for _, rank_stamps in ranks], one_clock) / max(args.iters, 1)
+            for key in stamps}
+
+
+@contextmanager
+def garbage_collection_paused():
+    """Collect now, then keep Python's cyclic garbage collector off inside the block (as
+    timeit does): a collection would land in whichever contender's turn is running and
+    charge it milliseconds that are not its own."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _timed_rounds(comm, run, algorithms, calls, args):
+    """This rank's (start, end) of every timed round, per (algorithm, inplace)."""
     keys = [(a, inplace) for a in algorithms for inplace in calls]
     rounds = max(1, min(args.iters, 4))
     per_round = [args.iters // rounds + (1 if i < args.iters % rounds else 0) for i in range(rounds)]
@@ -164,10 +192,7 @@ def time_rounds(comm, run, algorithms, calls, args):
                 run(algorithm, *calls[inplace], inplace)
             run.synchronize()
             stamps[(algorithm, inplace)].append((start, time.perf_counter()))
-    ranks = comm.allgather_object((socket.gethostname(), stamps))
-    one_clock = len({host for host, _ in ranks}) == 1
-    return {key: round_seconds([rank_stamps[key] for _, rank_stamps in ranks], one_clock) / max(args.iters, 1)
-            for key in keys}
+    return stamps
 
 
 def round_seconds(per_rank, one_clock):

@@ -182,14 +182,16 @@ class TracedSegment:
     def published(self, rank, *args, **kwargs):
         return self._viewed(self.inner.published(rank, *args, **kwargs), rank)
 
+    def staging_all(self, parity, dtype, count):
+        return [self.staging(j, parity, dtype, count) for j in range(self.inner.size)]   # each one recorded
+
     def post(self, offset=0):
         self._posted, self._seen = self.recorder.clock(), {self.inner.rank}
         return self.inner.post(offset)
 
     def wait_all(self, timeout):
-        offsets = self.inner.wait_all(timeout)
+        self.inner.wait_all(timeout)
         self._saw(range(self.inner.size))
-        return offsets
 
     def wait_for(self, peer, timeout):
         offset = self.inner.wait_for(peer, timeout)

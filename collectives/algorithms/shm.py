@@ -35,9 +35,9 @@ def segment_of(t):
 
 
 def _sync(t, segment, offset=0):
-    """Post a sync point publishing `offset`, wait for every peer; the peers' offsets."""
+    """Post a sync point publishing `offset`, wait for every peer."""
     segment.post(offset)
-    return segment.wait_all(t.timeout)
+    segment.wait_all(t.timeout)
 
 
 def _rounds(segment, buf, limit=None):
@@ -67,11 +67,11 @@ def oneshot_allreduce(t, x, out, op, ws):
         return
     segment = segment_of(t)
     if x.nbytes <= WAIT_ALL_BYTES and x.nbytes <= segment.staging_bytes:
-        parity, count = segment.begin_round(), x.size
-        segment.staging(r, parity, x.dtype, count)[...] = x
+        parity = segment.begin_round()
+        segment.staging(r, parity, x.dtype, x.size)[...] = x     # the write: one pass
         segment.post(segment.staging_offset(parity))
         segment.wait_all(t.timeout)
-        reduce_ordered(out, segment.staging_all(parity, x.dtype, count), op)
+        reduce_ordered(out, segment.staging_all(parity, x.dtype, x.size), op)    # n reads
         return
     for start, stop, parity in _rounds(segment, x):
         count = stop - start

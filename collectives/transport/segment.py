@@ -207,9 +207,9 @@ class Segment:
 
     def wait_all(self, timeout):
         """Wait until every peer posted our last sync point, then check it is in the same
-        call. Returns the byte offsets the ranks published with it (ours included).
-        A peer that does not post within `timeout` seconds (None: forever) raises
-        TransportTimeout naming it; step = the sync point's number within the call."""
+        call (for the offset a peer published with it: `wait_for`). A peer that does not
+        post within `timeout` seconds (None: forever) raises TransportTimeout naming it;
+        step = the sync point's number within the call."""
         value, lines, polls = self._counter, self._lines, None
         for peer, line in enumerate(lines):     # a tight spin per peer, then the bounded wait
             if line[COUNTER] < value:
@@ -226,7 +226,6 @@ class Segment:
         for peer, line in enumerate(lines):
             if line[slot] != sequence or line[slot + 1] != code:
                 self._mismatch(peer, line[slot], line[slot + 1])
-        return [line[slot + 2] for line in lines]
 
     def wait_for(self, peer, timeout):
         """As wait_all for one peer: wait until it posted our last sync point, check its

@@ -72,6 +72,9 @@ class SimulatedSegment(Segment):
         self.endpoint.charge_pass(view, self.members[rank])
         return view
 
+    def staging_all(self, parity, dtype, count):
+        return [self.staging(j, parity, dtype, count) for j in range(self.size)]   # each one charged
+
     def published(self, rank, offset, dtype, count):
         view = super().published(rank, offset, dtype, count)
         self.endpoint.charge_pass(view, self.members[rank])
@@ -85,7 +88,7 @@ class SimulatedSegment(Segment):
 
     def wait_all(self, timeout):
         self._join()
-        return super().wait_all(timeout)     # every flag is up: reads them and checks the call
+        super().wait_all(timeout)     # every flag is up: reads them and checks the call
 
     # Waiting for peers one at a time is modelled as waiting for all of them at the first
     # such wait of a sync point (the formulas price a sync point as one alpha either way).
