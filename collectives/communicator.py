@@ -104,8 +104,9 @@ class Communicator(Collectives):
         self._freed = False
         self._children = weakref.WeakSet()    # live sub-communicators: free() frees them too
         # Runs once, on free() or when this object is collected; it must not reference self.
+        self._freed_by_call = [False]        # free() sets it: every rank frees together
         self._release = weakref.finalize(self, _release, self._executor, transport, self._workspace,
-                                         self._p2p)
+                                         self._p2p, self._freed_by_call)
         self._release.atexit = False          # at exit the process ends: nothing to hand back
 
     def _point_to_point(self):
@@ -198,6 +199,7 @@ class Communicator(Collectives):
             child.free()
         self._executor.close(wait=True)
         self._device_transport = None
+        self._freed_by_call[0] = True
         self._release()
 
     def record_exit(self, how):
@@ -680,10 +682,13 @@ class Communicator(Collectives):
         return child
 
 
-def _release(executor, transport, workspace, point_to_point=None):
-    """What a Communicator hands back, once: its thread, its transports, its workspaces."""
+def _release(executor, transport, workspace, point_to_point=None, freed_by_call=(True,)):
+    """What a Communicator hands back, once: its thread, its transports, its workspaces.
+    freed_by_call[0]: free() was called (on every rank alike), rather than garbage
+    collection running on this rank alone: only then may the transports wait for peers."""
+    together = bool(freed_by_call[0])
     executor.close(wait=True)
-    transport.free()
+    transport.free(together)
     if point_to_point is not None:
-        point_to_point.free()
+        point_to_point.free(together)
     workspace.clear()

@@ -25,3 +25,9 @@ def test_split_communicators_use_their_own_segment_and_free_it_cycle_after_cycle
 def test_on_emulated_nodes_only_splits_inside_a_node_get_a_segment():
     before, after = shm_split_ok(mpirun(4, "-m", "tests.shm_split_check", "100", env={"COLLECTIVES_NODES": "2"}))
     assert before == after
+
+
+def test_a_split_collected_on_one_rank_alone_does_not_wait_for_the_others():
+    result = mpirun(2, "-m", "tests.split_collected_check", timeout=120)
+    assert result.returncode == 0 and "split collected ok" in result.stdout, \
+        result.stdout[-2000:] + result.stderr[-2000:]

@@ -64,7 +64,7 @@ class Group:
         """Return once every rank of the group has entered it."""
         self.allgather_object(None)
 
-    def free(self):
+    def free(self, together=True):
         """Nothing to release: the group owns none of t's resources."""
 
     def split(self, color, key=0, segment=True):

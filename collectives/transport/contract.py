@@ -111,9 +111,12 @@ class Transport(Protocol):
         the new transport gets no shared segment even where it could (a duplicate that only
         carries point-to-point messages)."""
 
-    def free(self) -> None:
+    def free(self, together: bool = True) -> None:
         """Release what this endpoint holds (an MPI communicator, channels); called once,
-        when its Communicator is freed. Nothing is called on it afterwards."""
+        when its Communicator is freed. Nothing is called on it afterwards. together: every
+        rank frees its endpoint at the same point of the program (comm.free(), `with`), so
+        the release may wait for the others; False when garbage collection frees it, at a
+        moment of this rank's own: then nothing may wait for another rank."""
 
     def set_timeout(self, seconds: Optional[float]) -> None:
         """Make later waits raise TransportTimeout after `seconds` (None: wait forever)."""

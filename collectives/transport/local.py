@@ -235,7 +235,7 @@ class LocalTransport(TaggedCallState):
         """Return once every rank of the group has entered the barrier."""
         self.allgather_object(None)
 
-    def free(self):
+    def free(self, together=True):
         """Forget this endpoint's incoming channels (the sender side completed already)
         and let go of the group's shared segment."""
         self.fabric.forget(self.group, self.rank)

@@ -232,16 +232,21 @@ class MPITransport(TaggedCallState):
         """MPI_Ibarrier, waited with the timeout."""
         self._collective(self.comm.Ibarrier(), "barrier")
 
-    def free(self):
+    def free(self, together=True):
         """Free the MPI communicator (once; not after MPI_Finalize) and let go of the
-        shared segment: a split communicator's window goes back to MPI here, after a
-        barrier (every rank frees it together; bounded by the timeout, past which it is
-        left to MPI_Finalize with a warning); the world's at MPI_Finalize (see
-        MPISegment.close)."""
+        shared segment: a split communicator's window goes back to MPI here when every
+        rank frees it `together`, after a barrier (bounded by the timeout, past which it
+        is left to MPI_Finalize with a warning); freed by garbage collection, it is left to
+        MPI_Finalize at once, with a ResourceWarning (MPI_Win_free waits for every rank);
+        the world's goes at MPI_Finalize (see MPISegment.close)."""
         segment = self.capabilities.shared_segment
         if segment is not None and not segment.closed:
-            if self._whole_node:
+            if self._whole_node and together:
                 self._free_window(segment)
+            elif self._whole_node:
+                warnings.warn(f"rank {self.rank}: a split communicator with a shared-memory window was "
+                              f"collected without free(); the window stays until MPI_Finalize (free split "
+                              f"communicators on every rank: comm.free() or `with`)", ResourceWarning, stacklevel=2)
             segment.close()
         comm, self.comm = self.comm, MPI.COMM_NULL
         if comm != MPI.COMM_NULL and not MPI.Is_finalized():

@@ -447,7 +447,7 @@ class SimulatedTransport(CallState):
         self.allgather_object(None)
 
 
-    def free(self):
+    def free(self, together=True):
         """Nothing to release: the simulation owns the shared state."""
 
     def split(self, color, key=0, segment=True):

@@ -52,8 +52,8 @@ class TransportWrapper:
     def barrier(self):
         self.inner.barrier()
 
-    def free(self):
-        self.inner.free()
+    def free(self, together=True):
+        self.inner.free(together)
 
     def split(self, color, key=0, segment=True):
         sub = self.inner.split(color, key, segment)
