@@ -196,7 +196,7 @@ def ddp_table(args, groups, say, barrier):
         f"per rank for every backend; '{COMPUTE_ONLY}': the step under DDP's no_sync (compute alone)")
     timed = rotated_interleaved(barrier, {name: with_cpu(step) for name, step in steps.items()},
                                 args.rounds, args.steps)
-    step_time, _ = medians(timed)
+    step_time, _ = medians({name: [(seconds, None) for seconds, _ in samples] for name, samples in timed.items()})
     cpu, cores = cpu_per_step(timed), cores_for_the_job()
     say(f"# DDP's gradient buckets (bytes, in all-reduce order): "
         f"{', '.join(map(str, bucket_sizes(steps['collectives'].model)))}")

@@ -103,8 +103,8 @@ class Communicator(Collectives):
         self._p2p = transport.split(0, self.rank, segment=False) if transport.capabilities.can_split else None
         self._freed = False
         self._children = weakref.WeakSet()    # live sub-communicators: free() frees them too
-        # Runs once, on free() or when this object is collected; it must not reference self.
         self._freed_by_call = [False]        # free() sets it: every rank frees together
+        # Runs once, on free() or when this object is collected; it must not reference self.
         self._release = weakref.finalize(self, _release, self._executor, transport, self._workspace,
                                          self._p2p, self._freed_by_call)
         self._release.atexit = False          # at exit the process ends: nothing to hand back

@@ -44,6 +44,29 @@ def reduce_into(dst, src, op, reverse=False):
     return _impl(dst, src).reduce_into(dst, src, op, reverse)
 
 
+def reduce_chain_into(out, operands, op):
+    """out = operands[0] <op> operands[1] <op> ... <op> operands[n-1], in that order;
+    returns out. `operands` is any iterable of n >= 2 arrays of out's shape and dtype,
+    taken one at a time (a generator may wait for each). Bitwise the same as out[...] =
+    operands[0] followed by reduce_into(out, operand, op) for each further one. out may be
+    operands[0]; it must not overlap the others.
+    Cost: n-1 passes, each reading two arrays of out's size and writing one (the first
+    step combines two operands in one pass: no copy of operands[0]); no allocation."""
+    operands = iter(operands)
+    first, second = next(operands), next(operands)
+    if type(out) is type(first) is type(second) is np.ndarray:     # the collectives' hot path
+        impl = reference
+        reference.combine_into(out, first, second, op)
+    else:
+        impl = _impl(out, first, second)
+        if out is not first:
+            out[...] = first
+        impl.reduce_into(out, second, op)
+    for operand in operands:
+        impl.reduce_into(out, operand, op)
+    return out
+
+
 def pack(arrays, bucket):
     """Copy many arrays (any shapes and sizes, the bucket's dtype) one after another into
     the 1-D bucket; returns bucket. On the GPU: ONE launch whatever the number of arrays.

@@ -12,12 +12,6 @@ _UFUNCS = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.mini
 FLOAT16, FLOAT32 = np.dtype("float16"), np.dtype("float32")
 
 
-def ufunc_for(op):
-    """The NumPy ufunc that performs `op` ("sum", "prod", "max", "min"), or None: the very
-    function reduce_into and combine_into call, for callers that apply it many times."""
-    return _UFUNCS.get(op)
-
-
 def check_reduce(dst, src, op):
     """ValueError/TypeError unless dst <op> src is well formed (same shape and dtype)."""
     if op not in _UFUNCS:

@@ -213,15 +213,23 @@ def test_nodes_must_divide_the_ranks():
 
 
 def test_a_wait_that_spins_out_falls_back_on_the_bounded_wait(monkeypatch):
-    """Peers slower than the quick spin are still waited for (and still time out)."""
+    """Peers slower than the quick spin are waited for through the bounded wait."""
+    import collectives.transport.segment as segment_module
     import collectives.transport.waiting as waiting
     monkeypatch.setattr(waiting, "QUICK_POLLS", 1)
+    bounded = []
+
+    def counted(*args, **kwargs):
+        bounded.append(1)
+        return waiting.poll_until(*args, **kwargs)
+    monkeypatch.setattr(segment_module, "poll_until", counted)
 
     def body(comm):
         time.sleep(0.05 * comm.rank)
         return comm.allreduce(np.full(3, comm.rank + 1.0), algorithm="oneshot")
     for result in cc.run_threads(3, body, timeout=5):
         assert np.array_equal(result, np.full(3, 6.0))
+    assert bounded, "no wait outlasted one quick poll"
 
 
 def test_staging_all_is_every_rank_staging_view_in_rank_order():

@@ -72,3 +72,36 @@ def test_a_split_asked_for_no_segment_gets_none_and_the_point_to_point_duplicate
         shared = comm.transport.split(0, comm.rank)
         return plain.capabilities.shared_segment is None, shared.capabilities.shared_segment is not None
     assert cc.run_threads(3, body) == [(True, True)] * 3
+
+
+def test_free_tells_the_transport_every_rank_frees_together_and_collection_does_not():
+    """comm.free() (or with) frees the transports with together=True: every rank does it
+    at the same point, so they may synchronise; garbage collection, which each rank runs at
+    its own moment, frees them with together=False (MPI then leaves a split's window to
+    MPI_Finalize instead of waiting for the others)."""
+    import gc
+
+    from collectives.communicator import Communicator
+    from collectives.transport.local import run_threads as spawn
+    from collectives.transport.wrapper import TransportWrapper
+
+    frees = {0: [], 1: []}
+
+    class Recorded(TransportWrapper):
+        def free(self, together=True):
+            frees[self.rank].append(together)
+            super().free(together)
+
+    def body(t):
+        comm = Communicator(Recorded(t), timeout=20)
+        kept, dropped = comm.split(0), comm.split(0)
+        del dropped
+        gc.collect()
+        collected = list(frees[t.rank])
+        kept.free()
+        explicit = frees[t.rank][len(collected):]
+        comm.free()
+        return collected, explicit, frees[t.rank][len(collected) + len(explicit):]
+    for collected, explicit, world in spawn(2, body):
+        assert collected == [False, False]        # the split's transport and its send/recv duplicate
+        assert explicit == [True, True] and world == [True, True]

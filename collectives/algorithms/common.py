@@ -38,17 +38,24 @@ def combine_into(out, a, b, op):
     return reduce_into(out, b, op)
 
 
-def plain_ufunc(op, *arrays):
-    """The NumPy ufunc that combine_into and reduce_into would apply to `arrays` with `op`,
-    when they would apply it directly: all arrays NumPy ndarrays and nothing observing
-    this thread's reductions. Else None. A caller that applies it itself skips two layers
-    per step and gets the same bits; it must pass equal shapes and dtypes (no checks)."""
-    if getattr(_running, "reducer", None) is not None:
-        return None
-    for array in arrays:
-        if type(array) is not np.ndarray:
-            return None
-    return reference.ufunc_for(op)
+def reduce_ordered(result, operands, op, copy_to=None):
+    """result = operands[0] <op> operands[1] <op> ... (an iterable of n >= 2 arrays, taken
+    one at a time in that (rank) order), so every rank that combines the same operands
+    gets the same bits: kernels.reduce_chain_into, or while observed combine_into then
+    reduce_into per operand (the observers see every step; the same bits). copy_to, if
+    given, then receives result. result may be operands[0]; it must not overlap the
+    others; copy_to may overlap any operand. Cost: n-1 passes, each reading two arrays of
+    result's size and writing one; one more copy for copy_to.
+    """
+    if getattr(_running, "reducer", None) is None:
+        kernels.reduce_chain_into(result, operands, op)
+    else:
+        operands = iter(operands)
+        combine_into(result, next(operands), next(operands), op)
+        for operand in operands:
+            reduce_into(result, operand, op)
+    if copy_to is not None:
+        copy_to[...] = result
 
 
 def plain_reduce(dst, src, op, reverse):

@@ -45,7 +45,12 @@ def mpi_errors(describe):
     try:
         yield
     except MPI.Exception as exc:
-        raise MessageError(f"{describe()}: MPI error: {exc}") from exc
+        raise _mpi_error(describe(), exc) from exc
+
+
+def _mpi_error(where, exc):
+    """The MessageError for an MPI exception raised while `where` (words naming the rank)."""
+    return MessageError(f"{where}: MPI error: {exc}")
 
 
 def _truncated(status, error):
@@ -246,7 +251,8 @@ class MPITransport(TaggedCallState):
             elif self._whole_node:
                 warnings.warn(f"rank {self.rank}: a split communicator with a shared-memory window was "
                               f"collected without free(); the window stays until MPI_Finalize (free split "
-                              f"communicators on every rank: comm.free() or `with`)", ResourceWarning, stacklevel=2)
+                              f"communicators on every rank: comm.free() or `with`)", ResourceWarning,
+                              stacklevel=1)   # raised from a finalizer: no user frame to point at
             segment.close()
         comm, self.comm = self.comm, MPI.COMM_NULL
         if comm != MPI.COMM_NULL and not MPI.Is_finalized():
@@ -286,7 +292,7 @@ class MPITransport(TaggedCallState):
             try:    # inline rather than mpi_errors(): the baseline should carry no extra layer
                 getattr(self.comm, name)(*args)
             except MPI.Exception as exc:
-                raise MessageError(f"rank {self.rank} in MPI {name}: MPI error: {exc}") from exc
+                raise _mpi_error(f"rank {self.rank} in MPI {name}", exc) from exc
 
     def native_allreduce(self, x, out, op):
         self._native("Allreduce", MPI.IN_PLACE if x is out else x, out, _mpi_op(op, x.dtype))

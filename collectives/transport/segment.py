@@ -211,12 +211,12 @@ class Segment:
         post within `timeout` seconds (None: forever) raises TransportTimeout naming it;
         step = the sync point's number within the call."""
         value, lines, polls = self._counter, self._lines, None
-        for peer, line in enumerate(lines):     # a tight spin per peer, then the bounded wait
+        for peer, line in enumerate(lines):   # one tight spin budget for all, then bounded waits
             if line[COUNTER] < value:
                 polls = quick_polls() if polls is None else polls
                 while line[COUNTER] < value:
                     if polls == 0:
-                        self._wait([peer], value, timeout)
+                        self._wait([peer], value, timeout, spun=True)
                         break
                     polls -= 1
                     yield_core()
@@ -260,16 +260,13 @@ class Segment:
             self._mismatch(peer, line[slot], line[slot + 1])
         return line[slot + 2]
 
-    def _wait(self, peers, value, timeout):
+    def _wait(self, peers, value, timeout, spun=False):
         """Poll until one of `peers` reaches counter `value` (bounded; names the first):
-        a brief tight spin first (most flags turn within a few scheduling rounds), then
-        the bounded wait, which also stops when the world aborted."""
+        a brief tight spin first unless the caller `spun` already (most flags turn within
+        a few scheduling rounds), then the bounded wait, which also stops when the world
+        aborted."""
         lines = [self._lines[peer] for peer in peers]
-        if len(lines) == 1:
-            line = lines[0]
-            if spin_briefly(lambda: line[COUNTER] >= value):
-                return
-        elif spin_briefly(lambda: any(line[COUNTER] >= value for line in lines)):
+        if not spun and _spin_until_one_reaches(lines, value):
             return
         aborted = self._aborted or (lambda: None)
         step = value - self._call_start
@@ -298,6 +295,14 @@ class Segment:
         """Release the segment (idempotent); views handed out become invalid over MPI."""
         self.closed = True
         self._views.clear()
+
+
+def _spin_until_one_reaches(lines, value):
+    """spin_briefly until one of the flag `lines` reaches counter `value`; whether one did."""
+    if len(lines) == 1:
+        line = lines[0]
+        return spin_briefly(lambda: line[COUNTER] >= value)
+    return spin_briefly(lambda: any(line[COUNTER] >= value for line in lines))
 
 
 class Heap:

@@ -1,9 +1,12 @@
 """Waiting without hanging forever and without burning a core.
 
-A wait first polls for 100 ms, yielding the core between polls (sched_yield: when ranks
-outnumber cores, the rank we wait for gets to run at once instead of after our time
-slice), then sleeps between polls with exponential backoff up to 1 ms, so an idle rank
-costs almost no CPU; past the deadline it raises TransportTimeout.
+A wait on a shared-memory flag first spins briefly (`spin_briefly`, `quick_polls`: up to
+QUICK_POLLS polls with nothing but a yield between them), since most flags turn within a
+few scheduling rounds. Then, like every other wait, it polls for 100 ms, yielding the
+core between polls (sched_yield: when ranks outnumber cores, the rank we wait for gets to
+run at once instead of after our time slice), then sleeps between polls with exponential
+backoff up to 1 ms, so an idle rank costs almost no CPU; past the deadline it raises
+TransportTimeout.
 
 A background thread whose own process keeps computing while it waits (a backend running
 collectives behind PyTorch's backward pass) waits inside `sleeping_waits()`: it sleeps
@@ -13,6 +16,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
+from typing import Optional
 
 from ..errors import TransportTimeout
 
@@ -48,14 +52,14 @@ def yield_core() -> None:
     _yield()
 
 
-def spin_briefly(ready, polls: int = QUICK_POLLS) -> bool:
-    """Yield the core and call ready() up to `polls` times; True as soon as it returns
-    True. The cheapest wait there is (no clock, no closures), for flags that usually turn
-    within a few scheduling rounds; a caller falls back on poll_until when it returns
-    False. Returns False at once in a thread waiting inside sleeping_waits().
-    Cost: one sched_yield and one ready() per poll."""
-    if getattr(_this_thread, "max_sleep", None) is not None:
-        return False
+def spin_briefly(ready, polls: Optional[int] = None) -> bool:
+    """Yield the core and call ready() up to `polls` times (default quick_polls()); True
+    as soon as it returns True. The cheapest wait there is (no clock, no deadline), for
+    flags that usually turn within a few scheduling rounds; a caller falls back on
+    poll_until when it returns False. Returns False at once in a thread waiting inside
+    sleeping_waits(). Cost: one sched_yield and one ready() per poll."""
+    if polls is None:
+        polls = quick_polls()
     for _ in range(polls):
         _yield()
         if ready():
