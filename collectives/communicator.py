@@ -26,7 +26,7 @@ from .extended import Collectives, offsets_from_counts
 from .flight import FlightRecorder, default_directory, describe, failed_between_ranks, read_records, summarize
 from .mismatch import explain
 from .observe import Observer, chain_reducers
-from .ops import AVG, SUM, check_dtype, check_op, combine_op, finish_avg, wide_avg
+from .ops import SUM, check_dtype, check_op, combine_op, finish_avg, wide_avg
 from .partition import partition
 from .plans import Plan, Plans
 from .transport.contract import Transport
@@ -129,6 +129,11 @@ class Communicator(Collectives):
             self._device_transport = wrapper
         wrapper.begin()
         return wrapper
+
+    def _transport_for(self, plan, x):
+        """The transport for a call on x with `plan`: _route(x) where the plan found device
+        buffers, else the host transport without asking again."""
+        return self._route(x) if plan.device else self._transport
 
     @property
     def transport(self) -> Transport:
@@ -481,12 +486,8 @@ class Communicator(Collectives):
         if plan.extra:                    # 'avg' of 2-byte floats: summed in float32
             self._average_wide(source, buf, lambda w: plan.run(self._route(x), w, w, SUM, self._workspace))
             return target
-        op = plan.op
-        if op == AVG:                     # a sum, then one division where the sum is
-            plan.run(self._route(x) if plan.device else self._transport, source, buf, SUM, self._workspace)
-            finish_avg(buf, op, self.size)
-        else:
-            plan.run(self._route(x) if plan.device else self._transport, source, buf, op, self._workspace)
+        plan.run(self._transport_for(plan, x), source, buf, combine_op(plan.op), self._workspace)
+        finish_avg(buf, plan.op, self.size)   # 'avg': a sum, then one division where the sum is
         return target
 
     def reduce_scatter(self, x: Array, op: str = "sum", *, algorithm: str = "auto", out: Optional[Array] = None,
@@ -539,7 +540,7 @@ class Communicator(Collectives):
                 return block
             self._average_wide(buffers.flat(x), result, reduce_wide)
             return result
-        transport = self._route(x) if plan.device else self._transport
+        transport = self._transport_for(plan, x)
         plan.run(transport, buffers.flat(x), result, combine_op(plan.op), offsets, self._workspace)
         finish_avg(result, plan.op, self.size)
         return result
@@ -574,7 +575,7 @@ class Communicator(Collectives):
         result = buffers.empty(shape, x) if out is None else out
         buf = buffers.flat(result)
         buf[offsets[self.rank]:offsets[self.rank + 1]] = buffers.flat(x)
-        plan.run(self._route(x) if plan.device else self._transport, buf, offsets, self._workspace)
+        plan.run(self._transport_for(plan, x), buf, offsets, self._workspace)
         return result
 
     def broadcast(self, x: Array, root: int = 0, *, algorithm: str = "auto",
@@ -595,7 +596,7 @@ class Communicator(Collectives):
                     registry.ALGORITHMS["broadcast"][name], device=device, extra=root)
 
     def _broadcast_job(self, plan, x):
-        plan.run(self._route(x) if plan.device else self._transport, buffers.flat(x), plan.extra, self._workspace)
+        plan.run(self._transport_for(plan, x), buffers.flat(x), plan.extra, self._workspace)
         return x
 
     def reduce(self, x: Array, op: str = "sum", root: int = 0, *, algorithm: str = "auto",
@@ -638,7 +639,7 @@ class Communicator(Collectives):
             self._average_wide(work, work if is_root else None,
                                lambda w: plan.run(self._route(x), w, SUM, root, self._workspace))
             return target
-        plan.run(self._route(x) if plan.device else self._transport, work, combine_op(plan.op), root,
+        plan.run(self._transport_for(plan, x), work, combine_op(plan.op), root,
                  self._workspace)
         if is_root:
             finish_avg(work, plan.op, self.size)

@@ -140,7 +140,7 @@ class Collectives:
         if check_counts:
             self._check_counts_agree(send_offsets, recv_offsets)
         result = buffers.empty(shape, x) if out is None else out
-        plan.run(self._route(x) if plan.device else self._transport, buffers.flat(x), buffers.flat(result),
+        plan.run(self._transport_for(plan, x), buffers.flat(x), buffers.flat(result),
                  send_offsets, recv_offsets, self._workspace)
         return result
 
@@ -188,7 +188,7 @@ class Collectives:
         result = None
         if self.rank == root:
             result = buffers.empty(shape, x) if out is None else out
-        plan.run(self._route(x) if plan.device else self._transport, buffers.flat(x),
+        plan.run(self._transport_for(plan, x), buffers.flat(x),
                  None if result is None else buffers.flat(result), offsets, root, self._workspace)
         return result
 
@@ -222,7 +222,7 @@ class Collectives:
     def _scatter_job(self, plan, x, out):
         shape, offsets, root = plan.extra
         result = buffers.empty(shape, x) if out is None else out
-        plan.run(self._route(x) if plan.device else self._transport, buffers.flat(x) if self.rank == root else None,
+        plan.run(self._transport_for(plan, x), buffers.flat(x) if self.rank == root else None,
                  result, offsets, root, self._workspace)
         return result
 
@@ -268,7 +268,7 @@ class Collectives:
         buf = buffers.flat(target)
         if target is not x:
             buf[...] = buffers.flat(x)
-        plan.run(self._route(x) if plan.device else self._transport, buf, plan.op, self._workspace)
+        plan.run(self._transport_for(plan, x), buf, plan.op, self._workspace)
         if plan.extra == "exscan" and self.rank == 0:
             buf[...] = identity(plan.op, buf.dtype)
         return target

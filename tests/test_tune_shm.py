@@ -8,20 +8,13 @@ import pytest
 import collectives as cc
 from bench import tune
 from collectives import tuning
+from tests.test_tune import no_tuning_file  # noqa: F401  (autouse: no tuning file in any test here)
 
 SIZES = [8 * 4 ** i for i in range(12)]          # 8 B .. 32 MiB
 MESSAGES = {"allreduce": ["ring", "recursive_doubling", "rabenseifner"], "reduce_scatter": ["ring"],
             "allgather": ["ring", "recursive_doubling"]}
 SHARED = {"allreduce": ["oneshot", "twoshot"], "reduce_scatter": ["shm"], "allgather": ["shm"]}
 TRUTH = tuning.CostModel(alpha=40e-6, beta=1 / 2e9, gamma=1 / 3e9, shm_alpha=6e-6, shm_beta=1 / 9e9)
-
-
-@pytest.fixture(autouse=True)
-def no_tuning_file(tmp_path, monkeypatch):
-    monkeypatch.setenv(tuning.TUNING_ENV, str(tmp_path / "absent.json"))
-    tuning.use(None)
-    yield
-    tuning.use(None)
 
 
 def measured_tables(model, n=4, noise=0.0, seed=0, algorithms=(MESSAGES, SHARED)):

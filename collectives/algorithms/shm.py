@@ -60,7 +60,8 @@ def oneshot_allreduce(t, x, out, op, ws):
     WAIT_ALL_BYTES a rank waits for every peer at once and reduces from a cached list of
     views (the least Python per call); larger buffers wait for each peer only when its
     operand is next. Every rank combines the same operands in the same (rank) order, so
-    all results are bitwise equal. Latency-optimal: one sync point per round (one for buffers up to a staging half).
+    all results are bitwise equal. Latency-optimal: one sync point per round (one for
+    buffers up to a staging half).
     Cost per rank: one copy of the buffer in, n reads of it, n-1 reductions of it; nothing
     through the network.
     """
@@ -81,16 +82,10 @@ def oneshot_allreduce(t, x, out, op, ws):
         count = stop - start
         segment.staging(r, parity, x.dtype, count)[...] = x[start:stop]
         segment.post(segment.staging_offset(parity))
-        reduce_ordered(out[start:stop], _posted(t, segment, parity, x.dtype, count), op)
 
-
-def _posted(t, segment, parity, dtype, count):
-    """Every rank's staging elements [0, count) in rank order, each once that rank has
-    posted our last sync point (a rank combines the first operands while later ones
-    still arrive)."""
-    for j in range(t.size):
-        segment.wait_for(j, t.timeout)
-        yield segment.staging(j, parity, dtype, count)
+        def staged(j, offset):    # rank j's piece of this round, in its staging area
+            return segment.staging(j, parity, x.dtype, count)
+        reduce_ordered(out[start:stop], _in_rank_order(t, segment, staged), op)
 
 
 def twoshot_allreduce(t, x, out, op, ws, chunk_bytes=CHUNK_BYTES):

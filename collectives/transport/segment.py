@@ -221,11 +221,8 @@ class Segment:
                     polls -= 1
                     yield_core()
         self.fence()
-        slot = SLOT0 + (value & 1) * SLOT_FIELDS
-        sequence, code = self._call
         for peer, line in enumerate(lines):
-            if line[slot] != sequence or line[slot + 1] != code:
-                self._mismatch(peer, line[slot], line[slot + 1])
+            self._checked(peer, line, value)
 
     def wait_for(self, peer, timeout):
         """As wait_all for one peer: wait until it posted our last sync point, check its
