@@ -287,7 +287,7 @@ def require_gpu():
 
 def select_algorithms(comm, collective, args, baselines):
     """The -a list (or every algorithm and baseline row); exits naming any unknown one."""
-    valid = comm.algorithms(collective.name) + list(baselines)
+    valid = comm.algorithms(collective.name, device=args.device == "gpu") + list(baselines)
     algorithms = valid if args.algorithms == "all" else args.algorithms.split(",")
     unknown = [a for a in algorithms if a not in valid]
     if unknown:

@@ -61,7 +61,7 @@ def time_ms(cp, launch, iterations, queue_seconds):
     for _ in range(iterations):
         launch()
     stop.record()
-    ran_dry = start.query()                # the busy-wait ended before all were queued
+    ran_dry = start.done                   # the busy-wait ended before all were queued
     stop.synchronize()
     return cp.cuda.get_elapsed_time(start, stop) / iterations, ran_dry
 

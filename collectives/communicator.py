@@ -279,12 +279,17 @@ class Communicator(Collectives):
         return array
 
     # -- choosing algorithms -----------------------------------------------------------
-    def algorithms(self, collective: str) -> list:
-        """Algorithm names valid for `collective` on this communicator (no "auto")."""
+    def algorithms(self, collective: str, device: bool = False) -> list:
+        """Algorithm names valid for `collective` on this communicator (no "auto"); with
+        `device=True`, those valid for GPU (CuPy) buffers, which cannot use the algorithms
+        that read peers' inputs in the host's shared segment. Cost: a list filter."""
         if collective not in registry.ALGORITHMS:
             raise ValueError(f"unknown collective {collective!r}: valid are "
                              f"{', '.join(map(repr, registry.ALGORITHMS))}")
-        return registry.names(collective, self.transport)
+        valid = registry.names(collective, self.transport)
+        if device:
+            valid = [name for name in valid if name not in registry.NEEDS_SEGMENT]
+        return valid
 
     def _resolve(self, collective, algorithm, nbytes, device=False):
         """The algorithm to run: `algorithm` checked, or for "auto" the cost model's pick.
@@ -302,16 +307,18 @@ class Communicator(Collectives):
         return name
 
     def _choose(self, collective, algorithm, nbytes, device):
-        valid = self.algorithms(collective)
-        if device:      # device buffers do not live in the host's shared segment
-            valid = [name for name in valid if name not in registry.NEEDS_SEGMENT]
+        valid = self.algorithms(collective, device=device)
         if algorithm == "auto":
             ours = [name for name in valid if name != registry.NATIVE]
             return tuning.choose(collective, ours, nbytes, self.size,
                                  ranks_per_node=self.transport.capabilities.ranks_per_node)
         if algorithm not in valid:
-            raise ValueError(f"unknown {collective} algorithm {algorithm!r}: valid are 'auto', "
-                             f"{', '.join(map(repr, valid))}")
+            listed = ", ".join(map(repr, valid))
+            if device and algorithm in self.algorithms(collective):
+                raise ValueError(f"{collective} algorithm {algorithm!r} needs host (NumPy) buffers: "
+                                 f"it reads peers' inputs in the shared segment; for GPU buffers "
+                                 f"valid are 'auto', {listed}")
+            raise ValueError(f"unknown {collective} algorithm {algorithm!r}: valid are 'auto', {listed}")
         return algorithm
 
     def _check_root(self, root):

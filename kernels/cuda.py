@@ -116,8 +116,9 @@ def _max_blocks(filename, name, device):
     48-103 per thread, so 2-4 blocks fit, not the 8 a thread count alone suggests), times
     the multiprocessors."""
     cupy = _cupy()
-    kernel = _kernel(filename, name, device)
-    per_sm = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.ptr, THREADS, 0)
+    with cupy.cuda.Device(device):    # RawKernel.kernel: the CUfunction of the current device
+        handle = _kernel(filename, name, device).kernel.ptr
+    per_sm = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(handle, THREADS, 0)
     return cupy.cuda.Device(device).attributes["MultiProcessorCount"] * max(1, per_sm)
 
 
@@ -225,7 +226,15 @@ def _plan_multi_copy(arrays, flat, to_flat, source, target, op, scale, device):
     kernel = _function("pack.cu", name, device)
     args = (table, np.int32(len(arrays)), np.int64(chunks), np.int64(chunk), flat,
             np.int32(to_flat), np.float64(scale))
-    return functools.partial(kernel, (blocks,), (THREADS,), args)
+    return functools.partial(_launch_holding, functools.partial(kernel, (blocks,), (THREADS,), args),
+                             tuple(arrays))
+
+
+def _launch_holding(launch, arrays):
+    """launch(); `arrays` rides along because the kernel's table holds only their raw
+    addresses: a plan kept after its caller dropped the arrays must not write into freed
+    memory."""
+    launch()
 
 
 def _check_all(what, arrays, flat, flat_name, device, flat_dtypes=C_TYPES, dtypes=C_TYPES):

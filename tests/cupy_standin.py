@@ -554,14 +554,23 @@ class Device:
 
 # ---- compiling and launching ---------------------------------------------------------------
 class FakeKernel:
+    """cupy.RawKernel as RawModule.get_function returns it: callable, with no pointer of its
+    own; its `kernel` property is the compiled function (cupy.cuda.function.Function), whose
+    `ptr` is the CUfunction handle the driver API takes."""
     _ptrs = itertools.count(0x9000)
+    handles = set()                               # every CUfunction handed out
 
     def __init__(self, library, index, name):
         self.name = name
         self.take_path_elements = library.take_path_elements
         self.run = getattr(library, f"run_{index}")
         self.arity = getattr(library, f"arity_{index}")()
-        self.ptr = next(self._ptrs)
+        self._function = types.SimpleNamespace(ptr=next(self._ptrs))
+        FakeKernel.handles.add(self._function.ptr)
+
+    @property
+    def kernel(self):
+        return self._function
 
     def __call__(self, grid, block, args, stream=None, shared_mem=0):
         assert block == (cuda.THREADS,) and len(grid) == 1 and grid[0] > 0
@@ -614,6 +623,15 @@ def _make_raw_module(tmp_dir):
     return RawModule
 
 
+def _occupancy(func, block, shared):
+    """cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor: takes a CUfunction handle
+    (an int, as the real one's intptr_t argument), not a RawKernel."""
+    if not isinstance(func, int):
+        raise TypeError(f"an integer is required (CUfunction handle), got {type(func).__name__}")
+    assert func in FakeKernel.handles, f"{func:#x} is not a compiled kernel's handle"
+    return BLOCKS_PER_SM
+
+
 def make_fake_cupy(tmp_dir, devices=1):
     """A fresh stand-in module (and a fresh machine with `devices` GPUs)."""
     global _WORLD
@@ -630,8 +648,7 @@ def make_fake_cupy(tmp_dir, devices=1):
         getDevice=_WORLD.device, setDevice=_WORLD.set_device, getDeviceCount=lambda: _WORLD.devices,
         getDeviceProperties=lambda d: {"name": b"Stand-in GPU", "pciBusID": 0x10 + d, "multiProcessorCount": SMS},
         runtimeGetVersion=lambda: 12080, driverGetVersion=lambda: 12080)
-    driver = types.SimpleNamespace(
-        occupancyMaxActiveBlocksPerMultiprocessor=lambda func, block, shared: BLOCKS_PER_SM)
+    driver = types.SimpleNamespace(occupancyMaxActiveBlocksPerMultiprocessor=_occupancy)
     fake.cuda = types.SimpleNamespace(
         Device=Device, Stream=Stream, Event=Event, runtime=runtime, driver=driver,
         get_current_stream=_WORLD.stream)

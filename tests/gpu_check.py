@@ -20,24 +20,24 @@ def check_collectives(comm):
     for dtype in ("float16", "float32", "float64", "int32", "int64"):
         for count in (0, 1, n + 1, 100003):
             host = make_input(r, count, dtype, "sum")
-            for name in comm.algorithms("allreduce"):
+            for name in comm.algorithms("allreduce", device=True):
                 for op in ("sum", "max"):
                     what = f"allreduce {name} {dtype} {op} count={count}"
                     expected = comm.allreduce(host.copy(), op, algorithm=name)
                     same(comm.allreduce(cupy.asarray(host), op, algorithm=name), expected, what)
                     out = cupy.full(count, 7, dtype)
                     same(comm.allreduce(cupy.asarray(host), op, algorithm=name, out=out), expected, what + " out")
-            for name in comm.algorithms("reduce_scatter"):
+            for name in comm.algorithms("reduce_scatter", device=True):
                 same(comm.reduce_scatter(cupy.asarray(host), algorithm=name),
                      comm.reduce_scatter(host, algorithm=name), f"reduce_scatter {name} {dtype}")
-            for name in comm.algorithms("allgather"):
+            for name in comm.algorithms("allgather", device=True):
                 same(comm.allgather(cupy.asarray(host), algorithm=name),
                      comm.allgather(host, algorithm=name), f"allgather {name} {dtype}")
-            for name in comm.algorithms("broadcast"):
+            for name in comm.algorithms("broadcast", device=True):
                 device = cupy.asarray(host)
                 comm.broadcast(device, root=n - 1, algorithm=name)
                 same(device, comm.broadcast(host.copy(), root=n - 1, algorithm=name), f"broadcast {name}")
-            for name in comm.algorithms("reduce"):
+            for name in comm.algorithms("reduce", device=True):
                 got = comm.reduce(cupy.asarray(host), "sum", 0, algorithm=name)
                 expected = comm.reduce(host.copy(), "sum", 0, algorithm=name)
                 if r == 0:
@@ -55,6 +55,9 @@ def check_bad_input(comm):
         with cupy.cuda.Device(other):
             elsewhere = cupy.ones(4)
         cases.append((lambda: comm.allreduce(elsewhere), ValueError, "lives on GPU"))
+    if "oneshot" in comm.algorithms("allreduce"):
+        cases.append((lambda: comm.allreduce(cupy.ones(4), algorithm="oneshot"), ValueError,
+                      "needs host (NumPy) buffers"))
     for call, error, words in cases:
         try:
             call()

@@ -67,3 +67,27 @@ def test_send_and_recv_of_device_arrays_go_through_host_buffers(cp):
         return cp.asnumpy(first), cp.asnumpy(second.wait())
     first, second = cc.run_threads(2, body, timeout=30)[1]
     assert first.tolist() == [0, 1, 2, 3, 4] and second.tolist() == [0, 2, 4, 6, 8]
+
+
+def test_device_buffers_are_offered_every_algorithm_but_the_shared_segment_ones(cp):
+    """comm.algorithms(c, device=True) lists what GPU buffers can use, every one of them runs
+    on them, and a shared-segment algorithm asked for by name is a clear error."""
+    size, count = 3, 1001
+    inputs = [make_input(r, count, "float32", "sum") for r in range(size)]
+
+    def body(comm):
+        host, device = comm.algorithms("allreduce"), comm.algorithms("allreduce", device=True)
+        assert {"oneshot", "twoshot"} <= set(host), host
+        assert device == [a for a in host if a not in ("oneshot", "twoshot")], device
+        for collective in ("reduce_scatter", "allgather", "broadcast", "reduce"):
+            assert "shm" not in comm.algorithms(collective, device=True)
+        x = cp.asarray(inputs[comm.rank])
+        with pytest.raises(ValueError, match="'oneshot' needs host \\(NumPy\\) buffers.*'ring'"):
+            comm.allreduce(x, algorithm="oneshot")
+        with pytest.raises(ValueError, match="unknown allreduce algorithm 'butterfly'"):
+            comm.allreduce(x, algorithm="butterfly")
+        return {a: cp.asnumpy(comm.allreduce(x.copy(), algorithm=a)) for a in device}
+    for got in cc.run_threads(size, body, timeout=60):
+        assert got
+        for name, result in got.items():
+            assert_matches(result, inputs, "sum", name)

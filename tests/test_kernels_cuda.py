@@ -7,6 +7,8 @@ every output region is poisoned first and compared whole, neighbours included, s
 unwritten or stray element fails. Views at odd element offsets exercise the head/tail
 and scalar paths next to the 16-byte vector path.
 """
+import sys
+
 import numpy as np
 import pytest
 
@@ -222,6 +224,23 @@ def test_the_table_is_cached_for_a_repeated_list_of_arrays(cp):
     assert cp.asnumpy(bucket)[5:22].tolist() == [7.0] * 17
     kernels.pack(arrays[:2], bucket)                           # another list: another table
     assert len(cuda._TABLES) == cached + 1
+
+
+def test_a_plan_keeps_its_arrays_alive(cp):
+    """The kernel's table holds only raw addresses: a plan kept after its caller dropped the
+    arrays must still own them, or its launches write into freed memory (bench.kernels did
+    this, and its later rows timed garbage)."""
+    arrays = [cp.ones(n, cp.float32) for n in (3, 70, 1000)]
+    bucket, wire = cp.zeros(1073, cp.float32), cp.zeros(1073, cp.float16)
+    plans = []
+    for make in (lambda a: cuda.plan_pack(a, bucket), lambda a: cuda.plan_unpack(bucket, a, 0.5),
+                 lambda a: cuda.plan_unpack_fp16(wire, a, 0.5)):
+        before = [sys.getrefcount(a) for a in arrays]
+        plans.append(make(arrays))
+        assert all(sys.getrefcount(a) > b for a, b in zip(arrays, before)), plans[-1]
+    del arrays
+    plans[0]()
+    assert float(bucket.sum()) == 1073.0                      # packed from the kept arrays
 
 
 def test_bucket_views_work_on_the_gpu(cp):

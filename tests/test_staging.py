@@ -125,6 +125,15 @@ def test_arena_hands_out_disjoint_aligned_views():
     assert arena.take(8, np.uint8).ctypes.data == a.ctypes.data
 
 
+def test_an_empty_take_has_an_address_of_its_own():
+    """MPI calls a send and a receive buffer at one address aliased, even when one is empty
+    (seen on the GPU: reduce_scatter of 1 element over 2 ranks, algorithm "mpi")."""
+    arena = staged._PinnedArena(HostCopies())
+    empty, full, last = arena.take(0, np.float16), arena.take(2, np.float16), arena.take(0, np.float16)
+    addresses = [empty.ctypes.data, full.ctypes.data, last.ctypes.data]
+    assert empty.size == 0 and last.size == 0 and len(set(addresses)) == 3, addresses
+
+
 @pytest.mark.parametrize("value, expected", [("1", True), ("0", False), ("", False)])
 def test_cuda_aware_can_be_forced(monkeypatch, value, expected):
     from collectives.buffers import cuda_aware_mpi

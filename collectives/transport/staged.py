@@ -82,15 +82,18 @@ class _PinnedArena:
         self.block, self.offset = 0, 0
 
     def take(self, nbytes, dtype):
-        """A host array of nbytes with `dtype` (1-D), valid until the next reset()."""
+        """A host array of nbytes with `dtype` (1-D), valid until the next reset(). Every
+        take starts at its own address, an empty one too: MPI refuses a send and a receive
+        buffer at the same address ("Buffers must not be aliased") even when one is empty."""
         itemsize = np.dtype(dtype).itemsize
-        aligned = -(-nbytes // 64) * 64
+        aligned = max(64, -(-nbytes // 64) * 64)
         while True:
             if self.block == len(self.blocks):
                 self.blocks.append(self.copies.empty_pinned(max(ARENA_BLOCK, aligned)))
             block = self.blocks[self.block]
             if self.offset + aligned <= block.size:
-                view = block[self.offset:self.offset + nbytes]
+                # NumPy starts an empty slice a[k:k] at a's start; a[k:k+1][:0] stays at k
+                view = block[self.offset:self.offset + max(1, nbytes)][:nbytes]
                 self.offset += aligned
                 return view.view(dtype) if nbytes % itemsize == 0 else view
             if self.offset == 0:                      # too small even when empty: replace it
