@@ -118,7 +118,7 @@ def _max_blocks(filename, name, device):
     cupy = _cupy()
     with cupy.cuda.Device(device):    # RawKernel.kernel: the CUfunction of the current device
         handle = _kernel(filename, name, device).kernel.ptr
-    per_sm = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(handle, THREADS, 0)
+        per_sm = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(handle, THREADS, 0)
     return cupy.cuda.Device(device).attributes["MultiProcessorCount"] * max(1, per_sm)
 
 
