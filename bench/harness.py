@@ -290,6 +290,10 @@ def select_algorithms(comm, collective, args, baselines):
     valid = comm.algorithms(collective.name, device=args.device == "gpu") + list(baselines)
     algorithms = valid if args.algorithms == "all" else args.algorithms.split(",")
     unknown = [a for a in algorithms if a not in valid]
+    host_only = [a for a in unknown if a in comm.algorithms(collective.name)]
+    if host_only:
+        raise SystemExit(f"{collective.name} algorithm(s) {host_only} need host buffers (they read "
+                         f"peers' inputs in the shared segment); with --device gpu valid are {valid}")
     if unknown:
         raise SystemExit(f"unknown {collective.name} algorithm(s) {unknown}: valid are {valid}")
     return algorithms

@@ -228,6 +228,7 @@ class _World:
         self.compiles = []            # (options, name_expressions) of every NVRTC compile
         self.disk_cache = set()       # keys of the modules CuPy's disk cache holds
         self.launches = []            # (kernel name, grid) of every launch
+        self.functions = {}           # CUfunction handle -> the device it was loaded on
         self.path_elements = (ctypes.c_longlong * 3)()   # elements moved by: both sides as
         #                                                  vectors, vector stores only, scalars
 
@@ -555,22 +556,25 @@ class Device:
 # ---- compiling and launching ---------------------------------------------------------------
 class FakeKernel:
     """cupy.RawKernel as RawModule.get_function returns it: callable, with no pointer of its
-    own; its `kernel` property is the compiled function (cupy.cuda.function.Function), whose
-    `ptr` is the CUfunction handle the driver API takes."""
+    own; its `kernel` property is the function loaded on the CURRENT device (CuPy keeps one
+    cupy.cuda.function.Function per device), whose `ptr` is the CUfunction handle the
+    driver API takes."""
     _ptrs = itertools.count(0x9000)
-    handles = set()                               # every CUfunction handed out
 
     def __init__(self, library, index, name):
         self.name = name
         self.take_path_elements = library.take_path_elements
         self.run = getattr(library, f"run_{index}")
         self.arity = getattr(library, f"arity_{index}")()
-        self._function = types.SimpleNamespace(ptr=next(self._ptrs))
-        FakeKernel.handles.add(self._function.ptr)
+        self._functions = {}                      # device -> Function
 
     @property
     def kernel(self):
-        return self._function
+        device = _WORLD.device()
+        if device not in self._functions:
+            self._functions[device] = types.SimpleNamespace(ptr=next(self._ptrs))
+            _WORLD.functions[self._functions[device].ptr] = device
+        return self._functions[device]
 
     def __call__(self, grid, block, args, stream=None, shared_mem=0):
         assert block == (cuda.THREADS,) and len(grid) == 1 and grid[0] > 0
@@ -628,7 +632,10 @@ def _occupancy(func, block, shared):
     (an int, as the real one's intptr_t argument), not a RawKernel."""
     if not isinstance(func, int):
         raise TypeError(f"an integer is required (CUfunction handle), got {type(func).__name__}")
-    assert func in FakeKernel.handles, f"{func:#x} is not a compiled kernel's handle"
+    assert func in _WORLD.functions, f"{func:#x} is not a loaded kernel's handle"
+    if _WORLD.functions[func] != _WORLD.device():     # the driver asks the current context
+        raise RuntimeError(f"CUDA_ERROR_INVALID_HANDLE: function {func:#x} was loaded on GPU "
+                           f"{_WORLD.functions[func]}, the current device is GPU {_WORLD.device()}")
     return BLOCKS_PER_SM
 
 
@@ -651,8 +658,18 @@ def make_fake_cupy(tmp_dir, devices=1):
     driver = types.SimpleNamespace(occupancyMaxActiveBlocksPerMultiprocessor=_occupancy)
     fake.cuda = types.SimpleNamespace(
         Device=Device, Stream=Stream, Event=Event, runtime=runtime, driver=driver,
-        get_current_stream=_WORLD.stream)
+        get_current_stream=_WORLD.stream, get_elapsed_time=_elapsed_ms)
     return fake
+
+
+def _elapsed_ms(start, stop):
+    """cupy.cuda.get_elapsed_time: both events recorded and `stop` reached, else CUDA's
+    error; the stand-in has no clock, so 0.0 ms."""
+    if start.stream is None or stop.stream is None:
+        raise RuntimeError("cudaErrorInvalidResourceHandle: an event was never recorded")
+    if not stop.done:
+        raise RuntimeError("cudaErrorNotReady: the stop event has not completed")
+    return 0.0
 
 
 def make_fake_cupyx():

@@ -9,7 +9,7 @@ import pytest
 
 import collectives as cc
 from bench.common import human, interleaved, rank0_printer, size_sweep, slowest_median
-from bench.harness import count_wrong, fill, parse_size, round_seconds
+from bench.harness import count_wrong, fill, parse_size, round_seconds, select_algorithms
 from tests.mpirun import mpirun
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -121,6 +121,21 @@ def test_other_benchmarks_run_and_check(name):
 def test_benchmark_rejects_unknown_algorithm():
     result = mpirun(2, "-m", "bench.allreduce", "-a", "ring,butterfly", "-e", "8")
     assert result.returncode != 0 and "butterfly" in result.stdout + result.stderr
+
+
+def test_gpu_runs_are_offered_no_shared_memory_algorithm_and_are_told_why():
+    from argparse import Namespace
+
+    from bench.allreduce import ALLREDUCE
+
+    def body(comm):
+        gpu = select_algorithms(comm, ALLREDUCE, Namespace(device="gpu", algorithms="all"), [])
+        with pytest.raises(SystemExit, match=r"\['oneshot'\] need host buffers"):
+            select_algorithms(comm, ALLREDUCE, Namespace(device="gpu", algorithms="ring,oneshot"), [])
+        return gpu, select_algorithms(comm, ALLREDUCE, Namespace(device="cpu", algorithms="all"), [])
+    gpu, cpu = cc.run_threads(2, body, timeout=30)[0]
+    assert "oneshot" in cpu and "twoshot" in cpu
+    assert gpu == [a for a in cpu if a not in ("oneshot", "twoshot")]
 
 
 def test_percall_prints_our_fixed_cost_beside_mpi():

@@ -80,6 +80,7 @@ def test_device_buffers_are_offered_every_algorithm_but_the_shared_segment_ones(
         assert {"oneshot", "twoshot"} <= set(host), host
         assert device == [a for a in host if a not in ("oneshot", "twoshot")], device
         for collective in ("reduce_scatter", "allgather", "broadcast", "reduce"):
+            assert "shm" in comm.algorithms(collective)
             assert "shm" not in comm.algorithms(collective, device=True)
         x = cp.asarray(inputs[comm.rank])
         with pytest.raises(ValueError, match="'oneshot' needs host \\(NumPy\\) buffers.*'ring'"):

@@ -4,9 +4,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bench import kernels as bench_kernels
+from tests import cupy_standin
 
 
 def test_without_a_gpu_it_prints_one_line_and_exits_0():
@@ -33,3 +35,21 @@ def test_the_layouts_are_100_and_5000_nonempty_arrays_filling_the_bucket():
     assert [len(s) for s in sizes.values()] == [100, 5000]
     for layout in sizes.values():
         assert sum(layout) == total and min(layout) > 0
+
+
+def test_time_ms_uses_only_what_cupy_offers(monkeypatch, tmp_path_factory):
+    """time_ms through the CuPy stand-in, whose events have CuPy's API (`done`, not the
+    `query()` it once called): launches timed between two events (the busy-wait that
+    queues them is left out: its kernel is device-only code)."""
+    if cupy_standin.GXX is None:
+        pytest.skip("g++ is not installed")
+    cp = cupy_standin.install(monkeypatch, tmp_path_factory.getbasetemp())
+    monkeypatch.setattr(bench_kernels.cuda, "busy_wait", lambda seconds: None)   # device-only
+    try:
+        import kernels
+        x, y = cp.asarray(np.ones(1000, np.float32)), cp.asarray(np.ones(1000, np.float32))
+        ms, ran_dry = bench_kernels.time_ms(cp, lambda: kernels.reduce_into(x, y, "sum"), 3, 0.0)
+        assert ms == 0.0 and isinstance(ran_dry, bool)       # the stand-in has no clock
+        assert float(cp.asnumpy(x)[0]) == 4.0                # three launches ran, in order
+    finally:
+        cupy_standin.clear_caches()

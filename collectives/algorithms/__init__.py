@@ -19,7 +19,8 @@ from .common import nominal_nbytes
 NATIVE = "mpi"
 # Offered only where the transport knows which ranks share a node (`ranks_per_node`).
 NEEDS_NODES = {"hierarchical"}
-# Offered only where all the transport's ranks share a segment (`shm.segment_of`).
+# Offered only where all the transport's ranks share a segment (`shm.segment_of`), and
+# never for device buffers (Communicator.algorithms(..., device=True)).
 NEEDS_SEGMENT = {"oneshot", "twoshot", "shm"}
 # Where a collective's "mpi" algorithm calls a transport method of another name.
 NATIVE_METHOD = {"alltoall": "alltoallv"}
