@@ -190,18 +190,14 @@ class TracedSegment:
         return self.inner.post(offset)
 
     def wait_all(self, timeout):
-        self.inner.wait_all(timeout)
+        offsets = self.inner.wait_all(timeout)
         self._saw(range(self.inner.size))
+        return offsets
 
     def wait_for(self, peer, timeout):
         offset = self.inner.wait_for(peer, timeout)
         self._saw([peer])
         return offset
-
-    def wait_any(self, peers, timeout):
-        peer, offset = self.inner.wait_any(peers, timeout)
-        self._saw([peer])
-        return peer, offset
 
     def _saw(self, peers):
         """The sync point ends (one event) when every peer's flag has been seen."""

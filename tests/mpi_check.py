@@ -64,6 +64,28 @@ def check_movement(comm):
                 assert x.tobytes() == make_input(root, count, "float32", "sum").tobytes(), f"broadcast {name}"
 
 
+def check_segment_arrays(comm):
+    """All-reduce on arrays from comm.empty (read where they lie; one-shot reads large ones
+    uncopied), out of place and in place, against the reference, MPI and every rank."""
+    n, r = comm.size, comm.rank
+    for count in (1031, 200003):                   # 200003 float32: above one-shot's UNSTAGED_BYTES
+        inputs = [make_input(q, count, "float32", "sum") for q in range(n)]
+        mpi_result = comm.allreduce(inputs[r].copy(), algorithm="mpi")
+        for name in ("oneshot", "twoshot"):
+            if name not in comm.algorithms("allreduce"):
+                continue
+            for in_place in (False, True):
+                x = comm.empty(count, np.float32)
+                for _ in range(2):                 # the same buffer twice
+                    x[...] = inputs[r]
+                    got = comm.allreduce(x, algorithm=name, out=None if in_place else np.empty_like(x))
+                    what = f"allreduce {name} on comm.empty count={count} in_place={in_place} n={n}"
+                    assert_matches(got, inputs, "sum", what)
+                    assert same_everywhere(comm, got), what + " differs across ranks"
+                    if n <= 2:                     # one addition: no order to differ in
+                        assert np.array_equal(got, mpi_result), what + " differs from mpi"
+
+
 def check_bad_input_and_debug(comm):
     try:
         comm.allreduce([1, 2, 3])
@@ -93,6 +115,7 @@ def main():
     comm = cc.init()
     check_reductions(comm)
     check_movement(comm)
+    check_segment_arrays(comm)
     check_bad_input_and_debug(comm)
     check_split(comm)
     work = comm.allreduce(np.ones(10000), async_op=True)

@@ -241,3 +241,86 @@ def test_staging_all_is_every_rank_staging_view_in_rank_order():
                 and v.shape == (5,) for j, v in enumerate(views)]
     for same in cc.run_threads(3, body):
         assert same == [True, True, True]
+
+
+def _rank_in_thread():
+    return int(threading.current_thread().name.split("-")[1])
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_one_shot_reads_a_large_segment_array_where_it_lies(size, monkeypatch):
+    """From UNSTAGED_BYTES up, one-shot publishes a `comm.empty` input uncopied (its
+    staging stays untouched) and adds one sync point; ranks that pass ordinary arrays, or
+    work in place, still copy theirs in, and every result stays exact and bitwise alike."""
+    from collectives.algorithms import shm
+    monkeypatch.setattr(shm, "UNSTAGED_BYTES", 1024)
+    count = 5003                       # two rounds of a 32 KiB staging half, in a 64 KiB heap
+    inputs = [make_input(r, count, "float64", "sum") for r in range(size)]
+
+    def body(comm):
+        segment = comm.transport.capabilities.shared_segment
+        mode = ("heap", "plain", "heap in place")[comm.rank % 3]
+        x = np.array(inputs[comm.rank]) if mode == "plain" else comm.empty(count, np.float64)
+        x[...] = inputs[comm.rank]
+        for parity in (0, 1):
+            segment.staging(comm.rank, parity, np.uint8, segment.staging_bytes)[...] = 7
+        before = segment.syncs
+        out = x if mode == "heap in place" else np.empty_like(x)
+        result = comm.allreduce(x, algorithm="oneshot", out=out).copy()
+        untouched = all(np.all(segment.staging(comm.rank, parity, np.uint8, segment.staging_bytes) == 7)
+                        for parity in (0, 1))
+        return result, segment.syncs - before, untouched, mode
+    per_rank = cc.run_threads(size, body, shm_bytes=HEADER + (128 << 10))
+    for result, syncs, untouched, mode in per_rank:
+        assert_matches(result, inputs, "sum", f"{mode} n={size}")
+        assert result.tobytes() == per_rank[0][0].tobytes()
+        assert syncs == 3                 # two rounds, then the one that ends the heap reads
+        assert untouched == (mode == "heap"), mode
+
+
+def test_one_shot_returns_only_when_peers_have_read_its_heap_input(monkeypatch):
+    """Rank 0 overwrites its input the moment the call returns while rank 1 is slow to
+    read it: the last sync point keeps rank 0 in the call until rank 1 has read."""
+    from collectives.algorithms import shm
+    monkeypatch.setattr(shm, "UNSTAGED_BYTES", 1024)
+    reduce_ordered = shm.reduce_ordered
+
+    def slow_on_rank_1(*args, **kwargs):
+        if _rank_in_thread() == 1:
+            time.sleep(0.1)
+        return reduce_ordered(*args, **kwargs)
+    monkeypatch.setattr(shm, "reduce_ordered", slow_on_rank_1)
+
+    def body(comm):
+        x = comm.empty(10000, np.float64)          # above WAIT_ALL_BYTES
+        x[...] = comm.rank + 1
+        result = comm.allreduce(x, algorithm="oneshot", out=np.empty_like(x)).copy()
+        x[...] = np.nan                   # the caller reuses its buffer at once
+        comm.barrier()
+        return result
+    for result in cc.run_threads(2, body, shm_bytes=HEADER + (512 << 10)):
+        assert np.array_equal(result, np.full(10000, 3.0))
+
+
+@pytest.mark.parametrize("algorithm", SHM)
+@pytest.mark.parametrize("size", [3, 4])
+def test_ranks_may_mix_segment_arrays_ordinary_arrays_and_in_place(algorithm, size, monkeypatch):
+    from collectives.algorithms import shm
+    monkeypatch.setattr(shm, "UNSTAGED_BYTES", 1024)
+    count = 5003
+    inputs = [make_input(r, count, "float64", "sum") for r in range(size)]
+
+    def body(comm):
+        results = []
+        for call in range(4):                     # each rank changes its kind of buffer
+            mode = (comm.rank + call) % 3
+            x = np.array(inputs[comm.rank]) if mode == 0 else comm.empty(count, np.float64)
+            x[...] = inputs[comm.rank]
+            out = x if mode == 2 else np.empty_like(x)
+            results.append(comm.allreduce(x, algorithm=algorithm, out=out).copy())
+        return results
+    per_rank = cc.run_threads(size, body, shm_bytes=HEADER + (128 << 10))
+    for call in range(4):
+        for results in per_rank:
+            assert_matches(results[call], inputs, "sum", f"{algorithm} call {call}")
+            assert results[call].tobytes() == per_rank[0][call].tobytes()

@@ -19,7 +19,7 @@ runs the same schedule.
 
 Why a rank never overwrites data a peer has not read yet. Every sync point is a post
 followed by a wait for ALL peers before the next post (all at once, `wait_all`, or one
-at a time as their data are needed, `wait_for` / `wait_any`), so no rank gets more than
+at a time as their data are needed, `wait_for`), so no rank gets more than
 one sync point ahead of the slowest: a peer's slot for sync s (parity s % 2) is still
 intact while anyone may read it.
 Staging data use the parity of the *round* (`begin_round()`; one round per pipeline chunk
@@ -27,8 +27,9 @@ or call), and every round starts with such a sync. A rank reads a round's data b
 posts the first sync of the next round; so before rank r writes round k's staging (parity
 k % 2), it has passed the first sync of round k-1, which every peer posted only after
 finishing its reads of round k-2, the last round that used that parity. Data in the heap
-(arrays from `comm.empty`, published in place) are read by peers only before the sync that
-ends the call, so a call returns only when no peer reads this rank's buffers any more.
+(arrays from `comm.empty`, published in place) are read by peers only before a sync that
+ends the call (two-shot's second; one-shot adds one when any rank published from its heap),
+so a call returns only when no peer reads this rank's buffers any more.
 
 Memory ordering. MPI: `Win.Sync()` is the fence, taken after writing data and before
 raising the counter, and after seeing a counter and before reading data (inside a
@@ -207,9 +208,9 @@ class Segment:
 
     def wait_all(self, timeout):
         """Wait until every peer posted our last sync point, then check it is in the same
-        call (for the offset a peer published with it: `wait_for`). A peer that does not
-        post within `timeout` seconds (None: forever) raises TransportTimeout naming it;
-        step = the sync point's number within the call."""
+        call; returns the offsets every rank (this one too) published with it, in rank
+        order. A peer that does not post within `timeout` seconds (None: forever) raises
+        TransportTimeout naming it; step = the sync point's number within the call."""
         value, lines, polls = self._counter, self._lines, None
         for peer, line in enumerate(lines):   # one tight spin budget for all, then bounded waits
             if line[COUNTER] < value:
@@ -221,8 +222,7 @@ class Segment:
                     polls -= 1
                     yield_core()
         self.fence()
-        for peer, line in enumerate(lines):
-            self._checked(peer, line, value)
+        return [self._checked(peer, line, value) for peer, line in enumerate(lines)]
 
     def wait_for(self, peer, timeout):
         """As wait_all for one peer: wait until it posted our last sync point, check its
@@ -233,22 +233,6 @@ class Segment:
             self._wait([peer], value, timeout)
         self.fence()
         return self._checked(peer, line, value)
-
-    def wait_any(self, peers, timeout):
-        """Wait until one of `peers` (a non-empty collection) posted our last sync point;
-        returns (peer, offset) of one that has, call checked. Lets a rank take peers' data
-        in the order they become ready."""
-        value = self._counter
-        ready = self._first_ready(peers, value)
-        if ready is None:
-            self._wait(sorted(peers), value, timeout)
-            ready = self._first_ready(peers, value)
-        self.fence()
-        return ready, self._checked(ready, self._lines[ready], value)
-
-    def _first_ready(self, peers, value):
-        lines = self._lines
-        return next((peer for peer in peers if lines[peer][COUNTER] >= value), None)
 
     def _checked(self, peer, line, value):
         """The offset peer published at sync point `value`, after checking its call."""

@@ -88,17 +88,13 @@ class SimulatedSegment(Segment):
 
     def wait_all(self, timeout):
         self._join()
-        super().wait_all(timeout)     # every flag is up: reads them and checks the call
+        return super().wait_all(timeout)     # every flag is up: reads them and checks the call
 
     # Waiting for peers one at a time is modelled as waiting for all of them at the first
     # such wait of a sync point (the formulas price a sync point as one alpha either way).
     def wait_for(self, peer, timeout):
         self._join()
         return super().wait_for(peer, timeout)
-
-    def wait_any(self, peers, timeout):
-        self._join()
-        return super().wait_any(peers, timeout)
 
     def _join(self):
         value = self.syncs
