@@ -67,7 +67,13 @@ def check_movement(comm):
 def check_segment_arrays(comm):
     """All-reduce on arrays from comm.empty (read where they lie; one-shot reads large ones
     uncopied), out of place and in place, against the reference, MPI and every rank."""
+    from collectives.transport.segment import PAGE, STAGING_SHIFT
     n, r = comm.size, comm.rank
+    segment = comm.transport.capabilities.shared_segment
+    if segment is not None:                        # staging half a page in, on every region
+        starts = {(segment.regions[j].ctypes.data + segment.staging_offset(p)) % PAGE
+                  for j in range(segment.size) for p in (0, 1)}
+        assert starts == {STAGING_SHIFT}, starts
     for count in (1031, 200003):                   # 200003 float32: above one-shot's UNSTAGED_BYTES
         inputs = [make_input(q, count, "float32", "sum") for q in range(n)]
         mpi_result = comm.allreduce(inputs[r].copy(), algorithm="mpi")

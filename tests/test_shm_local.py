@@ -324,3 +324,20 @@ def test_ranks_may_mix_segment_arrays_ordinary_arrays_and_in_place(algorithm, si
         for results in per_rank:
             assert_matches(results[call], inputs, "sum", f"{algorithm} call {call}")
             assert results[call].tobytes() == per_rank[0][call].tobytes()
+
+
+@pytest.mark.parametrize("shm_bytes", [64 << 20, 10 ** 6 + 3])
+def test_staging_halves_start_half_a_page_in_on_every_rank(shm_bytes):
+    """Both staging halves at the same offset STAGING_SHIFT into a page (not at a page
+    start, where copies to and from NumPy's arrays, 16 bytes into a page, stall), and heap
+    arrays 64-byte aligned."""
+    from collectives.transport.segment import PAGE, STAGING_SHIFT
+
+    def body(comm):
+        segment = comm.transport.capabilities.shared_segment
+        starts = [(segment.regions[j].ctypes.data + segment.staging_offset(p)) % PAGE
+                  for j in range(comm.size) for p in (0, 1)]
+        return starts, segment.staging_bytes % PAGE, comm.empty(1000, np.float32).ctypes.data % 64
+    for starts, remainder, heap_alignment in cc.run_threads(2, body, shm_bytes=shm_bytes):
+        assert starts == [STAGING_SHIFT] * 4
+        assert remainder == 0 and heap_alignment == 0

@@ -1,7 +1,8 @@
 """The shared segment: ranks on one node read each other's memory directly.
 
 Every rank owns one region of the segment, laid out as
-    [ header: one 64-byte flag line | staging, parity 0 | staging, parity 1 | heap ]
+    [ header: one 64-byte flag line, padded | staging, parity 0 | staging, parity 1 | heap ]
+(the staging halves start half a page in: see STAGING_SHIFT)
 and every rank sees every region as NumPy views (`region(j)`). Over MPI the segment is an
 MPI-3 shared window (`MPI.Win.Allocate_shared` over the node's ranks: MPI maps it into
 every process and unlinks its file at once, so nothing stays in /dev/shm); in process it
@@ -48,8 +49,18 @@ from .calls import signature_hash
 from .waiting import poll_until, quick_polls, spin_briefly, yield_core
 
 LINE = 64                      # bytes of one flag line (one cache line)
-HEADER = 4096                  # the flag line padded to a page, so data start page-aligned
+HEADER = 4096                  # the flag line padded to a page
+PAGE = 4096
 ALIGN = 64
+# Staging halves of a page or more start this far into a page, both at the same page
+# offset (they are whole pages). A copy whose destination lies 1-63 bytes past its
+# source's offset within a page stalls: each load looks as if it depended on a store
+# still in flight ("4K aliasing"). NumPy's large arrays start 16 bytes into a page, so
+# staging at the page start made every other two-shot call of 1 MiB (the parity-0 half)
+# 3.5x slower on the 2-core test machine (4 ranks; staging 0 bytes into a page: 2287 us
+# a call, 16 B to 3.5 KiB in: 614-692 us, one interleaved run). Half a page in is as far
+# as staging can be from the offsets arrays usually have.
+STAGING_SHIFT = 2048
 DEFAULT_BYTES = 64 << 20       # per rank: staging 2 x 16 MiB, heap 32 MiB
 VIEWS_KEPT = 256               # cached staging views (rank, parity, dtype, count, start) before starting over
 # int64 fields of a flag line: counter, then (seq, hash, offset) for parity 0 and 1
@@ -96,10 +107,16 @@ def emulated_node_size(size, nodes=None):
 
 
 def layout(nbytes):
-    """(staging bytes per parity, heap offset) of a region of `nbytes` (header included)."""
+    """(where staging starts, staging bytes per parity, heap offset) of a region of
+    `nbytes` (header included): two staging halves of a quarter of the rest each, then the
+    heap. Halves of a page or more are whole pages and start STAGING_SHIFT into a page;
+    smaller ones (tiny test segments) start right after the header."""
     usable = max(0, nbytes - HEADER)
-    half = (usable // 4) // ALIGN * ALIGN
-    return half, HEADER + 2 * half
+    if (usable - STAGING_SHIFT) // 4 >= PAGE:
+        start, half = HEADER + STAGING_SHIFT, (usable - STAGING_SHIFT) // 4 // PAGE * PAGE
+    else:
+        start, half = HEADER, usable // 4 // ALIGN * ALIGN
+    return start, half, start + 2 * half
 
 
 class Segment:
@@ -116,7 +133,7 @@ class Segment:
         self._tags = None
         self._aborted = aborted
         self.nbytes = regions[rank].size
-        self.staging_bytes, self.heap_offset = layout(self.nbytes)
+        self._staging_start, self.staging_bytes, self.heap_offset = layout(self.nbytes)
         self._lines = [memoryview(r[:LINE]).cast("q") for r in regions]
         self._line = self._lines[rank]
         self._counter = self._line[COUNTER]
@@ -156,7 +173,7 @@ class Segment:
         view = self._views.get(key)
         if view is None:
             itemsize = np.dtype(dtype).itemsize
-            offset = HEADER + parity * self.staging_bytes + start * itemsize
+            offset = self.staging_offset(parity) + start * itemsize
             if len(self._views) >= VIEWS_KEPT:
                 self._views.clear()
             view = self._views[key] = self.regions[rank][offset:offset + count * itemsize].view(dtype)
@@ -174,7 +191,7 @@ class Segment:
 
     def staging_offset(self, parity):
         """Byte offset of staging half `parity` in every region."""
-        return HEADER + parity * self.staging_bytes
+        return self._staging_start + parity * self.staging_bytes
 
     def published(self, rank, offset, dtype, count):
         """The `count` elements rank published at byte `offset` of its region."""
@@ -342,9 +359,16 @@ class LocalSegment(Segment):
 
     @classmethod
     def create(cls, size, nbytes):
-        """The regions of a world of `size` ranks (call once; each rank wraps them)."""
+        """The regions of a world of `size` ranks (call once; each rank wraps them), each
+        starting on a page as the MPI window's do."""
         nbytes = max(HEADER, int(nbytes))
-        return [np.zeros(nbytes, np.uint8) for _ in range(size)]
+        return [_page_aligned_zeros(nbytes) for _ in range(size)]
+
+
+def _page_aligned_zeros(nbytes):
+    raw = np.zeros(nbytes + PAGE, np.uint8)
+    start = -raw.ctypes.data % PAGE
+    return raw[start:start + nbytes]
 
 
 class MPISegment(Segment):
@@ -353,7 +377,8 @@ class MPISegment(Segment):
     def __init__(self, node, nbytes, rank_in_comm=None):
         from mpi4py import MPI
         members = node.allgather(rank_in_comm) if rank_in_comm is not None else None
-        self._window = MPI.Win.Allocate_shared(max(HEADER, int(nbytes)), 1, comm=node)
+        whole_pages = -(-max(HEADER, int(nbytes)) // PAGE) * PAGE    # every region starts on a page
+        self._window = MPI.Win.Allocate_shared(whole_pages, 1, comm=node)
         self._window.Lock_all(MPI.MODE_NOCHECK)
         regions = []
         for j in range(node.Get_size()):
