@@ -329,8 +329,8 @@ def test_ranks_may_mix_segment_arrays_ordinary_arrays_and_in_place(algorithm, si
 @pytest.mark.parametrize("shm_bytes", [64 << 20, 10 ** 6 + 3])
 def test_staging_halves_start_half_a_page_in_on_every_rank(shm_bytes):
     """Both staging halves at the same offset STAGING_SHIFT into a page (not at a page
-    start, where copies to and from NumPy's arrays, 16 bytes into a page, stall), and heap
-    arrays 64-byte aligned."""
+    start, where copies to and from NumPy's arrays, 16 bytes into a page, stall), wherever
+    the regions start, and heap arrays 64-byte aligned."""
     from collectives.transport.segment import PAGE, STAGING_SHIFT
 
     def body(comm):

@@ -106,14 +106,16 @@ def emulated_node_size(size, nodes=None):
     return size // nodes
 
 
-def layout(nbytes):
+def layout(nbytes, page_offset=0):
     """(where staging starts, staging bytes per parity, heap offset) of a region of
-    `nbytes` (header included): two staging halves of a quarter of the rest each, then the
-    heap. Halves of a page or more are whole pages and start STAGING_SHIFT into a page;
-    smaller ones (tiny test segments) start right after the header."""
+    `nbytes` (header included) that starts `page_offset` bytes into a page: two staging
+    halves of a quarter of the rest each, then the heap. Halves of a page or more are whole
+    pages and start STAGING_SHIFT into a page; smaller ones (tiny test segments) start
+    right after the header."""
     usable = max(0, nbytes - HEADER)
-    if (usable - STAGING_SHIFT) // 4 >= PAGE:
-        start, half = HEADER + STAGING_SHIFT, (usable - STAGING_SHIFT) // 4 // PAGE * PAGE
+    shift = (STAGING_SHIFT - page_offset) % PAGE
+    if (usable - shift) // 4 >= PAGE:
+        start, half = HEADER + shift, (usable - shift) // 4 // PAGE * PAGE
     else:
         start, half = HEADER, usable // 4 // ALIGN * ALIGN
     return start, half, start + 2 * half
@@ -133,7 +135,8 @@ class Segment:
         self._tags = None
         self._aborted = aborted
         self.nbytes = regions[rank].size
-        self._staging_start, self.staging_bytes, self.heap_offset = layout(self.nbytes)
+        # region 0's page offset is the same in every process (mappings are whole pages)
+        self._staging_start, self.staging_bytes, self.heap_offset = layout(self.nbytes, regions[0].ctypes.data % PAGE)
         self._lines = [memoryview(r[:LINE]).cast("q") for r in regions]
         self._line = self._lines[rank]
         self._counter = self._line[COUNTER]
@@ -360,7 +363,7 @@ class LocalSegment(Segment):
     @classmethod
     def create(cls, size, nbytes):
         """The regions of a world of `size` ranks (call once; each rank wraps them), each
-        starting on a page as the MPI window's do."""
+        starting on a page, so all are alike within a page as the MPI window's are."""
         nbytes = max(HEADER, int(nbytes))
         return [_page_aligned_zeros(nbytes) for _ in range(size)]
 
@@ -377,7 +380,7 @@ class MPISegment(Segment):
     def __init__(self, node, nbytes, rank_in_comm=None):
         from mpi4py import MPI
         members = node.allgather(rank_in_comm) if rank_in_comm is not None else None
-        whole_pages = -(-max(HEADER, int(nbytes)) // PAGE) * PAGE    # every region starts on a page
+        whole_pages = -(-max(HEADER, int(nbytes)) // PAGE) * PAGE    # regions alike within a page
         self._window = MPI.Win.Allocate_shared(whole_pages, 1, comm=node)
         self._window.Lock_all(MPI.MODE_NOCHECK)
         regions = []
