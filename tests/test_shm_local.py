@@ -341,3 +341,29 @@ def test_staging_halves_start_half_a_page_in_on_every_rank(shm_bytes):
     for starts, remainder, heap_alignment in cc.run_threads(2, body, shm_bytes=shm_bytes):
         assert starts == [STAGING_SHIFT] * 4
         assert remainder == 0 and heap_alignment == 0
+
+
+@pytest.mark.parametrize("size", [2, 3, 5])
+def test_no_rank_writes_staging_a_slow_peer_still_copies_from(size, monkeypatch):
+    """Rank 1 is slow to copy the reduced blocks out, while the others go straight on to
+    two-shot calls of the same size and of other sizes, and to one-shot: a rank that
+    wrote where rank 1 still reads would show up as a wrong result on rank 1."""
+    from collectives.algorithms import shm
+    gather_blocks = shm._gather_blocks
+
+    def slow_on_rank_1(*args):
+        if _rank_in_thread() == 1:
+            time.sleep(0.02)
+        return gather_blocks(*args)
+    monkeypatch.setattr(shm, "_gather_blocks", slow_on_rank_1)
+    plan = [("twoshot", 1000), ("twoshot", 1000), ("twoshot", 999), ("oneshot", 999), ("twoshot", 999),
+            ("twoshot", 9000), ("oneshot", 9000),           # one-shot's round path (above 64 KiB)
+            ("twoshot", 9000), ("twoshot", 20000), ("twoshot", 20000)]   # 20000 doubles: two rounds
+
+    def body(comm):
+        return [comm.allreduce(np.full(count, float(comm.rank + 10 * i)), algorithm=algorithm)
+                for i, (algorithm, count) in enumerate(plan)]
+    for results in cc.run_threads(size, body, shm_bytes=HEADER + (512 << 10)):   # 124 KiB halves
+        for i, (result, (algorithm, count)) in enumerate(zip(results, plan)):
+            expected = sum(r + 10 * i for r in range(size))
+            assert np.all(result == expected), f"call {i} ({algorithm}, {count})"
