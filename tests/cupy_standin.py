@@ -22,8 +22,9 @@ What it models, because the GPU path's bugs depend on it:
   the CUDA keywords defined away and common.cuh's host branch (C++ in place of its
   inline PTX: `_Float16` conversions round to nearest even too), and one wrapper per kernel that
   runs every block and every thread of the grid in turn (the kernels share nothing
-  between threads, so any order gives the GPU's result). Arrays are NumPy buffers
-  aligned like CuPy's, passed by address.
+  between threads, so any order gives the GPU's result). The block and thread indices
+  are per host thread: ranks are threads, and two of them may run kernels at once.
+  Arrays are NumPy buffers aligned like CuPy's, passed by address.
 What it cannot show: NVRTC's own acceptance of the source, the GPU's arithmetic (flush
 to zero included: tests/test_kernels_build.py reads the PTX for that), real concurrency
 between streams, and anything about speed. Data-dependent shapes (boolean masks) are
@@ -54,13 +55,13 @@ PRELUDE = r"""
 #include <type_traits>
 #include <utility>
 struct Dim3 { unsigned x = 0, y = 1, z = 1; };
-static Dim3 threadIdx, blockIdx, blockDim, gridDim;
+static thread_local Dim3 threadIdx, blockIdx, blockDim, gridDim;   // ranks are threads
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
-static long long path_elements[3];          // common.cuh's block_apply paths: both vectors,
+static thread_local long long path_elements[3];   // block_apply's paths: both vectors,
 #define KERNELS_COUNT_PATH(path, elements) \
     do { if (threadIdx.x == 0) path_elements[path] += (elements); } while (0)
 extern "C" void take_path_elements(long long* out) {   // vector stores only, scalars
@@ -87,6 +88,7 @@ template <typename... A> static int arity(void (*)(A...)) { return sizeof...(A);
 
 _LIBRARIES = {}                                   # source hash -> (library, {name: index})
 _BUILD_LOCK = threading.Lock()
+_COUNT_LOCK = threading.Lock()
 
 
 def _build_dir(tmp_dir):
@@ -590,7 +592,8 @@ class FakeKernel:
 
         def launch():                             # holds the arrays until the kernel ran,
             self.run(ctypes.c_uint(grid[0]), pointers)     # as CuPy's memory pool does
-            self.take_path_elements(_WORLD.path_elements)
+            with _COUNT_LOCK:                     # this thread's counts into the world's
+                self.take_path_elements(_WORLD.path_elements)
             del keep[:]
         keep = [args, values]
         _check_here([a for a in args if isinstance(a, FakeArray)])

@@ -56,3 +56,32 @@ def test_every_array_of_a_multi_array_pack_takes_a_vector_path(cp):
     assert cp.asnumpy(bucket).tobytes() == np.concatenate(hosts).tobytes()
     both, stores_only, scalars = cp.world.path_elements
     assert scalars < 0.02 * bucket.size and both + stores_only + scalars == bucket.size
+
+
+def test_kernels_running_in_two_threads_at_once_stay_exact(cp):
+    """Ranks are threads, and each runs its stream's kernels when it synchronises, so two
+    kernels can run at once (ctypes lets go of the GIL). The stand-in's block and thread
+    indices are per host thread: shared ones let one kernel's loop move the other's index,
+    and elements went missing (a DDP test saw a rank's gradient with 4 values unsent)."""
+    import threading
+    rng = np.random.default_rng(1)
+    hosts = [rng.standard_normal(int(n)).astype(np.float32) for n in rng.integers(20000, 60000, 24)]
+    expected = np.concatenate(hosts).tobytes()
+    wrong, errors = [], []
+
+    def rank(name):
+        try:
+            arrays = [cp.asarray(h) for h in hosts]        # each thread runs its own stream
+            for _ in range(6):
+                bucket = cp.zeros(sum(h.size for h in hosts), dtype=np.float32)
+                kernels.pack(arrays, bucket)
+                if cp.asnumpy(bucket).tobytes() != expected:
+                    wrong.append(name)
+        except Exception as error:                      # pragma: no cover (shown below)
+            errors.append(error)
+    threads = [threading.Thread(target=rank, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not wrong
