@@ -70,19 +70,22 @@ def check_segment_arrays(comm):
     from collectives.transport.segment import PAGE, STAGING_SHIFT
     n, r = comm.size, comm.rank
     segment = comm.transport.capabilities.shared_segment
-    if segment is not None:                        # staging half a page in, on every region
+    if segment is not None:        # staging half a page in (on every region a whole number of pages from region 0)
+        base = segment.regions[0].ctypes.data
         starts = {(segment.regions[j].ctypes.data + segment.staging_offset(p)) % PAGE
-                  for j in range(segment.size) for p in (0, 1)}
+                  for j in range(segment.size) for p in (0, 1)
+                  if (segment.regions[j].ctypes.data - base) % PAGE == 0}
         assert starts == {STAGING_SHIFT}, starts
     for count in (1031, 200003):                   # 200003 float32: above one-shot's UNSTAGED_BYTES
-        inputs = [make_input(q, count, "float32", "sum") for q in range(n)]
-        mpi_result = comm.allreduce(inputs[r].copy(), algorithm="mpi")
         for name in ("oneshot", "twoshot"):
             if name not in comm.algorithms("allreduce"):
                 continue
             for in_place in (False, True):
                 x = comm.empty(count, np.float32)
-                for _ in range(2):                 # the same buffer twice
+                assert segment is None or segment.offset_in_heap(x) is not None
+                for call in range(2):              # the same buffer twice, new values each time
+                    inputs = [make_input(q, count, "float32", "sum") * (call + 1) for q in range(n)]
+                    mpi_result = comm.allreduce(inputs[r].copy(), algorithm="mpi")
                     x[...] = inputs[r]
                     got = comm.allreduce(x, algorithm=name, out=None if in_place else np.empty_like(x))
                     what = f"allreduce {name} on comm.empty count={count} in_place={in_place} n={n}"

@@ -254,7 +254,7 @@ def test_one_shot_reads_a_large_segment_array_where_it_lies(size, monkeypatch):
     work in place, still copy theirs in, and every result stays exact and bitwise alike."""
     from collectives.algorithms import shm
     monkeypatch.setattr(shm, "UNSTAGED_BYTES", 1024)
-    count = 5003                       # two rounds of a 32 KiB staging half, in a 64 KiB heap
+    count = 5003                       # two rounds of a 28 KiB staging half, in a 70 KiB heap
     inputs = [make_input(r, count, "float64", "sum") for r in range(size)]
 
     def body(comm):
@@ -293,6 +293,7 @@ def test_one_shot_returns_only_when_peers_have_read_its_heap_input(monkeypatch):
 
     def body(comm):
         x = comm.empty(10000, np.float64)          # above WAIT_ALL_BYTES
+        assert comm.transport.capabilities.shared_segment.offset_in_heap(x) is not None
         x[...] = comm.rank + 1
         result = comm.allreduce(x, algorithm="oneshot", out=np.empty_like(x)).copy()
         x[...] = np.nan                   # the caller reuses its buffer at once
@@ -305,21 +306,27 @@ def test_one_shot_returns_only_when_peers_have_read_its_heap_input(monkeypatch):
 @pytest.mark.parametrize("algorithm", SHM)
 @pytest.mark.parametrize("size", [3, 4])
 def test_ranks_may_mix_segment_arrays_ordinary_arrays_and_in_place(algorithm, size, monkeypatch):
+    """In one call some ranks pass ordinary arrays, some `comm.empty` arrays out of place
+    (read where they lie), some `comm.empty` arrays in place (copied in), each in two
+    rounds; every rank changes its kind from call to call. Results stay exact and alike."""
     from collectives.algorithms import shm
     monkeypatch.setattr(shm, "UNSTAGED_BYTES", 1024)
-    count = 5003
+    count = 40000                     # 320 KB: two rounds of a 252 KiB half, in a 518 KiB heap
     inputs = [make_input(r, count, "float64", "sum") for r in range(size)]
 
     def body(comm):
+        segment = comm.transport.capabilities.shared_segment
         results = []
         for call in range(4):                     # each rank changes its kind of buffer
             mode = (comm.rank + call) % 3
             x = np.array(inputs[comm.rank]) if mode == 0 else comm.empty(count, np.float64)
+            assert (segment.offset_in_heap(x) is not None) == (mode != 0), f"rank {comm.rank} call {call}"
             x[...] = inputs[comm.rank]
             out = x if mode == 2 else np.empty_like(x)
             results.append(comm.allreduce(x, algorithm=algorithm, out=out).copy())
+            del x, out                            # the heap range goes back for the next call
         return results
-    per_rank = cc.run_threads(size, body, shm_bytes=HEADER + (128 << 10))
+    per_rank = cc.run_threads(size, body, shm_bytes=HEADER + (1 << 20))
     for call in range(4):
         for results in per_rank:
             assert_matches(results[call], inputs, "sum", f"{algorithm} call {call}")
@@ -351,10 +358,10 @@ def test_no_rank_writes_staging_a_slow_peer_still_copies_from(size, monkeypatch)
     from collectives.algorithms import shm
     gather_blocks = shm._gather_blocks
 
-    def slow_on_rank_1(*args):
-        if _rank_in_thread() == 1:
+    def slow_on_rank_1(t, *args):
+        if t.rank == 1:
             time.sleep(0.02)
-        return gather_blocks(*args)
+        return gather_blocks(t, *args)
     monkeypatch.setattr(shm, "_gather_blocks", slow_on_rank_1)
     plan = [("twoshot", 1000), ("twoshot", 1000), ("twoshot", 999), ("oneshot", 999), ("twoshot", 999),
             ("twoshot", 9000), ("oneshot", 9000),           # one-shot's round path (above 64 KiB)

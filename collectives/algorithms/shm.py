@@ -7,7 +7,7 @@ reads what it needs from the peers' regions. No bytes go through MPI. The segmen
 docstring says why a staging area is never overwritten while a peer still reads it.
 
 Buffers larger than a staging half go in rounds; two-shot also cuts them into
-8 MiB chunks, one round each, so that while one rank still reduces chunk c a peer
+8 MiB chunks, one round each, so that while one rank still copies chunk c out a peer
 already publishes chunk c+1.
 """
 import numpy as np
@@ -105,7 +105,7 @@ def oneshot_allreduce(t, x, out, op, ws):
         reduce_ordered(out[start:stop], _in_rank_order(t, segment, published), op)
         heap_used = heap_used or any(offset >= segment.heap_offset for offset in offsets)
     if heap_used:
-        _sync(t, segment)         # every peer has read this round's heap data
+        _sync(t, segment)         # every peer has read every round's heap data
 
 
 def _unstaged_offset(segment, x, out):

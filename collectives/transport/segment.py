@@ -49,19 +49,20 @@ from .calls import signature_hash
 from .waiting import poll_until, quick_polls, spin_briefly, yield_core
 
 LINE = 64                      # bytes of one flag line (one cache line)
-HEADER = 4096                  # the flag line padded to a page
 PAGE = 4096
+HEADER = PAGE                  # the flag line padded to a page
 ALIGN = 64
-# Staging halves of a page or more start this far into a page, both at the same page
-# offset (they are whole pages). A copy whose destination lies 1-63 bytes past its
-# source's offset within a page stalls: each load looks as if it depended on a store
-# still in flight ("4K aliasing"). NumPy's large arrays start 16 bytes into a page, so
-# staging at the page start made every other two-shot call of 1 MiB (the parity-0 half)
-# 3.5x slower on the 2-core test machine (4 ranks; staging 0 bytes into a page: 2287 us
-# a call, 16 B to 3.5 KiB in: 614-692 us, one interleaved run). Half a page in is as far
-# as staging can be from the offsets arrays usually have.
+# Staging halves start this far into a page, both at the same page offset (they are
+# whole pages), in every segment with room for a page per half after the shift. A copy
+# whose destination lies 1-63 bytes past its source's offset within a page stalls: each
+# load looks as if it depended on a store still in flight ("4K aliasing"). NumPy's large
+# arrays start 16 bytes into a page, so staging at the page start made every other
+# two-shot call of 1 MiB (the parity-0 half) 3.5x slower on the 2-core test machine (4
+# ranks; staging 0 bytes into a page: 2287 us a call, 16 B to 3.5 KiB in: 614-692 us,
+# one interleaved run). Half a page in is as far as staging can be from the offsets
+# arrays usually have.
 STAGING_SHIFT = 2048
-DEFAULT_BYTES = 64 << 20       # per rank: staging 2 x 16 MiB, heap 32 MiB
+DEFAULT_BYTES = 64 << 20       # per rank: staging 2 x (16 MiB - 4 KiB), heap 32 MiB
 VIEWS_KEPT = 256               # cached staging views (rank, parity, dtype, count, start) before starting over
 # int64 fields of a flag line: counter, then (seq, hash, offset) for parity 0 and 1
 COUNTER, SLOT0, SLOT_FIELDS = 0, 1, 3
@@ -109,9 +110,10 @@ def emulated_node_size(size, nodes=None):
 def layout(nbytes, page_offset=0):
     """(where staging starts, staging bytes per parity, heap offset) of a region of
     `nbytes` (header included) that starts `page_offset` bytes into a page: two staging
-    halves of a quarter of the rest each, then the heap. Halves of a page or more are whole
-    pages and start STAGING_SHIFT into a page; smaller ones (tiny test segments) start
-    right after the header."""
+    halves of a quarter of the rest each, then the heap. Where each half can hold a page
+    after the shift, the halves are whole pages starting STAGING_SHIFT into a page; in
+    smaller segments (tests' tiny ones) they start right after the header, 64-byte
+    aligned. Cost: a few integer operations."""
     usable = max(0, nbytes - HEADER)
     shift = (STAGING_SHIFT - page_offset) % PAGE
     if (usable - shift) // 4 >= PAGE:
@@ -230,7 +232,8 @@ class Segment:
         """Wait until every peer posted our last sync point, then check it is in the same
         call; returns the offsets every rank (this one too) published with it, in rank
         order. A peer that does not post within `timeout` seconds (None: forever) raises
-        TransportTimeout naming it; step = the sync point's number within the call."""
+        TransportTimeout naming it; step = the sync point's number within the call.
+        Cost: a spin of sched_yield calls while a peer is behind, then n flag reads."""
         value, lines, polls = self._counter, self._lines, None
         for peer, line in enumerate(lines):   # one tight spin budget for all, then bounded waits
             if line[COUNTER] < value:

@@ -19,7 +19,7 @@ nobody ready is a deadlock, raised at once.
 """
 from .segment import LocalSegment, Segment
 
-REAL_BYTES = 1 << 20      # real bytes per rank: staging halves of 256 KiB hold the small real buffers
+REAL_BYTES = 1 << 20      # real bytes per rank: staging halves of 252 KiB hold the small real buffers
 
 
 class NodeFlags:
