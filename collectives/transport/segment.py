@@ -240,7 +240,7 @@ class Segment:
                 polls = quick_polls() if polls is None else polls
                 while line[COUNTER] < value:
                     if polls == 0:
-                        self._wait([peer], value, timeout, spun=True)
+                        self._wait(peer, value, timeout, spun=True)
                         break
                     polls -= 1
                     yield_core()
@@ -253,7 +253,7 @@ class Segment:
         use the first ones' data while later ones are still on their way."""
         line, value = self._lines[peer], self._counter
         if line[COUNTER] < value:
-            self._wait([peer], value, timeout)
+            self._wait(peer, value, timeout)
         self.fence()
         return self._checked(peer, line, value)
 
@@ -264,23 +264,22 @@ class Segment:
             self._mismatch(peer, line[slot], line[slot + 1])
         return line[slot + 2]
 
-    def _wait(self, peers, value, timeout, spun=False):
-        """Poll until one of `peers` reaches counter `value` (bounded; names the first):
-        a brief tight spin first unless the caller `spun` already (most flags turn within
-        a few scheduling rounds), then the bounded wait, which also stops when the world
+    def _wait(self, peer, value, timeout, spun=False):
+        """Poll until `peer` reaches counter `value` (bounded; names it): a brief tight
+        spin first unless the caller `spun` already (most flags turn within a few
+        scheduling rounds), then the bounded wait, which also stops when the world
         aborted."""
-        lines = [self._lines[peer] for peer in peers]
-        if not spun and _spin_until_one_reaches(lines, value):
+        line = self._lines[peer]
+        if not spun and spin_briefly(lambda: line[COUNTER] >= value):
             return
         aborted = self._aborted or (lambda: None)
         step = value - self._call_start
 
         def describe():
-            who = " or ".join(f"rank {peer}" for peer in peers)
-            return f"rank {self.rank} waiting for {who}'s shared-memory flag (sync point {step})"
-        poll_until(lambda: any(line[COUNTER] >= value for line in lines) or aborted() is not None,
-                   timeout, describe, peer=peers[0], what="hear through shared memory from", step=step)
-        if all(line[COUNTER] < value for line in lines):
+            return f"rank {self.rank} waiting for rank {peer}'s shared-memory flag (sync point {step})"
+        poll_until(lambda: line[COUNTER] >= value or aborted() is not None,
+                   timeout, describe, peer=peer, what="hear through shared memory from", step=step)
+        if line[COUNTER] < value:
             raise TransportError(f"{describe()}: gave up because {aborted()}")
 
     def _mismatch(self, peer, sequence, code):
@@ -299,14 +298,6 @@ class Segment:
         """Release the segment (idempotent); views handed out become invalid over MPI."""
         self.closed = True
         self._views.clear()
-
-
-def _spin_until_one_reaches(lines, value):
-    """spin_briefly until one of the flag `lines` reaches counter `value`; whether one did."""
-    if len(lines) == 1:
-        line = lines[0]
-        return spin_briefly(lambda: line[COUNTER] >= value)
-    return spin_briefly(lambda: any(line[COUNTER] >= value for line in lines))
 
 
 class Heap:
