@@ -94,3 +94,14 @@ def test_a_communicators_auto_picks_what_the_tuning_files_shm_costs_say(tmp_path
         return [entry["algorithm"] for entry in comm.flight_record()[-2:]]
     picked = cc.run_threads(4, body)[0]
     assert picked == [small, large]
+
+
+def test_untuned_auto_on_two_ranks_of_a_node_takes_one_shot_for_small_buffers():
+    # one-shot is recursive doubling's exchange through the segment instead of MPI; a sync
+    # point priced as dear as a message step made auto take recursive doubling at n=2
+    def body(comm):
+        comm.allreduce(np.ones(2, np.float32))
+        comm.allreduce(np.ones(8 << 10, np.float32))
+        return [entry["algorithm"] for entry in comm.flight_record()[-2:]]
+    assert cc.run_threads(2, body)[0] == ["oneshot", "oneshot"]
+    assert tuning.DEFAULT.shm_alpha < tuning.DEFAULT.alpha
