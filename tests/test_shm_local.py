@@ -13,6 +13,7 @@ import pytest
 import collectives as cc
 from collectives.transport.segment import HEADER, Heap, check_shm_bytes
 from tests.reference import assert_matches, make_input
+from tests.shm_sequence_check import run_sequence, staging_bytes
 
 SHM = ["oneshot", "twoshot"]
 
@@ -374,3 +375,12 @@ def test_no_rank_writes_staging_a_slow_peer_still_copies_from(size, monkeypatch)
         for i, (result, (algorithm, count)) in enumerate(zip(results, plan)):
             expected = sum(r + 10 * i for r in range(size))
             assert np.all(result == expected), f"call {i} ({algorithm}, {count})"
+
+
+@pytest.mark.parametrize("size, seed", [(2, 3), (5, 4), (8, 5)])
+def test_a_long_random_sequence_of_shared_memory_calls_is_exact(size, seed):
+    # every kind of call back to back on one communicator and a 64 KiB segment, some
+    # asynchronous (tests/shm_sequence_check.py; under mpirun in test_shm_mpi.py)
+    wrong = cc.run_threads(size, lambda comm: run_sequence(comm, seed, 150, staging_bytes(comm)),
+                           shm_bytes=64 << 10)
+    assert wrong == [[]] * size

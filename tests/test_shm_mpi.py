@@ -69,3 +69,12 @@ def test_emulated_nodes_under_mpirun_use_a_segment_each_and_match_mpi():
     result = mpirun(4, "-m", "tests.shm_nodes_check", env={"COLLECTIVES_NODES": "2"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "shm nodes ok 4" in result.stdout
+
+
+@pytest.mark.parametrize("size, seed", [(3, 1), (4, 2)])
+def test_a_long_random_sequence_of_shared_memory_calls_is_exact_under_mpirun(size, seed):
+    # 300 calls on one communicator with a 256 KiB segment: staging halves, rounds, sync
+    # counters and heap reused across every kind of call (tests/shm_sequence_check.py)
+    result = mpirun(size, "-m", "tests.shm_sequence_check", str(seed), "300", str(256 << 10), timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"shm sequence ok {size}" in result.stdout, result.stdout[-2000:]
