@@ -8,6 +8,8 @@ lives in bench/harness.py.
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import statistics
 import sys
 import time
@@ -124,6 +126,33 @@ def start(parser: argparse.ArgumentParser, argv: list[str] | None = None, out: T
     args = parser.parse_args(argv)
     comm = cc.init(**init_options(args))
     return args, comm, rank0_printer(comm.rank, out)
+
+
+def placement(comm: Any) -> str:
+    """One line on where the ranks run: how many hosts, ranks and cores the job has, and,
+    where a host runs more ranks than the cores it lets the job use, a warning: the ranks
+    then take turns on the cores, so every wait for a peer includes the scheduler's, and
+    only times measured side by side in one run compare. Collective (one allgather)."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    hosts: dict[str, tuple[int, set]] = {}
+    for host, allowed in comm.allgather_object((socket.gethostname(), sorted(cores))):
+        ranks, usable = hosts.get(host, (0, set()))
+        hosts[host] = (ranks + 1, usable | set(allowed))
+    ranks_per_core = max(ranks / len(usable) for ranks, usable in hosts.values())
+    if len(hosts) == 1:
+        (ranks, usable), = hosts.values()
+        line = f"# placement: {ranks} ranks on 1 host ({_cores(usable)})"
+    else:
+        per_host = ", ".join(f"{ranks} on {_cores(usable)}" for ranks, usable in hosts.values())
+        line = f"# placement: {comm.size} ranks on {len(hosts)} hosts ({per_host})"
+    if ranks_per_core > 1:
+        line += (f": {ranks_per_core:g} ranks per core, so ranks take turns on the cores and every "
+                 "wait for a peer includes the scheduler's; compare times within one run only")
+    return line
+
+
+def _cores(usable: set) -> str:
+    return f"{len(usable)} core" + ("s" if len(usable) != 1 else "")
 
 
 # -- timing training steps ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from bench.common import count_wrong, fill, parse_size, rank0_printer, reduce_float64, size_sweep, start
+from bench.common import count_wrong, fill, parse_size, placement, rank0_printer, reduce_float64, size_sweep, start
 
 # fill, count_wrong, parse_size and reduce_float64 live in bench.common; the
 # benchmark files and tests have always imported them from here too.
@@ -261,6 +261,7 @@ def main(collective, argv=None, out=sys.stdout):
     algorithms = select_algorithms(comm, collective, args, baselines)
     say(f"# collectives bench.{collective.name}: {comm.size} ranks, dtype {dtype}, op {args.op}, "
         f"iters {args.iters}, warmup {args.warmup_iters}, check {args.check}, device {args.device}")
+    say(placement(comm))
     run = Runner(comm, collective, args, baselines)
     say(f"# algorithms: {', '.join(algorithms)}")
     size_list = sizes(args, dtype.itemsize)

@@ -24,7 +24,7 @@ from itertools import combinations
 
 import numpy as np
 
-from bench.common import human, parse_size, size_sweep, start
+from bench.common import human, parse_size, placement, size_sweep, start
 from bench.harness import Runner, make_input, time_rounds
 from bench.simulate import collective_spec
 from collectives import tuning
@@ -166,6 +166,7 @@ def main(argv=None, out=sys.stdout):
     names = args.collectives.split(",")
     say(f"# bench.tune: {comm.size} ranks on {socket.gethostname()}, float32 sum, sizes "
         f"{human(sizes[0])}..{human(sizes[-1])} x{args.stepfactor}, iters {args.iters}")
+    say(placement(comm))
     np.seterr(over="ignore", invalid="ignore", under="ignore")
     began = time.perf_counter()
     progress = ((lambda text: print(f"{text} ({time.perf_counter() - began:.0f} s)", file=sys.stderr,

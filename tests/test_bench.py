@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import collectives as cc
-from bench.common import human, interleaved, rank0_printer, size_sweep, slowest_median
+from bench.common import human, interleaved, placement, rank0_printer, size_sweep, slowest_median
 from bench.harness import count_wrong, fill, parse_size, round_seconds, select_algorithms
 from tests.mpirun import mpirun
 
@@ -32,6 +32,26 @@ def test_human_sizes():
     assert [human(s) for s in (8, 1024, 830 << 10, 3 << 20, 1 << 30)] == [
         "8 B", "1 KiB", "830 KiB", "3 MiB", "1 GiB"]
     assert human(1536) == "1.5 KiB"
+
+
+class GatheredPlacement:
+    """A communicator stand-in whose allgather_object returns the given (host, cores) pairs."""
+
+    def __init__(self, ranks):
+        self.ranks, self.size = ranks, len(ranks)
+
+    def allgather_object(self, mine):
+        return self.ranks
+
+
+def test_placement_warns_only_where_ranks_outnumber_a_hosts_cores():
+    crowded = placement(GatheredPlacement([("a", [0, 1])] * 4))
+    assert crowded.startswith("# placement: 4 ranks on 1 host (2 cores): 2 ranks per core")
+    assert "take turns" in crowded
+    # ranks bound to one core each: the host's cores are the union of the ranks' sets
+    assert placement(GatheredPlacement([("a", [0]), ("a", [1])])) == "# placement: 2 ranks on 1 host (2 cores)"
+    two_hosts = placement(GatheredPlacement([("a", [0, 1, 2, 3])] * 2 + [("b", [0])] * 3))
+    assert two_hosts.startswith("# placement: 5 ranks on 2 hosts (2 on 4 cores, 3 on 1 core): 3 ranks per core")
 
 
 def test_only_rank_zero_prints():
@@ -93,6 +113,7 @@ def test_allreduce_benchmark_writes_table_footer_and_json(tmp_path):
                     "--json", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     for words in ("time   algbw   busbw #wrong", "(us)  (GB/s)  (GB/s)", "# algorithm: rabenseifner",
+                  "# placement: 3 ranks on 1 host (",
                   "# Avg bus bandwidth", "x mpi)", "# Out of bounds values : 0 OK"):
         assert words in result.stdout, words
     data = json.loads(path.read_text())
