@@ -278,6 +278,14 @@ class Communicator(Collectives):
         array[...] = 0
         return array
 
+    def in_segment(self, x: Array) -> bool:
+        """True when x's data lie in this rank's part of the shared segment (an array from
+        `empty`/`zeros`, or a view of one), which shared-memory collectives read without
+        copying it in; False for anything else, e.g. when `empty` found no room and gave
+        ordinary memory. Local; cost: two address comparisons."""
+        segment = segment_of(self.transport)
+        return segment is not None and segment.offset_in_heap(x) is not None
+
     # -- choosing algorithms -----------------------------------------------------------
     def algorithms(self, collective: str, device: bool = False) -> list:
         """Algorithm names valid for `collective` on this communicator (no "auto"); with

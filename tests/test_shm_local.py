@@ -114,19 +114,24 @@ def test_comm_empty_lives_in_the_segment_and_gives_its_bytes_back():
         segment = comm.transport.capabilities.shared_segment
         free = segment.heap.free_bytes()
         a = comm.zeros((3, 5), "float32")
-        inside = segment.offset_in_heap(a) is not None and not a.any() and a.dtype == np.float32
+        inside = comm.in_segment(a) and comm.in_segment(a[1:, 2]) and not a.any() and a.dtype == np.float32
+        ordinary = not comm.in_segment(np.zeros(4)) and not comm.in_segment(a.copy()) and not comm.in_segment([1])
         del a
         gc.collect()
-        return inside, segment.heap.free_bytes() == free
-    assert cc.run_threads(2, body) == [(True, True)] * 2
+        return inside, ordinary, segment.heap.free_bytes() == free
+    assert cc.run_threads(2, body) == [(True, True, True)] * 2
 
 
 def test_comm_empty_falls_back_to_ordinary_memory_without_room_or_segment():
     def body(comm):
         big = comm.empty(1 << 20, np.uint8)          # larger than the 8 KiB heap
-        return big.shape == (1 << 20,) and comm.empty(0).shape == (0,)
+        return big.shape == (1 << 20,) and not comm.in_segment(big) and comm.empty(0).shape == (0,)
     assert all(cc.run_threads(2, body, shm_bytes=HEADER + 4 * 4096))
-    assert all(cc.run_threads(2, lambda comm: comm.empty((2, 2)).shape == (2, 2), shm_bytes=0))
+
+    def without_segment(comm):
+        a = comm.empty((2, 2))
+        return a.shape == (2, 2) and not comm.in_segment(a)
+    assert all(cc.run_threads(2, without_segment, shm_bytes=0))
     with pytest.raises(TypeError, match="unsupported dtype"):
         cc.run_threads(1, lambda comm: comm.empty(3, object))
 
