@@ -75,7 +75,8 @@ class CostModel:
 DEFAULT = CostModel()
 # The algorithms that run through the shared segment: their coefficients count sync
 # points, bytes passed through the segment and bytes reduced (priced by CostModel.shared).
-SHARED_MEMORY = frozenset({("allreduce", "oneshot"), ("allreduce", "twoshot"), ("reduce_scatter", "shm"),
+SHARED_MEMORY = frozenset({("allreduce", "oneshot"), ("allreduce", "twoshot"), ("allreduce", "shm_ring"),
+                           ("reduce_scatter", "shm"),
                            ("allgather", "shm"), ("broadcast", "shm"), ("reduce", "shm")})
 
 
@@ -191,11 +192,15 @@ def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, rank
         # fits a staging half; each further round adds its sync points).
         # oneshot: write m, read all n copies; twoshot: write all but its own block
         # ((n-1)m/n; it reads that one from its input), read the n-1 peers' blocks of m/n,
-        # write the reduced block, read the n-1 other blocks back; reduce-scatter: write
-        # m, read n blocks; all-gather (m: the output): write m/n, read (n-1)m/n;
-        # broadcast: root writes m, then the others read it; reduce: write m, root reads n.
+        # write the reduced block, read the n-1 other blocks back; shm_ring: write m/n, then
+        # per step read a peer's partial sum and write its own (m/n each), read all n back
+        # (its edge, a pass over x fused with the reduction, is outside this model);
+        # reduce-scatter: write m, read n blocks; all-gather (m: the output): write m/n,
+        # read (n-1)m/n; broadcast: root writes m, then the others read it; reduce: write
+        # m, root reads n.
         ("allreduce", "oneshot"): lambda: (1, (n + 1) * m, (n - 1) * m),
         ("allreduce", "twoshot"): lambda: (2, (3 * n - 2) / n * m, share * m),
+        ("allreduce", "shm_ring"): lambda: (n, (3 * n - 1) / n * m, share * m),
         ("reduce_scatter", "shm"): lambda: (1, 2 * m, share * m),
         ("allgather", "shm"): lambda: (1, m, 0.0),
         ("broadcast", "shm"): lambda: (1, 2 * m, 0.0),

@@ -77,7 +77,7 @@ def check_segment_arrays(comm):
                   if (segment.regions[j].ctypes.data - base) % PAGE == 0}
         assert starts == {STAGING_SHIFT}, starts
     for count in (1031, 200003):                   # 200003 float32: above one-shot's UNSTAGED_BYTES
-        for name in ("oneshot", "twoshot"):
+        for name in ("oneshot", "twoshot", "shm_ring"):
             if name not in comm.algorithms("allreduce"):
                 continue
             for in_place in (False, True):

@@ -6,7 +6,8 @@ in and out of place, some asynchronous and waited for later.
 Every rank draws the same sequence from the seed and can rebuild every rank's input, so
 it computes the expected result itself: a rank-ordered NumPy reduction, which the
 shared-memory algorithms match exactly (one-shot reduces in rank order, two-shot and the
-`shm` collectives reduce each block in rank order).
+`shm` collectives reduce each block in rank order), or for shm_ring the ring order it
+combines each block in.
 
 Under mpirun: `mpirun -n 4 python -m tests.shm_sequence_check SEED STEPS SHM_BYTES`
 prints "shm sequence ok N" on rank 0 when no result was wrong; tests/test_shm_local.py
@@ -39,6 +40,25 @@ def ordered(seed, count, dtype, op, size):
     return result
 
 
+def ring_ordered(seed, count, dtype, op, size, staging_bytes):
+    """What shm_ring computes: per round (a staging half of the buffer), block b of the
+    round's piece (cc.partition) combined in ring order x_{b+1} <op> x_{b+2} <op> ... <op> x_b."""
+    inputs = [rank_input(seed, count, dtype, rank) for rank in range(size)]
+    result = np.empty(count, dtype)
+    per_round = max(1, staging_bytes // np.dtype(dtype).itemsize)
+    for start in range(0, count, per_round):
+        stop = min(start + per_round, count)
+        blocks = cc.partition(stop - start, size)
+        for b in range(size):
+            lo, hi = start + blocks[b], start + blocks[b + 1]
+            chain = [inputs[(b + 1 + k) % size][lo:hi] for k in range(size)]
+            accumulated = chain[0].copy()
+            for operand in chain[1:]:
+                accumulated = OPS[op](accumulated, operand)
+            result[lo:hi] = accumulated
+    return result
+
+
 def counts(draw, staging_elements):
     """Element counts around the edges that matter: tiny, one staging half and several."""
     edges = [1, 2, 3, 7, 64, 1000, staging_elements // 4, staging_elements // 2, staging_elements,
@@ -62,15 +82,16 @@ def run_sequence(comm, seed, steps, staging_bytes, asynchronous=True):
         described = f"step {step}: {kind} of {count} {np.dtype(dtype)} heap={heap}"
         described += f" op={op}" if kind in ("allreduce", "reduce_scatter", "reduce") else ""
         if kind == "allreduce":
-            algorithm = ("oneshot", "twoshot")[draw.integers(2)]
+            algorithm = ("oneshot", "twoshot", "shm_ring")[draw.integers(3)]
             described += f" in_place={in_place} {algorithm}"
+            want = (ring_ordered(call_seed, count, dtype, op, comm.size, staging_bytes) if algorithm == "shm_ring"
+                    else ordered(call_seed, count, dtype, op, comm.size))
             if later:
-                pending.append((comm.allreduce(x, op, algorithm=algorithm, async_op=True),
-                                ordered(call_seed, count, dtype, op, comm.size), described + " async"))
+                pending.append((comm.allreduce(x, op, algorithm=algorithm, async_op=True), want,
+                                described + " async"))
                 continue
             out = None if in_place else (comm.empty(count, dtype) if heap else np.empty(count, dtype))
             got = comm.allreduce(x, op, algorithm=algorithm, out=out)
-            want = ordered(call_seed, count, dtype, op, comm.size)
         elif kind == "reduce_scatter":
             got = comm.reduce_scatter(x, op, algorithm="shm")
             blocks = cc.partition(count, comm.size)

@@ -14,7 +14,7 @@ import collectives as cc
 from tests.mpirun import run_or_abort, shared_mappings
 from tests.reference import assert_matches, make_input
 
-SHM = {"oneshot", "twoshot"}
+SHM = {"oneshot", "twoshot", "shm_ring"}
 
 
 def counts():

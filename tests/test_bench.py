@@ -120,7 +120,7 @@ def test_allreduce_benchmark_writes_table_footer_and_json(tmp_path):
     assert data["world_size"] == 3
     rows = data["results"]
     assert {r["algorithm"] for r in rows} == {"ring", "tree", "recursive_doubling", "rabenseifner",
-                                              "oneshot", "twoshot", "mpi"}
+                                              "oneshot", "twoshot", "shm_ring", "mpi"}
     assert sorted({r["size"] for r in rows}) == [8, 64, 512, 4096]
     for row in rows:
         assert KEYS | {"inplace_" + k for k in KEYS - {"size", "count", "dtype", "op", "algorithm"}} <= set(row)
@@ -156,7 +156,7 @@ def test_gpu_runs_are_offered_no_shared_memory_algorithm_and_are_told_why():
         return gpu, select_algorithms(comm, ALLREDUCE, Namespace(device="cpu", algorithms="all"), [])
     gpu, cpu = cc.run_threads(2, body, timeout=30)[0]
     assert "oneshot" in cpu and "twoshot" in cpu
-    assert gpu == [a for a in cpu if a not in ("oneshot", "twoshot")]
+    assert gpu == [a for a in cpu if a not in ("oneshot", "twoshot", "shm_ring")]
 
 
 def test_percall_prints_our_fixed_cost_beside_mpi():

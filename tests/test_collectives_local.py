@@ -26,7 +26,7 @@ def assert_bitwise_equal(results, what):
 
 def test_in_process_transport_offers_every_algorithm_but_mpi():
     assert algorithms("allreduce") == ["ring", "tree", "recursive_doubling", "rabenseifner",
-                                       "oneshot", "twoshot"]
+                                       "oneshot", "twoshot", "shm_ring"]
     for collective in ("reduce_scatter", "allgather", "broadcast", "reduce"):
         assert "mpi" not in algorithms(collective) and len(algorithms(collective)) >= 2
 

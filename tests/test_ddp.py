@@ -76,7 +76,8 @@ def reference(accumulate=1):
     return REFERENCE[accumulate]
 
 
-@pytest.mark.parametrize("algorithm", ["ring", "tree", "recursive_doubling", "rabenseifner", "oneshot", "twoshot"])
+@pytest.mark.parametrize("algorithm", ["ring", "tree", "recursive_doubling", "rabenseifner", "oneshot", "twoshot",
+                                       "shm_ring"])
 @pytest.mark.parametrize("bucket_cap_mb", [25, 0.0005])
 @pytest.mark.parametrize("overlap", [True, False])
 def test_data_parallel_equals_single_process_training(algorithm, bucket_cap_mb, overlap):

@@ -15,7 +15,7 @@ from collectives.transport.segment import HEADER, Heap, check_shm_bytes
 from tests.reference import assert_matches, make_input
 from tests.shm_sequence_check import run_sequence, staging_bytes
 
-SHM = ["oneshot", "twoshot"]
+SHM = ["oneshot", "twoshot", "shm_ring"]
 
 
 def algorithms(shm_bytes):

@@ -31,7 +31,7 @@ def assert_nothing_left(mapped, before, after):
     assert not any(os.path.exists(path.split()[0]) for path in mapped)
 
 
-@pytest.mark.parametrize("algorithm", ["oneshot", "twoshot"])
+@pytest.mark.parametrize("algorithm", ["oneshot", "twoshot", "shm_ring"])
 def test_normal_exit_leaves_nothing_in_dev_shm(algorithm, tmp_path):
     result, faults, elapsed, *listing = run_case("ok", algorithm, tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -47,7 +47,7 @@ def test_an_exception_leaves_nothing_in_dev_shm(tmp_path):
     assert_nothing_left(*listing)
 
 
-@pytest.mark.parametrize("algorithm", ["oneshot", "twoshot"])
+@pytest.mark.parametrize("algorithm", ["oneshot", "twoshot", "shm_ring"])
 def test_a_stalled_rank_is_named_and_a_timeout_leaves_nothing(algorithm, tmp_path):
     result, faults, elapsed, *listing = run_case("sleep", algorithm, tmp_path)
     assert result.returncode != 0 and elapsed < 30

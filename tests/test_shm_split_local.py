@@ -6,7 +6,7 @@ import numpy as np
 import collectives as cc
 from tests.reference import assert_matches, make_input
 
-SHM = {"oneshot", "twoshot"}
+SHM = {"oneshot", "twoshot", "shm_ring"}
 
 
 def test_a_split_on_one_node_offers_the_shared_memory_algorithms_and_they_are_exact():

@@ -121,8 +121,8 @@ def test_command_reports_every_algorithm_and_checks_results():
     lines = [line.split() for line in text.splitlines() if line.startswith("  ")]
     assert {(line[0] + line[1], line[2]) for line in lines} == {
         (s, a) for s in ("1KiB", "64MiB")
-        for a in ("ring", "tree", "recursive_doubling", "rabenseifner", "oneshot", "twoshot")}
-    exact = [line for line in lines if line[2] in ("ring", "oneshot", "twoshot")]
+        for a in ("ring", "tree", "recursive_doubling", "rabenseifner", "oneshot", "twoshot", "shm_ring")}
+    exact = [line for line in lines if line[2] in ("ring", "oneshot", "twoshot", "shm_ring")]
     assert all(line[5] == "1.000" for line in exact)           # sim/formula
 
 

@@ -98,10 +98,10 @@ def test_without_shared_memory_the_segment_algorithms_are_not_offered():
 
 def test_bench_simulate_lists_the_shared_memory_algorithms_on_their_formulas():
     out = io.StringIO()
-    assert bench_simulate.main(["-n", "8", "--sizes", "1K,16M", "-a", "ring,oneshot,twoshot",
+    assert bench_simulate.main(["-n", "8", "--sizes", "1K,16M", "-a", "ring,oneshot,twoshot,shm_ring",
                                 "--shm-alpha", "3e-6", "--shm-beta", "1e-10"], out=out) == 0
     rows = [line.split() for line in out.getvalue().splitlines() if line.startswith("  ")]
-    assert {row[2] for row in rows} == {"ring", "oneshot", "twoshot"}
+    assert {row[2] for row in rows} == {"ring", "oneshot", "twoshot", "shm_ring"}
     assert all(row[5] == "1.000" for row in rows)
     assert "sync 3 us" in out.getvalue()
     out = io.StringIO()

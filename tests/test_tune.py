@@ -142,5 +142,6 @@ def test_tune_measures_fits_prints_and_writes_the_tuning_file(tmp_path):
     assert min(data["shm_alpha"], data["shm_beta"]) >= 0
     table = data["measured"]["allreduce"]
     assert table["world_size"] == 2 and table["sizes"] == [8, 256, 8192]
-    assert set(table["times"]) == {"ring", "tree", "recursive_doubling", "rabenseifner", "oneshot", "twoshot"}
+    assert set(table["times"]) == {"ring", "tree", "recursive_doubling", "rabenseifner", "oneshot", "twoshot",
+                                   "shm_ring"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

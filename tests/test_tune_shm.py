@@ -13,7 +13,7 @@ from tests.test_tune import no_tuning_file  # noqa: F401  (autouse: no tuning fi
 SIZES = [8 * 4 ** i for i in range(12)]          # 8 B .. 32 MiB
 MESSAGES = {"allreduce": ["ring", "recursive_doubling", "rabenseifner"], "reduce_scatter": ["ring"],
             "allgather": ["ring", "recursive_doubling"]}
-SHARED = {"allreduce": ["oneshot", "twoshot"], "reduce_scatter": ["shm"], "allgather": ["shm"]}
+SHARED = {"allreduce": ["oneshot", "twoshot", "shm_ring"], "reduce_scatter": ["shm"], "allgather": ["shm"]}
 TRUTH = tuning.CostModel(alpha=40e-6, beta=1 / 2e9, gamma=1 / 3e9, shm_alpha=6e-6, shm_beta=1 / 9e9)
 
 
@@ -34,7 +34,8 @@ def measured_tables(model, n=4, noise=0.0, seed=0, algorithms=(MESSAGES, SHARED)
 def test_fit_recovers_the_sync_and_byte_costs_with_the_message_costs_from_exact_timings():
     rows = [tuning.coefficients("allreduce", a, size, 4) for a in ("ring", "recursive_doubling", "rabenseifner")
             for size in SIZES]
-    shared = [tuning.coefficients("allreduce", a, size, 4) for a in ("oneshot", "twoshot") for size in SIZES]
+    shared = [tuning.coefficients("allreduce", a, size, 4) for a in ("oneshot", "twoshot", "shm_ring")
+              for size in SIZES]
     fitted = tuning.fit(rows, [TRUTH.time(row) for row in rows],
                         shared_rows=shared, shared_times=[TRUTH.shared.time(row) for row in shared])
     for name in ("alpha", "beta", "gamma", "shm_alpha", "shm_beta"):

@@ -21,7 +21,7 @@ NATIVE = "mpi"
 NEEDS_NODES = {"hierarchical"}
 # Offered only where all the transport's ranks share a segment (`shm.segment_of`), and
 # never for device buffers (Communicator.algorithms(..., device=True)).
-NEEDS_SEGMENT = {"oneshot", "twoshot", "shm"}
+NEEDS_SEGMENT = {"oneshot", "twoshot", "shm_ring", "shm"}
 # Where a collective's "mpi" algorithm calls a transport method of another name.
 NATIVE_METHOD = {"alltoall": "alltoallv"}
 
@@ -58,6 +58,7 @@ ALGORITHMS = {
         "hierarchical": hierarchical.allreduce,
         "oneshot": shm.oneshot_allreduce,
         "twoshot": shm.twoshot_allreduce,
+        "shm_ring": shm.ring_allreduce,
         NATIVE: native.allreduce,
     },
     "reduce_scatter": {
