@@ -31,7 +31,7 @@ def test_in_process_example_prints_what_the_readme_says():
 def test_hello_example_under_mpirun():
     result = mpirun(4, "examples/hello_allreduce.py")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("(expected 6)") == 7 and "gathered [0 1 2 3]" in result.stdout
+    assert result.stdout.count("(expected 6)") == 8 and "gathered [0 1 2 3]" in result.stdout
 
 
 def test_layout_names_every_file_in_the_repository():
