@@ -61,14 +61,14 @@ def init(comm: Any = None, *, debug: Optional[bool] = None, timeout: Any = _UNSE
         raise TypeError(f"cc.init takes an mpi4py communicator, got {type(comm).__name__}")
     timeout = timeout_from_env() if timeout is _UNSET else check_timeout(timeout)
     shm_bytes = shm_bytes_from_env() if shm_bytes is _UNSET else check_shm_bytes(shm_bytes)
+    g = emulated_node_size(comm.Get_size(), nodes)        # every argument checked before the hook
     install_abort_on_fault()
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)          # ranks on this node pick GPUs in turn
+    unlink_shared_files(node)                # nothing in /dev/shm outlives the job, however it ends
     device = select_device(node.Get_rank())
     layout = comm.allgather((node.Get_size(), comm.Get_rank() - node.Get_rank()))
-    g = emulated_node_size(comm.Get_size(), nodes)
     transport = MPITransport(comm.Dup(), ranks_per_node=g or _equal_consecutive_nodes(layout), shm_bytes=shm_bytes,
                              node_color=None if g is None else comm.Get_rank() // g)
-    unlink_shared_files(node)                # nothing in /dev/shm outlives the job, however it ends
     node.Free()
     communicator = Communicator(transport, timeout=timeout, flight_dir=flight_dir,
                                 debug=debug_from_env() if debug is None else debug)

@@ -78,3 +78,13 @@ def test_a_long_random_sequence_of_shared_memory_calls_is_exact_under_mpirun(siz
     result = mpirun(size, "-m", "tests.shm_sequence_check", str(seed), "300", str(256 << 10), timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"shm sequence ok {size}" in result.stdout, result.stdout[-2000:]
+
+
+def test_a_setting_init_refuses_leaves_nothing_in_dev_shm():
+    # cc.init checks its arguments before it makes an uncaught exception end the rank
+    # without MPI_Finalize; MPICH's own queue file had stayed behind
+    before = set(os.listdir("/dev/shm"))
+    result = mpirun(3, "-c", "import collectives as cc; cc.init()", env={"COLLECTIVES_NODES": "2"}, timeout=60)
+    assert result.returncode != 0
+    assert "nodes must be a positive int dividing the 3 ranks" in result.stderr, result.stderr[-2000:]
+    assert set(os.listdir("/dev/shm")) - before == set()
