@@ -17,8 +17,10 @@ cost --inter-alpha/--inter-beta and the "hierarchical" all-reduce joins in.
 The ranks of each node (all of them without --ranks-per-node) share a segment, modelled
 by a memory bandwidth (transport/simulated_segment.py): a sync point costs --shm-alpha, a
 byte passed through it --shm-beta, so the shared-memory algorithms (oneshot, twoshot,
-"shm") are listed with times on their formulas, and "hierarchical" runs its node stages
-through it. --no-shm: no segment (messages only).
+shm_ring, "shm") are listed with times on their formulas, and "hierarchical" runs its node
+stages through it. --no-shm: no segment (messages only). "-a all" leaves shm_ring out
+above RING_NODE_LIMIT ranks per node: its n sync points a call cost the simulator minutes
+at a thousand ranks.
 """
 import argparse
 import json
@@ -34,6 +36,7 @@ from collectives.partition import largest_power_of_two
 from collectives.simulation import Network, SizeDependent, simulate
 
 MIN_COUNT = 4096
+RING_NODE_LIMIT = 64          # "all" leaves shm_ring out above this many ranks per node
 
 
 def collective_spec(name):
@@ -182,6 +185,8 @@ def main(argv=None, out=sys.stdout):
         print(text, file=out, flush=True)
     say(f"# bench.simulate: {args.collective} on {n} simulated ranks; {describe(network)}")
     say(f"# real data: {count} float32 elements ({count * 4} B) stand for each size; results checked exactly")
+    if args.algorithms == "all" and "shm_ring" not in algorithms and network.shared_memory:
+        say(f"# shm_ring left out above {RING_NODE_LIMIT} ranks per node (n sync points a call); -a shm_ring runs it")
     say("#")
     say(f"# {'size':>10}  {'algorithm':<19} {'time (us)':>12} {'formula (us)':>13} {'sim/formula':>11} "
         f"{'algbw (GB/s)':>12} {'busbw (GB/s)':>12} {'messages':>9} {'#wrong':>6}")
@@ -221,11 +226,19 @@ def checked_setup(args):
     network = Network(args.alpha, args.beta, args.gamma, args.ranks_per_node, args.inter_alpha, args.inter_beta,
                       args.shm_alpha, args.shm_beta, shared_memory=not args.no_shm)
     valid = algorithm_names(args.collective, n, args.ranks_per_node, network.shared_memory)
-    algorithms = valid if args.algorithms == "all" else args.algorithms.split(",")
+    algorithms = all_but_long_rings(valid, args.ranks_per_node or n) if args.algorithms == "all" \
+        else args.algorithms.split(",")
     unknown = [a for a in algorithms if a not in valid]
     if unknown:
         raise SystemExit(f"unknown {args.collective} algorithm(s) {unknown}: valid here are {valid}")
     return n, parse_sizes(args.sizes), network, algorithms
+
+
+def all_but_long_rings(valid, ranks_per_node):
+    """What "all" runs: every valid algorithm but shm_ring above RING_NODE_LIMIT ranks per
+    node, whose n sync points a call, each one a wait for every rank of the node, take the
+    simulator minutes at a thousand ranks (`-a shm_ring` still runs it)."""
+    return [a for a in valid if a != "shm_ring" or ranks_per_node <= RING_NODE_LIMIT]
 
 
 def simulate_all(spec, algorithms, network, sizes, count, args):

@@ -107,3 +107,9 @@ def test_bench_simulate_lists_the_shared_memory_algorithms_on_their_formulas():
     out = io.StringIO()
     with pytest.raises(SystemExit, match="unknown allreduce algorithm"):
         bench_simulate.main(["-n", "8", "--sizes", "1K", "-a", "twoshot", "--no-shm"], out=out)
+
+
+def test_all_leaves_shm_ring_out_only_on_large_nodes():
+    valid = ["ring", "oneshot", "twoshot", "shm_ring"]
+    assert bench_simulate.all_but_long_rings(valid, bench_simulate.RING_NODE_LIMIT) == valid
+    assert bench_simulate.all_but_long_rings(valid, bench_simulate.RING_NODE_LIMIT + 1) == valid[:3]
