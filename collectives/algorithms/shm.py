@@ -50,6 +50,16 @@ def _sync(t, segment, offset=0):
     segment.wait_all(t.timeout)
 
 
+def _nothing_to_combine(t, x, out):
+    """True, after out = x, when an all-reduce has nothing to combine (one rank, or no
+    elements)."""
+    if t.size > 1 and x.size:
+        return False
+    if out is not x:
+        out[...] = x
+    return True
+
+
 def _rounds(segment, buf, limit=None):
     """(start, stop, parity) for each round over buf: element ranges of at most `limit`
     bytes (default: a staging half) covering it, each round begun on the segment as it
@@ -75,10 +85,8 @@ def oneshot_allreduce(t, x, out, op, ws):
     Cost per rank: one copy of the buffer in (none from the heap), n reads of it, n-1
     reductions of it; nothing through the network.
     """
-    n, r = t.size, t.rank
-    if n == 1 or x.size == 0:
-        if out is not x:
-            out[...] = x
+    r = t.rank
+    if _nothing_to_combine(t, x, out):
         return
     segment = segment_of(t)
     if x.nbytes <= WAIT_ALL_BYTES and x.nbytes <= segment.staging_bytes:
@@ -131,9 +139,7 @@ def twoshot_allreduce(t, x, out, op, ws, chunk_bytes=CHUNK_BYTES):
     ((3n-2)/n passes over the buffer in all); 2 sync points per round.
     """
     n, r = t.size, t.rank
-    if n == 1 or x.size == 0:
-        if out is not x:
-            out[...] = x
+    if _nothing_to_combine(t, x, out):
         return
     segment = segment_of(t)
     in_heap = segment.offset_in_heap(x)
@@ -174,9 +180,7 @@ def ring_allreduce(t, x, out, op, ws):
     without the copy and keeps the lead there.
     """
     n, r = t.size, t.rank
-    if n == 1 or x.size == 0:
-        if out is not x:
-            out[...] = x
+    if _nothing_to_combine(t, x, out):
         return
     segment = segment_of(t)
     left = (r - 1) % n
