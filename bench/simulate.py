@@ -177,7 +177,7 @@ def main(argv=None, out=sys.stdout):
     """Simulate every chosen algorithm at every size and print the table; returns the exit
     status (1 if any result was wrong)."""
     args = build_parser().parse_args(argv)
-    n, sizes, network, algorithms = checked_setup(args)
+    n, sizes, network, algorithms, left_out = checked_setup(args)
     spec = collective_spec(args.collective)
     count = real_count(n, args.collective, args.count)
 
@@ -185,7 +185,7 @@ def main(argv=None, out=sys.stdout):
         print(text, file=out, flush=True)
     say(f"# bench.simulate: {args.collective} on {n} simulated ranks; {describe(network)}")
     say(f"# real data: {count} float32 elements ({count * 4} B) stand for each size; results checked exactly")
-    if args.algorithms == "all" and "shm_ring" not in algorithms and network.shared_memory:
+    if left_out:
         say(f"# shm_ring left out above {RING_NODE_LIMIT} ranks per node (n sync points a call); -a shm_ring runs it")
     say("#")
     say(f"# {'size':>10}  {'algorithm':<19} {'time (us)':>12} {'formula (us)':>13} {'sim/formula':>11} "
@@ -215,7 +215,8 @@ def main(argv=None, out=sys.stdout):
 
 
 def checked_setup(args):
-    """(n, sizes, network, algorithms) from the flags; exits naming the first bad one."""
+    """(n, sizes, network, algorithms, the valid ones "all" leaves out) from the flags;
+    exits naming the first bad one."""
     n = args.ranks
     if n < 1:
         raise SystemExit("-n must be at least 1")
@@ -228,10 +229,11 @@ def checked_setup(args):
     valid = algorithm_names(args.collective, n, args.ranks_per_node, network.shared_memory)
     algorithms = all_but_long_rings(valid, args.ranks_per_node or n) if args.algorithms == "all" \
         else args.algorithms.split(",")
+    left_out = [a for a in valid if a not in algorithms] if args.algorithms == "all" else []
     unknown = [a for a in algorithms if a not in valid]
     if unknown:
         raise SystemExit(f"unknown {args.collective} algorithm(s) {unknown}: valid here are {valid}")
-    return n, parse_sizes(args.sizes), network, algorithms
+    return n, parse_sizes(args.sizes), network, algorithms, left_out
 
 
 def all_but_long_rings(valid, ranks_per_node):

@@ -280,9 +280,10 @@ class Communicator(Collectives):
 
     def in_segment(self, x: Array) -> bool:
         """True when x's data lie in this rank's part of the shared segment (an array from
-        `empty`/`zeros`, or a view of one), which shared-memory collectives read without
-        copying it in; False for anything else, e.g. when `empty` found no room and gave
-        ordinary memory. Local; cost: two address comparisons."""
+        `empty`/`zeros`, or a view of one), which `twoshot` (and `oneshot` out of place
+        from 512 KiB) read without copying it in; False for anything else, e.g. when
+        `empty` found no room and gave ordinary memory. Local; cost: a few attribute
+        lookups and comparisons."""
         segment = segment_of(self.transport)
         return segment is not None and segment.offset_in_heap(x) is not None
 

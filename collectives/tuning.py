@@ -44,7 +44,7 @@ class CostModel:
     # into the segment or reads out of it (a peer's slot or its own) costs shm_beta, one pass
     # over memory; a byte reduced costs gamma on top. Defaults until bench.tune fits them:
     # a sync 0.8 of a message step (2 ranks, a core each: fitted 47 us against alpha's 56,
-    # and one-shot 1.4-2x faster than recursive doubling from 8 B to 32 KiB, which an
+    # and one-shot 1.5-2.1x faster than recursive doubling from 8 B to 32 KiB, which an
     # equal price made "auto" pick at n=2); a pass a third of an MPI byte (which is two
     # copies and a queue).
     shm_alpha: float = 20e-6

@@ -55,7 +55,7 @@ def test_slots_are_reused_call_after_call_without_a_barrier(size):
         results = []
         for i in range(60):
             x = np.full(257 + i, float(comm.rank * 1000 + i))
-            results.append(comm.allreduce(x, algorithm=SHM[i % 2]))
+            results.append(comm.allreduce(x, algorithm=SHM[i % len(SHM)]))
             if comm.rank == i % size:
                 time.sleep(0.001)                 # let the others run ahead
         return results
@@ -359,8 +359,8 @@ def test_staging_halves_start_half_a_page_in_on_every_rank(shm_bytes):
 @pytest.mark.parametrize("size", [2, 3, 5])
 def test_no_rank_writes_staging_a_slow_peer_still_copies_from(size, monkeypatch):
     """Rank 1 is slow to copy the reduced blocks out, while the others go straight on to
-    two-shot calls of the same size and of other sizes, and to one-shot: a rank that
-    wrote where rank 1 still reads would show up as a wrong result on rank 1."""
+    two-shot (or shm_ring) calls of the same size and of other sizes, and to one-shot: a
+    rank that wrote where rank 1 still reads would show up as a wrong result on rank 1."""
     from collectives.algorithms import shm
     gather_blocks = shm._gather_blocks
 
@@ -371,7 +371,9 @@ def test_no_rank_writes_staging_a_slow_peer_still_copies_from(size, monkeypatch)
     monkeypatch.setattr(shm, "_gather_blocks", slow_on_rank_1)
     plan = [("twoshot", 1000), ("twoshot", 1000), ("twoshot", 999), ("oneshot", 999), ("twoshot", 999),
             ("twoshot", 9000), ("oneshot", 9000),           # one-shot's round path (above 64 KiB)
-            ("twoshot", 9000), ("twoshot", 20000), ("twoshot", 20000)]   # 20000 doubles: two rounds
+            ("twoshot", 9000), ("twoshot", 20000), ("twoshot", 20000),   # 20000 doubles: two rounds
+            ("shm_ring", 1000), ("shm_ring", 1000), ("twoshot", 1000), ("shm_ring", 999), ("oneshot", 999),
+            ("shm_ring", 40000), ("shm_ring", 40000), ("twoshot", 40000)]                # three rounds
 
     def body(comm):
         return [comm.allreduce(np.full(count, float(comm.rank + 10 * i)), algorithm=algorithm)

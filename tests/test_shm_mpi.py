@@ -80,11 +80,22 @@ def test_a_long_random_sequence_of_shared_memory_calls_is_exact_under_mpirun(siz
     assert f"shm sequence ok {size}" in result.stdout, result.stdout[-2000:]
 
 
+INIT_REFUSED = """
+from mpi4py import MPI                       # MPI_Init: MPI's own /dev/shm files exist from here
+from tests.shm_cases import mapped_shm_files
+for path in mapped_shm_files():
+    print(f"SEGMENT {path}", flush=True)
+import collectives as cc
+cc.init()
+"""
+
+
 def test_a_setting_init_refuses_leaves_nothing_in_dev_shm():
     # cc.init checks its arguments before it makes an uncaught exception end the rank
     # without MPI_Finalize; MPICH's own queue file had stayed behind
-    before = set(os.listdir("/dev/shm"))
-    result = mpirun(3, "-c", "import collectives as cc; cc.init()", env={"COLLECTIVES_NODES": "2"}, timeout=60)
+    result = mpirun(3, "-c", INIT_REFUSED, env={"COLLECTIVES_NODES": "2"}, timeout=60)
     assert result.returncode != 0
     assert "nodes must be a positive int dividing the 3 ranks" in result.stderr, result.stderr[-2000:]
-    assert set(os.listdir("/dev/shm")) - before == set()
+    mapped = set(re.findall(r"^SEGMENT (\S+)", result.stdout, re.M))
+    assert mapped, "the job mapped no /dev/shm file"
+    assert not [path for path in mapped if os.path.exists(path)]

@@ -109,7 +109,17 @@ def test_bench_simulate_lists_the_shared_memory_algorithms_on_their_formulas():
         bench_simulate.main(["-n", "8", "--sizes", "1K", "-a", "twoshot", "--no-shm"], out=out)
 
 
-def test_all_leaves_shm_ring_out_only_on_large_nodes():
+def test_all_leaves_shm_ring_out_only_on_large_nodes_and_says_so_only_then():
     valid = ["ring", "oneshot", "twoshot", "shm_ring"]
     assert bench_simulate.all_but_long_rings(valid, bench_simulate.RING_NODE_LIMIT) == valid
     assert bench_simulate.all_but_long_rings(valid, bench_simulate.RING_NODE_LIMIT + 1) == valid[:3]
+
+    def output(*flags):
+        out = io.StringIO()
+        assert bench_simulate.main(["--sizes", "1K", *flags], out=out) == 0
+        return out.getvalue()
+    large = output("-n", str(bench_simulate.RING_NODE_LIMIT + 1))
+    rows = [line.split() for line in large.splitlines() if line.startswith("  ")]
+    assert "# shm_ring left out above" in large and rows and all(row[2] != "shm_ring" for row in rows)
+    for flags in (["-n", "4"], ["-n", "4", "--collective", "reduce_scatter"], ["-n", "8", "--ranks-per-node", "1"]):
+        assert "left out" not in output(*flags), flags
