@@ -176,7 +176,7 @@ def ring_allreduce(t, x, out, op, ws):
     passes over a block (a peer's partial sum, x, the new partial sum), x's size copied
     out; about 4.75 buffer sizes of memory traffic against twoshot's 5.75 at n = 4. The
     price: n sync points per round against two. It wins for ordinary (not `comm.empty`)
-    buffers from about 512 KiB with few ranks per node; twoshot reads `comm.empty` buffers
+    buffers from about 1 MiB with few ranks per node; twoshot reads `comm.empty` buffers
     without the copy and keeps the lead there.
     """
     n, r = t.size, t.rank
