@@ -19,8 +19,8 @@ import numpy as np
 
 import collectives as cc
 
-DTYPES = (np.float32, np.float64, np.float16, np.int32, np.int64, np.int8, np.uint8)
-OPS = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum}
+DTYPES = (np.float32, np.float64, np.float16, np.int32, np.int64, np.int8, np.uint8, np.bool_)
+OPS = {"sum": np.add, "prod": np.multiply, "max": np.maximum, "min": np.minimum, "avg": np.add}
 KINDS = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce")
 
 
@@ -32,12 +32,27 @@ def rank_input(seed, count, dtype, rank):
     return draw.integers(0, 3, count).astype(dtype)
 
 
+def ops_for(dtype):
+    """The ops a step on `dtype` may draw: bool has max/min only; "avg" on 4- and 8-byte
+    floats (2-byte floats average in float32, a path of its own)."""
+    if dtype == np.bool_:
+        return ["max", "min"]
+    return ["sum", "prod", "max", "min"] + (["avg"] if dtype in (np.float32, np.float64) else [])
+
+
+def averaged(result, op, size):
+    """The engine's "avg": the sum, then one division by the world size."""
+    if op == "avg":
+        np.true_divide(result, size, out=result, casting="unsafe")
+    return result
+
+
 def ordered(seed, count, dtype, op, size):
     """x_0 <op> x_1 <op> ... <op> x_{size-1}, in rank order."""
     result = rank_input(seed, count, dtype, 0)
     for rank in range(1, size):
         result = OPS[op](result, rank_input(seed, count, dtype, rank))
-    return result
+    return averaged(result, op, size)
 
 
 def ring_ordered(seed, count, dtype, op, size, staging_bytes):
@@ -56,7 +71,7 @@ def ring_ordered(seed, count, dtype, op, size, staging_bytes):
             for operand in chain[1:]:
                 accumulated = OPS[op](accumulated, operand)
             result[lo:hi] = accumulated
-    return result
+    return averaged(result, op, size)
 
 
 def counts(draw, staging_elements):
@@ -73,7 +88,8 @@ def run_sequence(comm, seed, steps, staging_bytes, asynchronous=True):
     wrong, pending, kept = [], [], []
     for step in range(steps):
         kind, dtype = KINDS[draw.integers(len(KINDS))], DTYPES[draw.integers(len(DTYPES))]
-        op, count = list(OPS)[draw.integers(len(OPS))], counts(draw, staging_bytes // np.dtype(dtype).itemsize)
+        ops = ops_for(dtype)
+        op, count = ops[draw.integers(len(ops))], counts(draw, staging_bytes // np.dtype(dtype).itemsize)
         heap, in_place, later = draw.random() < 0.5, draw.random() < 0.4, asynchronous and draw.random() < 0.25
         root, call_seed, keep = int(draw.integers(comm.size)), int(draw.integers(1 << 30)), draw.random() < 0.3
         x = comm.empty(count, dtype) if heap else np.empty(count, dtype)
@@ -86,11 +102,11 @@ def run_sequence(comm, seed, steps, staging_bytes, asynchronous=True):
             described += f" in_place={in_place} {algorithm}"
             want = (ring_ordered(call_seed, count, dtype, op, comm.size, staging_bytes) if algorithm == "shm_ring"
                     else ordered(call_seed, count, dtype, op, comm.size))
+            out = None if in_place else (comm.empty(count, dtype) if heap else np.empty(count, dtype))
             if later:
-                pending.append((comm.allreduce(x, op, algorithm=algorithm, async_op=True), want,
+                pending.append((comm.allreduce(x, op, algorithm=algorithm, out=out, async_op=True), want,
                                 described + " async"))
                 continue
-            out = None if in_place else (comm.empty(count, dtype) if heap else np.empty(count, dtype))
             got = comm.allreduce(x, op, algorithm=algorithm, out=out)
         elif kind == "reduce_scatter":
             got = comm.reduce_scatter(x, op, algorithm="shm")
