@@ -76,8 +76,8 @@ DEFAULT = CostModel()
 # The algorithms that run through the shared segment: their coefficients count sync
 # points, bytes passed through the segment and bytes reduced (priced by CostModel.shared).
 SHARED_MEMORY = frozenset({("allreduce", "oneshot"), ("allreduce", "twoshot"), ("allreduce", "shm_ring"),
-                           ("reduce_scatter", "shm"),
-                           ("allgather", "shm"), ("broadcast", "shm"), ("reduce", "shm")})
+                           ("reduce_scatter", "shm"), ("allgather", "shm"), ("broadcast", "shm"),
+                           ("reduce", "shm")})
 
 
 def _log2_fold(n):

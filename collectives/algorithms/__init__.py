@@ -20,8 +20,9 @@ NATIVE = "mpi"
 # Offered only where the transport knows which ranks share a node (`ranks_per_node`).
 NEEDS_NODES = {"hierarchical"}
 # Offered only where all the transport's ranks share a segment (`shm.segment_of`), and
-# never for device buffers (Communicator.algorithms(..., device=True)).
-NEEDS_SEGMENT = {"oneshot", "twoshot", "shm_ring", "shm"}
+# never for device buffers (Communicator.algorithms(..., device=True)): the algorithms the
+# cost model prices as running through the segment.
+NEEDS_SEGMENT = {name for _, name in tuning.SHARED_MEMORY}
 # Where a collective's "mpi" algorithm calls a transport method of another name.
 NATIVE_METHOD = {"alltoall": "alltoallv"}
 
