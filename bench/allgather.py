@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from bench import mpi_direct
 from bench.harness import Collective, main
 
 
@@ -26,6 +27,7 @@ ALLGATHER = Collective(
     run=lambda comm, x, out, op, root, algorithm, inplace: comm.allgather(x, algorithm=algorithm, out=out),
     expected=lambda inputs, op, root, rank: np.concatenate(inputs).astype(np.float64),
     buffers=_buffers,
+    baselines=mpi_direct.baseline("allgather"),
 )
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """mpirun -n 4 python -m bench.allreduce [-b 8 -e 16M -f 2 -n 20 -w 5 -d float32 -o sum -a all]
 mpirun -n 4 python -m bench.allreduce --device gpu     (CuPy buffers; plus NCCL's own rows)
 
-All-reduce of every algorithm (ours and MPI's own), nccl-tests style: out-of-place and
-in-place time, algbw and busbw = algbw * 2(n-1)/n, and the number of wrong elements.
+All-reduce of every algorithm (ours; MPI's own, through our communicator as algorithm
+"mpi" and straight from mpi4py as "mpi4py"; NCCL's on GPUs), nccl-tests style: out-of-place
+and in-place time, algbw and busbw = algbw * 2(n-1)/n, and the number of wrong elements.
 """
 import socket
 import sys
 
+from bench import mpi_direct
 from bench.common import reduce_float64
 from bench.harness import Collective, main
 
@@ -73,6 +75,12 @@ def nccl_baseline(comm, args, say):
     return {"nccl": run}
 
 
+def baselines(comm, args, say):
+    """The rows beside ours and "mpi": MPI's all-reduce straight from mpi4py on host
+    buffers (bench.mpi_direct), NCCL's on GPUs."""
+    return {**mpi_direct.baseline("allreduce")(comm, args, say), **nccl_baseline(comm, args, say)}
+
+
 _NCCL_TYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64",
                "int8": "NCCL_INT8", "uint8": "NCCL_UINT8", "int32": "NCCL_INT32", "int64": "NCCL_INT64"}
 
@@ -83,7 +91,7 @@ ALLREDUCE = Collective(
     count_for=lambda size, n, itemsize: size // itemsize,
     run=_run,
     expected=_expected,
-    baselines=nccl_baseline,
+    baselines=baselines,
 )
 
 if __name__ == "__main__":

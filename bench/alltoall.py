@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 import collectives as cc
+from bench import mpi_direct
 from bench.harness import Collective, main
 
 
@@ -25,6 +26,7 @@ ALLTOALL = Collective(
     run=lambda comm, x, out, op, root, algorithm, inplace: comm.alltoall(x, algorithm=algorithm, out=out),
     expected=expected,
     modes=(False,),
+    baselines=mpi_direct.baseline("alltoall"),
 )
 
 if __name__ == "__main__":

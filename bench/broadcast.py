@@ -4,6 +4,7 @@ Broadcast of every algorithm (in place, as our API is); busbw = algbw.
 """
 import sys
 
+from bench import mpi_direct
 from bench.harness import Collective, main
 
 BROADCAST = Collective(
@@ -14,6 +15,7 @@ BROADCAST = Collective(
     expected=lambda inputs, op, root, rank: inputs[root].astype("float64"),
     modes=(True,),
     rooted=True,
+    baselines=mpi_direct.baseline("broadcast"),
 )
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from bench import mpi_direct
 from bench.harness import Collective, main
 
 
@@ -24,6 +25,7 @@ GATHER = Collective(
     buffers=_buffers,
     modes=(False,),
     rooted=True,
+    baselines=mpi_direct.baseline("gather"),
 )
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from bench import mpi_direct
 from bench.common import count_wrong, fill, parse_size, placement, rank0_printer, reduce_float64, size_sweep, start
 
 # fill, count_wrong, parse_size and reduce_float64 live in bench.common; the
@@ -272,7 +273,7 @@ def main(collective, argv=None, out=sys.stdout):
         for row in rows:
             if row["algorithm"] == algorithm:
                 say(format_row(row))
-    say(format_footer(rows, algorithms))
+    say(format_footer(rows, algorithms, baselines))
     write_extras(comm, run, collective, algorithms, size_list, rows, args, say)
     return 1 if total_wrong(rows) else 0
 
@@ -382,8 +383,10 @@ def total_wrong(rows):
     return sum(row[key] or 0 for row in rows for key in ("wrong", "inplace_wrong"))
 
 
-def format_footer(rows, algorithms):
-    """nccl-tests' footer per algorithm, its ratio to "mpi", and the best of ours per size."""
+def format_footer(rows, algorithms, baselines=()):
+    """nccl-tests' footer per algorithm, its ratio to "mpi", and the best of ours (not
+    "mpi", not a baseline row) per size beside MPI: straight from mpi4py where that row
+    was measured (bench.mpi_direct), and through our communicator ("mpi")."""
     lines = ["#"]
     wrong = total_wrong(rows)
     lines.append(f"# Out of bounds values : {wrong} {'OK' if wrong == 0 else 'FAILED'}")
@@ -393,19 +396,31 @@ def format_footer(rows, algorithms):
         ratio = (f"   ({average[algorithm] / average['mpi']:.2f}x mpi)"
                  if "mpi" in average and average["mpi"] > 0 else "")
         lines.append(f"# Avg bus bandwidth    : {average[algorithm]:.4f}  {algorithm}{ratio}")
-    ours = [a for a in algorithms if a != "mpi"]
-    if ours and "mpi" in algorithms:
-        label = "in-place" if mode else "out-of-place"
-        lines.append(f"#\n# best of ours vs mpi, {label}, per size (same run):")
-        by_size = {}
-        for row in rows:
-            by_size.setdefault(row["size"], {})[row["algorithm"]] = row
-        for size, entries in by_size.items():
-            best = min(ours, key=lambda a: entries[a][mode + "time_us"])
-            best_time, mpi_time = entries[best][mode + "time_us"], entries["mpi"][mode + "time_us"]
-            lines.append(f"#   {size:>10} B  {best:>18}  {best_time:>9.1f} us  "
-                         f"mpi {mpi_time:>9.1f} us  busbw ratio {mpi_time / best_time:.2f}")
+    ours = [a for a in algorithms if a != "mpi" and a not in baselines]
+    references = [a for a in (mpi_direct.ROW, "mpi") if a in algorithms]
+    if ours and references:
+        lines += best_of_ours_lines(rows, ours, references, mode)
     return "\n".join(lines + floor_lines(rows, algorithms, mode))
+
+
+def best_of_ours_lines(rows, ours, references, mode):
+    """Per size: the fastest of `ours`, its time, and each reference row's time with the
+    ratio reference time / ours (above 1: ours is faster)."""
+    label = "in-place" if mode else "out-of-place"
+    lines = [f"#\n# best of ours vs mpi, {label}, per size (same run; busbw ratio = MPI's time / ours)"]
+    if mpi_direct.ROW in references:
+        lines.append(f"#   ({mpi_direct.ROW}: MPI's call straight from mpi4py; mpi: the same call through "
+                     f"our communicator, whose per-call path it pays too)")
+    by_size = {}
+    for row in rows:
+        by_size.setdefault(row["size"], {})[row["algorithm"]] = row
+    for size, entries in by_size.items():
+        best = min(ours, key=lambda a: entries[a][mode + "time_us"])
+        best_time = entries[best][mode + "time_us"]
+        against = "  ".join(f"{name} {entries[name][mode + 'time_us']:>9.1f} us  busbw ratio "
+                            f"{entries[name][mode + 'time_us'] / best_time:.2f}" for name in references)
+        lines.append(f"#   {size:>10} B  {best:>18}  {best_time:>9.1f} us  {against}")
+    return lines
 
 
 def floor_lines(rows, algorithms, mode):

@@ -4,6 +4,7 @@ Reduce to root of every algorithm; busbw = algbw. Only root's result is checked.
 """
 import sys
 
+from bench import mpi_direct
 from bench.common import reduce_float64
 from bench.harness import Collective, main
 
@@ -15,6 +16,7 @@ REDUCE = Collective(
         comm.reduce(x, op, root, algorithm=algorithm, out=out),
     expected=lambda inputs, op, root, rank: reduce_float64(inputs, op) if rank == root else None,
     rooted=True,
+    baselines=mpi_direct.baseline("reduce"),
 )
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 import collectives as cc
+from bench import mpi_direct
 from bench.common import reduce_float64
 from bench.harness import Collective, main
 
@@ -27,6 +28,7 @@ REDUCE_SCATTER = Collective(
         reduce_float64(inputs, op)[slice(*_block(len(inputs), rank, inputs[0].size))],
     buffers=lambda x, n, rank, inplace: (x, np.empty_like(x, shape=(np.subtract(*_block(n, rank, x.size)[::-1]),))),
     modes=(False,),
+    baselines=mpi_direct.baseline("reduce_scatter"),
 )
 
 if __name__ == "__main__":

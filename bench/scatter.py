@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 import collectives as cc
+from bench import mpi_direct
 from bench.harness import Collective, main
 
 
@@ -31,6 +32,7 @@ SCATTER = Collective(
     buffers=_buffers,
     modes=(False,),
     rooted=True,
+    baselines=mpi_direct.baseline("scatter"),
 )
 
 if __name__ == "__main__":

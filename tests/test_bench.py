@@ -120,7 +120,7 @@ def test_allreduce_benchmark_writes_table_footer_and_json(tmp_path):
     assert data["world_size"] == 3
     rows = data["results"]
     assert {r["algorithm"] for r in rows} == {"ring", "tree", "recursive_doubling", "rabenseifner",
-                                              "oneshot", "twoshot", "shm_ring", "mpi"}
+                                              "oneshot", "twoshot", "shm_ring", "mpi", "mpi4py"}
     assert sorted({r["size"] for r in rows}) == [8, 64, 512, 4096]
     for row in rows:
         assert KEYS | {"inplace_" + k for k in KEYS - {"size", "count", "dtype", "op", "algorithm"}} <= set(row)
@@ -131,11 +131,56 @@ def test_allreduce_benchmark_writes_table_footer_and_json(tmp_path):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("name", ["reduce_scatter", "allgather", "broadcast", "reduce"])
-def test_other_benchmarks_run_and_check(name):
+def test_other_benchmarks_run_and_check(name, tmp_path):
+    path = tmp_path / "rows.json"
     result = mpirun(3, "-m", f"bench.{name}", "-b", "8", "-e", "1K", "-f", "32", "-n", "2", "-w", "1",
-                    "-d", "int32", "-o", "max", "-r", "2")
+                    "-d", "int32", "-o", "max", "-r", "2", "--json", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# Out of bounds values : 0 OK" in result.stdout
+    rows = json.loads(path.read_text())["results"]
+    assert {"mpi", "mpi4py"} <= {row["algorithm"] for row in rows}
+    assert all(row["wrong"] in (0, None) and row["inplace_wrong"] in (0, None) for row in rows)
+    assert "mpi4py: MPI's call straight from mpi4py" in result.stdout
+
+
+def _rows(times):
+    return [{"size": 8, "algorithm": name, "time_us": t, "busbw": 8 / t, "floor_us": 1.0, "wrong": 0,
+             "inplace_wrong": None} for name, t in times.items()]
+
+
+def test_best_of_ours_is_set_against_mpi_called_directly_and_through_the_engine():
+    from bench.harness import format_footer
+    rows = _rows({"ring": 50.0, "oneshot": 40.0, "nccl": 10.0, "mpi": 60.0, "mpi4py": 20.0})
+    footer = format_footer(rows, ["ring", "oneshot", "nccl", "mpi", "mpi4py"], baselines=["nccl", "mpi4py"])
+    line = next(text for text in footer.splitlines() if text.startswith("#            8 B"))
+    assert line.split()[3] == "oneshot"                       # a baseline row is never "ours"
+    assert "mpi4py      20.0 us  busbw ratio 0.50" in line and "mpi      60.0 us  busbw ratio 1.50" in line
+    plain = format_footer(_rows({"ring": 50.0, "mpi": 60.0}), ["ring", "mpi"])
+    assert "mpi4py" not in plain and "busbw ratio 1.20" in plain
+
+
+def test_the_direct_mpi_row_is_offered_only_where_mpi_can_run_it_and_says_why_not():
+    from argparse import Namespace
+
+    from bench import mpi_direct
+
+    class World:                    # this pytest process is a world of one rank
+        size = 1
+    said = []
+    offer = mpi_direct.baseline("allreduce")
+    arguments = dict(device="cpu", op="sum", datatype="float32")
+    rows = offer(World(), Namespace(**arguments), said.append)
+    x, out = np.arange(3, dtype=np.float32), np.zeros(3, np.float32)
+    assert rows[mpi_direct.ROW](None, x, out, "sum", 0, False) is out and np.array_equal(out, x)
+    assert rows[mpi_direct.ROW](None, x, None, "sum", 0, True) is x and said == []
+    for change, reason in ((dict(op="avg"), "MPI has no op 'avg'"), (dict(device="gpu"), "CUDA-aware"),
+                           (dict(), "the communicator has 2 of the 1 ranks")):
+        World.size = 1 if change else 2
+        assert offer(World(), Namespace(**{**arguments, **change}), said.append) == {}
+        assert reason in said[-1] and said[-1].endswith("no mpi4py rows")
+    World.size = 1
+    gathers = mpi_direct.baseline("allgather")          # reduces nothing: any op
+    assert mpi_direct.ROW in gathers(World(), Namespace(**{**arguments, "op": "avg"}), said.append)
 
 
 @pytest.mark.mpi

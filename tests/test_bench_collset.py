@@ -9,9 +9,9 @@ from tests.mpirun import mpirun
 pytestmark = pytest.mark.mpi
 
 
-@pytest.mark.parametrize("name, algorithms", [("alltoall", {"pairwise", "bruck", "linear", "mpi"}),
-                                              ("gather", {"tree", "linear", "mpi"}),
-                                              ("scatter", {"tree", "linear", "mpi"})])
+@pytest.mark.parametrize("name, algorithms", [("alltoall", {"pairwise", "bruck", "linear", "mpi", "mpi4py"}),
+                                              ("gather", {"tree", "linear", "mpi", "mpi4py"}),
+                                              ("scatter", {"tree", "linear", "mpi", "mpi4py"})])
 def test_benchmark_runs_every_algorithm_against_mpi_and_checks_results(name, algorithms, tmp_path):
     out = tmp_path / f"{name}.json"
     result = mpirun(3, "-m", f"bench.{name}", "-b", "8", "-e", "4K", "-f", "8", "-n", "2", "-w", "1",
