@@ -3,7 +3,9 @@ result checking, the table, the footer and JSON. A benchmark file only describes
 collective (a `Collective`) and calls `main`.
 
 Timing: at each size every algorithm runs `iters` timed iterations (after `warmup`), split
-into rounds that alternate between algorithms, so machine noise hits all of them alike.
+into rounds that alternate between algorithms, in an order that changes from round to
+round (bench.common.round_order), so machine noise and each other's leftovers hit all
+of them alike.
 A round's time runs from the first rank's start after a barrier to the last rank's end
 (one host; the slowest rank's own time across hosts), per iteration.
 algbw = size / time and busbw = algbw * the collective's bus factor, as nccl-tests
@@ -22,7 +24,17 @@ from typing import Callable
 import numpy as np
 
 from bench import mpi_direct
-from bench.common import count_wrong, fill, parse_size, placement, rank0_printer, reduce_float64, size_sweep, start
+from bench.common import (
+    count_wrong,
+    fill,
+    parse_size,
+    placement,
+    rank0_printer,
+    reduce_float64,
+    round_order,
+    size_sweep,
+    start,
+)
 
 # fill, count_wrong, parse_size and reduce_float64 live in bench.common; the
 # benchmark files and tests have always imported them from here too.
@@ -184,8 +196,8 @@ def _timed_rounds(comm, run, algorithms, calls, args):
         for _ in range(args.warmup_iters):
             run(algorithm, *calls[inplace], inplace)
     stamps = {key: [] for key in keys}
-    for iters in per_round:
-        for (algorithm, inplace) in keys:
+    for index, iters in enumerate(per_round):
+        for (algorithm, inplace) in round_order(keys, index):
             run.synchronize()
             comm.barrier()
             start = time.perf_counter()

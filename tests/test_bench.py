@@ -74,6 +74,17 @@ def test_interleaved_times_each_step_per_round_and_slowest_median_takes_the_slow
     assert slowest_median([[1.0, 5.0, 2.0], [3.0, 1.0, 1.0]]) == 3.0      # median of 3, 5, 2
 
 
+def test_rounds_change_the_order_so_no_contender_always_follows_the_same_one():
+    from bench.common import round_order
+    keys = [(name, inplace) for name in "abcdefgh" for inplace in (False, True)]
+    orders = [round_order(keys, index) for index in range(4)]
+    assert orders[0] == keys and all(sorted(order) == sorted(keys) for order in orders)
+    assert orders == [round_order(list(keys), index) for index in range(4)]     # alike on every rank
+    for key in keys:
+        before = {order[order.index(key) - 1] if order.index(key) else None for order in orders}
+        assert len(before) > 1, key
+
+
 def test_a_round_lasts_from_the_first_start_to_the_last_end_on_one_clock():
     # Two ranks sharing a core: the second starts only when the first is done.
     first, second = [(0.0, 1.0), (10.0, 11.0)], [(1.0, 2.0), (10.5, 12.0)]

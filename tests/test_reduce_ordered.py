@@ -71,3 +71,15 @@ def test_a_later_operand_of_another_shape_or_dtype_is_refused_not_broadcast():
         kernels.reduce_chain_into(out, [np.ones(4), np.ones(4), np.ones(1)], "sum")
     with pytest.raises(TypeError, match="equal dtypes"):
         kernels.reduce_chain_into(out, [np.ones(4), np.ones(4), np.ones(4, np.float32)], "sum")
+
+
+def test_the_first_two_operands_and_the_op_are_checked_against_out_too():
+    out = np.zeros(4)
+    with pytest.raises(ValueError, match="equal shapes"):
+        kernels.reduce_chain_into(out, [np.ones(4), np.ones(3)], "sum")
+    with pytest.raises(ValueError, match="equal shapes"):
+        kernels.reduce_chain_into(out, [np.ones(3), np.ones(3)], "sum")
+    with pytest.raises(TypeError, match="equal dtypes"):
+        kernels.reduce_chain_into(out, [np.ones(4, np.float32), np.ones(4, np.float32)], "sum")
+    with pytest.raises(ValueError, match="unknown op"):
+        kernels.reduce_chain_into(out, [np.ones(4), np.ones(4)], "xor")
