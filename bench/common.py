@@ -160,11 +160,9 @@ def _cores(usable: set) -> str:
 def round_order(contenders: list, index: int) -> list:
     """The contenders of timed round `index`: as listed in round 0, then shuffled with the
     round's number as the seed (the same order on every rank, which must call them alike),
-    so that no contender always follows the same one. Each pays for the state its
-    predecessor leaves (caches full of dirty lines, a queue to drain): in a fixed order,
-    MPI's all-reduce through our communicator, always right after shm_ring, read 5-15%
-    slower at 1-16 MiB than the same call straight from mpi4py right after it, while timed
-    in alternation by themselves the two were 1.5% apart at 16 MiB."""
+    so that no contender always follows the same one: each pays for the state its
+    predecessor leaves (caches full of dirty lines, a queue to drain), and in a fixed order
+    that would be the same bias in every round."""
     order = list(contenders)
     if index:
         random.Random(index).shuffle(order)
