@@ -23,7 +23,8 @@ def baseline(collective: str) -> Callable:
     """A `Collective.baselines` function offering the ROW row for `collective` (a key of
     `calls`): MPI's call on MPI_COMM_WORLD, returning the result array as the engine's
     call would. Where the row cannot be offered it says why, once, and offers nothing.
-    Cost per call: the MPI call and two Python function calls."""
+    Cost per call: the MPI call and two Python function calls (block counts are worked
+    out once per size, as MPI's caller would)."""
     reduces = collective in REDUCING
 
     def offer(comm, args, say):
@@ -39,7 +40,7 @@ def baseline(collective: str) -> Callable:
         op = _mpi_ops(MPI)[args.op] if reduces else None
 
         def run(comm, x, out, op_name, root, inplace):
-            return call(world, x, out, op, root)
+            return call(world, x, out, op, root, inplace)
         return {ROW: run}
     return offer
 
@@ -48,45 +49,54 @@ REDUCING = frozenset({"allreduce", "reduce_scatter", "reduce"})
 
 
 def calls(MPI) -> dict:
-    """{collective: call(world, x, out, op, root) -> result}: MPI's own collective on the
-    buffers the benchmark passes our call (out None: in place, as for ours)."""
-    def allreduce(world, x, out, op, root):
-        world.Allreduce(MPI.IN_PLACE if out is None else x, x if out is None else out, op)
-        return x if out is None else out
+    """{collective: call(world, x, out, op, root, inplace) -> result}: MPI's own collective
+    on the buffers the benchmark passes our call (in place: out is None, or for allgather x
+    is this rank's block of out)."""
+    counts = {}
 
-    def reduce_scatter(world, x, out, op, root):
-        counts = np.diff(cc.partition(x.size, world.Get_size())).tolist()
-        world.Reduce_scatter(x, out, counts, op)
+    def blocks(x, world):              # cc.partition's block counts, once per size
+        if x.size not in counts:
+            counts[x.size] = np.diff(cc.partition(x.size, world.Get_size())).tolist()
+        return counts[x.size]
+
+    def allreduce(world, x, out, op, root, inplace):
+        if inplace:
+            world.Allreduce(MPI.IN_PLACE, x, op)
+            return x
+        world.Allreduce(x, out, op)
         return out
 
-    def allgather(world, x, out, op, root):       # in place: x is this rank's block of out
-        world.Allgather(MPI.IN_PLACE if np.may_share_memory(x, out) else x, out)
+    def reduce_scatter(world, x, out, op, root, inplace):
+        world.Reduce_scatter(x, out, blocks(x, world), op)
         return out
 
-    def broadcast(world, x, out, op, root):
+    def allgather(world, x, out, op, root, inplace):
+        world.Allgather(MPI.IN_PLACE if inplace else x, out)
+        return out
+
+    def broadcast(world, x, out, op, root, inplace):
         world.Bcast(x, root)
         return x
 
-    def reduce(world, x, out, op, root):
-        on_root = world.Get_rank() == root
-        if out is None:
+    def reduce(world, x, out, op, root, inplace):
+        on_root = world.rank == root
+        if inplace:
             world.Reduce(MPI.IN_PLACE if on_root else x, x if on_root else None, op, root)
             return x
         world.Reduce(x, out, op, root)
         return out
 
-    def alltoall(world, x, out, op, root):
+    def alltoall(world, x, out, op, root, inplace):
         world.Alltoall(x, out)
         return out
 
-    def gather(world, x, out, op, root):
-        gathered = np.empty_like(x, shape=(world.Get_size() * x.size,)) if world.Get_rank() == root else None
+    def gather(world, x, out, op, root, inplace):      # a new result per call, as comm.gather's
+        gathered = np.empty_like(x, shape=(world.size * x.size,)) if world.rank == root else None
         world.Gather(x, gathered, root)
         return gathered
 
-    def scatter(world, x, out, op, root):
-        counts = np.diff(cc.partition(x.size, world.Get_size())).tolist()
-        world.Scatterv([x, counts] if world.Get_rank() == root else None, out, root)
+    def scatter(world, x, out, op, root, inplace):
+        world.Scatterv([x, blocks(x, world)] if world.rank == root else None, out, root)
         return out
     return {"allreduce": allreduce, "reduce_scatter": reduce_scatter, "allgather": allgather,
             "broadcast": broadcast, "reduce": reduce, "alltoall": alltoall, "gather": gather,

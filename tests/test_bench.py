@@ -184,6 +184,7 @@ def test_the_direct_mpi_row_is_offered_only_where_mpi_can_run_it_and_says_why_no
     x, out = np.arange(3, dtype=np.float32), np.zeros(3, np.float32)
     assert rows[mpi_direct.ROW](None, x, out, "sum", 0, False) is out and np.array_equal(out, x)
     assert rows[mpi_direct.ROW](None, x, None, "sum", 0, True) is x and said == []
+    assert np.array_equal(x, np.arange(3))
     for change, reason in ((dict(op="avg"), "MPI has no op 'avg'"), (dict(device="gpu"), "CUDA-aware"),
                            (dict(), "the communicator has 2 of the 1 ranks")):
         World.size = 1 if change else 2
