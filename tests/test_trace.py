@@ -117,8 +117,8 @@ def test_benchmark_trace_gathers_every_rank_into_one_file_and_plot_is_written(tm
     assert {e["pid"] for e in events} == {0, 1}
     spans = {e["name"] for e in events if e["cat"] == "call" and e["pid"] == 0}
     assert spans == {f"allreduce {a} {s} B" for a in ("ring", "tree", "recursive_doubling", "rabenseifner",
-                                                      "oneshot", "twoshot", "shm_ring", "mpi")
-                 for s in (64, 512)}
+                                                      "oneshot", "twoshot", "shm_ring", "mpi", "mpi4py")
+                 for s in (64, 512)}                          # mpi4py: MPI straight, a bare span
     assert any(e["cat"] == "native" for e in events)           # MPI's own call: one event
     ring = [e for e in events if e["pid"] == 1 and e["cat"] == "sendrecv"]
     assert ring and all(e["args"]["send_peer"] == 0 for e in ring)
