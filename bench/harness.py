@@ -104,7 +104,8 @@ def build_parser(collective):
     parser.add_argument("--trace", metavar="FILE",
                         help="after the sweep, run every algorithm once per size with tracing on and "
                              "write all ranks' steps as a Chrome trace (open in ui.perfetto.dev)")
-    parser.add_argument("--plot", metavar="FILE", help="draw busbw against size for every algorithm (PNG)")
+    parser.add_argument("--plot", metavar="FILE", help="draw busbw against size for every algorithm, and "
+                        "below each one's speed against MPI's (PNG)")
     parser.add_argument("--registered", action="store_true",
                         help="inputs from comm.empty (in the shared segment where there is one: "
                              "the shared-memory algorithms read them in place)")

@@ -1,6 +1,7 @@
 """The benchmarks' pictures (matplotlib, Agg backend: no display needed).
 
-    busbw(rows, path)                 bus bandwidth against message size, one line per algorithm
+    busbw(rows, path)                 bus bandwidth against message size, one line per algorithm,
+                                      and each one's speed against MPI's below
     predicted_vs_measured(t, path)    bench.tune: the fitted formulas against the measurements
     schedule_diagram(s, path)         bench.explain: ranks as rows, steps as columns, messages as arrows
 """
@@ -34,21 +35,30 @@ def _colors(names):
 
 def busbw(rows, path, title=""):
     """Bus bandwidth (GB/s) against size (log scale) for every algorithm in the harness rows;
-    out-of-place and in-place side by side where both were measured."""
+    out-of-place and in-place side by side where both were measured. Below, where an MPI
+    row was measured, each other row's speed against it (MPI's time over its time, log
+    scale: above 1 is faster than MPI) against MPI called straight from mpi4py where that
+    row is there, else through our communicator ("mpi")."""
     names = list(dict.fromkeys(row["algorithm"] for row in rows))
     modes = [(prefix, label) for prefix, label in (("", "out-of-place"), ("inplace_", "in-place"))
              if any(row.get(prefix + "busbw") is not None for row in rows)]
-    figure, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), squeeze=False, sharey=True)
+    reference = next((name for name in ("mpi4py", "mpi") if name in names), None)
+    panels = 2 if reference else 1
+    figure, axes = plt.subplots(panels, len(modes), figsize=(6.5 * len(modes), 4.5 * panels), squeeze=False,
+                                sharey="row")
     colors = _colors(names)
-    for axis, (prefix, label) in zip(axes[0], modes):
+    for column, (prefix, label) in enumerate(modes):
+        axis = axes[0][column]
         for name in names:
             mine = [row for row in rows if row["algorithm"] == name and row.get(prefix + "busbw") is not None]
             axis.plot([row["size"] for row in mine], [row[prefix + "busbw"] for row in mine],
                       marker="o", markersize=3, label=name, color=colors[name],
-                      linestyle="--" if name in ("mpi", "nccl") else "-")
+                      linestyle="--" if name in ("mpi", "mpi4py", "nccl") else "-")
         _size_axis(axis)
         axis.set_yscale("log")
         axis.set_title(label)
+        if reference:
+            _against(axes[1][column], rows, names, reference, prefix, colors)
     axes[0][0].set_ylabel("bus bandwidth (GB/s, log scale)")
     axes[0][-1].legend(loc="upper left", fontsize=8)
     figure.suptitle(title)
@@ -56,6 +66,24 @@ def busbw(rows, path, title=""):
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def _against(axis, rows, names, reference, prefix, colors):
+    """Each row's speed against `reference`'s at the same size: its time over ours."""
+    key = prefix + "time_us"
+    theirs = {row["size"]: row[key] for row in rows if row["algorithm"] == reference and row.get(key)}
+    for name in names:
+        if name == reference:
+            continue
+        mine = [row for row in rows if row["algorithm"] == name and row.get(key) and row["size"] in theirs]
+        axis.plot([row["size"] for row in mine], [theirs[row["size"]] / row[key] for row in mine],
+                  marker="o", markersize=3, color=colors[name],
+                  linestyle="--" if name in ("mpi", "mpi4py", "nccl") else "-")
+    axis.axhline(1.0, color="black", linewidth=0.8)
+    _size_axis(axis)
+    axis.set_yscale("log", base=2)
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}x"))
+    axis.set_ylabel(f"{reference}'s time / ours (log scale; above 1: faster than MPI)", fontsize=8)
 
 
 def predicted_vs_measured(measured, predict, path, title=""):
