@@ -78,14 +78,17 @@ def fit_tables(measured, n):
     """The CostModel fitted to every measured (collective, algorithm, size): alpha, beta
     and gamma to the message algorithms, then shm_alpha and shm_beta to the shared-memory
     ones (tuning.SHARED_MEMORY; the defaults stay where none was measured)."""
-    plain, shared = ([], []), ([], [])
+    plain, shared, cached = ([], []), ([], []), []
     for name, table in measured.items():
         for algorithm, column in table["times"].items():
-            rows, times = shared if (name, algorithm) in tuning.SHARED_MEMORY else plain
+            is_shared = (name, algorithm) in tuning.SHARED_MEMORY
+            rows, times = shared if is_shared else plain
             for size, seconds, k in zip(table["sizes"], column, table["chunks"][algorithm]):
                 rows.append(tuning.coefficients(name, algorithm, size, n, chunks=k))
                 times.append(seconds)
-    return tuning.fit(*plain, shared_rows=shared[0], shared_times=shared[1])
+                if is_shared:
+                    cached.append(tuning.DEFAULT.in_cache(tuning.segment_bytes(name, size, n)))
+    return tuning.fit(*plain, shared_rows=shared[0], shared_times=shared[1], shared_cached=cached)
 
 
 def describe_shared(model, measured):
@@ -95,9 +98,12 @@ def describe_shared(model, measured):
         return ("# shared memory: not measured (no segment: ranks on different machines, or "
                 f"COLLECTIVES_SHM_BYTES=0); defaults kept: sync {model.shm_alpha * 1e6:.2f} us, "
                 f"{model.shm_beta * 1e9:.4f} ns/B")
-    rate = 1 / model.shm_beta / 1e9 if model.shm_beta else math.inf
+    def rate(seconds_per_byte):
+        return 1 / seconds_per_byte / 1e9 if seconds_per_byte else math.inf
     return (f"# fitted shared memory: shm_alpha {model.shm_alpha * 1e6:.2f} us per sync point, "
-            f"shm_beta {model.shm_beta * 1e9:.4f} ns/B passed ({rate:.2f} GB/s)")
+            f"shm_beta {model.shm_beta * 1e9:.4f} ns/B passed ({rate(model.shm_beta):.2f} GB/s); calls whose "
+            f"segment bytes fit {human(model.cache_bytes)} at the cache rates, not fitted: "
+            f"{rate(model.cache_beta):.1f} GB/s passed, {rate(model.cache_gamma):.1f} GB/s reduced")
 
 
 def crossovers(name, algorithms, n, model, low=1, high=1 << 30):

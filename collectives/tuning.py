@@ -14,7 +14,9 @@ than MPI's wire latency.
 
 "auto" picks the algorithm with the smallest prediction. The shared-memory algorithms
 have their own two parameters (a sync point, a pass over a byte of the segment; see
-CostModel), fitted in the same solve. A tuning file written by
+CostModel), fitted in the same solve, and a call small enough to keep its data in the
+caches passes and reduces its bytes at cache prices (CostModel.cache_*; not fitted, and
+absent from the simulator, whose memory has no caches). A tuning file written by
 `bench.tune` (JSON; $COLLECTIVES_TUNING, else ~/.cache/collectives/tuning.json) is read
 lazily, once (`current`): its fitted alpha, beta and gamma replace DEFAULT, and at the
 world size it was measured at, "auto" takes the fastest *measured* algorithm at the
@@ -49,6 +51,19 @@ class CostModel:
     # copies and a queue).
     shm_alpha: float = 20e-6
     shm_beta: float = 1 / 7.5e9
+    # A shared-memory call whose segment bytes (every rank's copy of the buffer, n times its
+    # size) fit in cache_bytes runs from the caches: it passes a byte at cache_beta and
+    # reduces one at cache_gamma instead. One-shot reads n copies and reduces n-1 where
+    # two-shot saves a sync point, so memory prices made "auto" leave one-shot at 22 KiB
+    # (4 ranks), where it measured 1.6-2.3 times faster than two-shot at 32-64 KiB. On one
+    # core of the 2-core machine a copy in cache ran at 31 GB/s and np.add at 16-20 GB/s;
+    # with these prices one-shot leaves at 96 KiB at 4 ranks (measured: 128-256 KiB with 2
+    # ranks per core, 64-128 KiB with a core each) and at 330 KiB at 2 ranks (measured:
+    # 256-512 KiB). Not fitted by bench.tune (it fits the rest around them); 0 bytes: no
+    # cache, as in the simulator.
+    cache_bytes: float = 4 << 20
+    cache_beta: float = 1 / 30e9
+    cache_gamma: float = 1 / 18e9
 
     def step(self, nbytes, reduced=0.0):
         """Time of one step that moves `nbytes` and reduces `reduced` bytes."""
@@ -61,15 +76,37 @@ class CostModel:
 
     @property
     def shared(self):
-        """The model the shared-memory algorithms' coefficients are priced with: alpha a
-        sync point (shm_alpha), beta a pass over a byte of the segment (shm_beta), gamma
-        as here."""
-        return CostModel(self.shm_alpha, self.shm_beta, self.gamma, self.shm_alpha, self.shm_beta)
+        """The model the shared-memory algorithms' coefficients are priced with out of
+        cache: alpha a sync point (shm_alpha), beta a pass over a byte of the segment
+        (shm_beta), gamma as here."""
+        return CostModel(self.shm_alpha, self.shm_beta, self.gamma, self.shm_alpha, self.shm_beta, 0)
 
-    def for_algorithm(self, collective, algorithm):
-        """The model whose alpha, beta, gamma price `algorithm`'s coefficients: `shared`
-        for the shared-memory algorithms (SHARED_MEMORY), this one for the others."""
-        return self.shared if (collective, algorithm) in SHARED_MEMORY else self
+    def in_cache(self, segment_bytes):
+        """Whether a shared-memory call whose data in the segment (every rank's copy: see
+        `segment_bytes`) come to segment_bytes runs from the caches."""
+        return segment_bytes <= self.cache_bytes
+
+    def shared_for(self, segment_bytes):
+        """`shared`, or where the call runs from the caches (`in_cache`) the same with
+        cache_beta and cache_gamma for shm_beta and gamma."""
+        if not self.in_cache(segment_bytes):
+            return self.shared
+        return CostModel(self.shm_alpha, self.cache_beta, self.cache_gamma, self.shm_alpha, self.cache_beta, 0)
+
+    def for_algorithm(self, collective, algorithm, nbytes=None, n=None):
+        """The model whose alpha, beta, gamma price `algorithm`'s coefficients on nbytes
+        over n ranks: for the shared-memory algorithms (SHARED_MEMORY) `shared_for` their
+        segment bytes (`shared` without a size), this one for the others."""
+        if (collective, algorithm) not in SHARED_MEMORY:
+            return self
+        return self.shared if nbytes is None else self.shared_for(segment_bytes(collective, nbytes, n))
+
+
+def segment_bytes(collective, nbytes, n):
+    """The bytes a shared-memory call keeps in the segment at once, nbytes as
+    `coefficients` takes it: the gathered buffer for all-gather, root's buffer for
+    broadcast, every rank's copy of the buffer (n * nbytes) for the reductions."""
+    return nbytes if collective in ("allgather", "broadcast") else n * nbytes
 
 
 DEFAULT = CostModel()
@@ -229,7 +266,7 @@ def predict(collective, algorithm, nbytes, n, model=None, chunks=None, ranks_per
     """Predicted seconds for `collective` by `algorithm` on n ranks (see `coefficients`).
 
     model: the CostModel (default: the tuning file's, else DEFAULT); the shared-memory
-    algorithms are priced by its `shared` part. inter: a CostModel for links between nodes
+    algorithms are priced by its `shared_for` part (in cache or not). inter: a CostModel for links between nodes
     of `ranks_per_node` ranks (a two-level network; intra-node links follow `model`); given
     only for the algorithms with a two-level formula: "hierarchical", and "ring", whose
     every step waits for the one step that crosses nodes. shared_memory: the nodes have a
@@ -239,12 +276,13 @@ def predict(collective, algorithm, nbytes, n, model=None, chunks=None, ranks_per
     if (collective, algorithm) == ("allreduce", "hierarchical") and (inter is not None or shared_memory):
         intra, across = hierarchical_parts(nbytes, n, ranks_per_node, shared_memory)
         slow = CostModel(inter.alpha, inter.beta, model.gamma) if inter is not None else model
-        return (model.shared if shared_memory else model).time(intra) + slow.time(across)
+        node = model.shared_for((ranks_per_node or n) * nbytes) if shared_memory else model
+        return node.time(intra) + slow.time(across)
     if inter is not None and ranks_per_node and ranks_per_node < n:
         if algorithm == "ring":
             return CostModel(inter.alpha, inter.beta, model.gamma).time(coefficients(collective, algorithm, nbytes, n))
         raise ValueError(f"no two-level cost formula for {collective} algorithm {algorithm!r}")
-    return model.for_algorithm(collective, algorithm).time(
+    return model.for_algorithm(collective, algorithm, nbytes, n).time(
         coefficients(collective, algorithm, nbytes, n, chunks, model, ranks_per_node))
 
 
@@ -266,11 +304,15 @@ def choose(collective, candidates, nbytes, n, model=None, ranks_per_node=None):
 
 
 # -- fitting ----------------------------------------------------------------------------------
-def fit(rows, times, relative=True, shared_rows=(), shared_times=()):
+def fit(rows, times, relative=True, shared_rows=(), shared_times=(), shared_cached=(), cache=None):
     """Least-squares alpha, beta, gamma (a CostModel) from coefficient rows (a, b, c) and the
     measured seconds of each row; with shared_rows (the shared-memory algorithms' (sync
     points, bytes passed, bytes reduced)) and their times, shm_alpha and shm_beta too, in
     the same solve, gamma common to both (the defaults stay where there are none).
+    shared_cached marks the shared rows that ran from the caches (CostModel.in_cache): their
+    bytes are priced at `cache`'s cache_beta and cache_gamma (default DEFAULT's), which are
+    not fitted, so those rows pin shm_alpha only. The result keeps `cache`'s cache
+    parameters.
 
     relative=True minimises the relative error of every row (each row divided by its
     time), so the microsecond rows that pin alpha weigh as much as the millisecond rows
@@ -278,6 +320,7 @@ def fit(rows, times, relative=True, shared_rows=(), shared_times=()):
     numpy.linalg.lstsq and the best non-negative solution wins (zeros elsewhere).
     """
     import numpy as np
+    cache = cache or DEFAULT
     A = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
     S = np.asarray(shared_rows, dtype=np.float64).reshape(-1, 3)
     t = np.concatenate([np.asarray(times, dtype=np.float64).reshape(-1),
@@ -285,15 +328,21 @@ def fit(rows, times, relative=True, shared_rows=(), shared_times=()):
     if A.shape[0] + S.shape[0] != t.size or A.shape[0] == 0:
         raise ValueError(f"fit needs one time per coefficient row and some message rows, got "
                          f"{A.shape[0]} + {S.shape[0]} rows and {t.size} times")
+    cached = np.zeros(S.shape[0], bool)
+    cached[:len(shared_cached)] = np.asarray(shared_cached, bool)
     # columns: alpha, beta, gamma, shm_alpha, shm_beta
     matrix = np.zeros((t.size, 5))
     matrix[:A.shape[0], :3] = A
     matrix[A.shape[0]:, 2:] = S[:, [2, 0, 1]]
+    known = np.zeros(t.size)              # the cached rows' bytes, at the fixed cache prices
+    rows_cached = A.shape[0] + np.flatnonzero(cached)
+    known[rows_cached] = S[cached, 1] * cache.cache_beta + S[cached, 2] * cache.cache_gamma
+    matrix[rows_cached, 2] = matrix[rows_cached, 4] = 0.0
     weight = 1 / t if relative else np.ones_like(t)
-    solution = _nonnegative_lstsq(matrix * weight[:, None], t * weight)
+    solution = _nonnegative_lstsq(matrix * weight[:, None], (t - known) * weight)
     if not S.shape[0]:
         solution[3:] = DEFAULT.shm_alpha, DEFAULT.shm_beta
-    return CostModel(*map(float, solution))
+    return CostModel(*map(float, solution), cache.cache_bytes, cache.cache_beta, cache.cache_gamma)
 
 
 def _nonnegative_lstsq(A, t):
@@ -356,10 +405,11 @@ def load(path):
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
         model = CostModel(float(data["alpha"]), float(data["beta"]), float(data["gamma"]),
-                          float(data.get("shm_alpha", DEFAULT.shm_alpha)),   # files from before
-                          float(data.get("shm_beta", DEFAULT.shm_beta)))     # shm was fitted
-        if data.get("version") != FILE_VERSION or min(model.alpha, model.beta, model.gamma,
-                                                      model.shm_alpha, model.shm_beta) < 0:
+                          *(float(data.get(name, getattr(DEFAULT, name)))     # files from before
+                            for name in ("shm_alpha", "shm_beta", "cache_bytes", "cache_beta", "cache_gamma")))
+        if data.get("version") != FILE_VERSION or min(model.alpha, model.beta, model.gamma, model.shm_alpha,
+                                                      model.shm_beta, model.cache_bytes, model.cache_beta,
+                                                      model.cache_gamma) < 0:
             raise ValueError(f"version {data.get('version')!r} or negative parameters")
         return Tuning(model, data.get("measured", {}), path)
     except FileNotFoundError:
@@ -373,7 +423,8 @@ def load(path):
 def save(path, model, measured=None, **info):
     """Write a tuning file (atomically) with `model`, the `measured` tables and `info`."""
     data = {"version": FILE_VERSION, "alpha": model.alpha, "beta": model.beta, "gamma": model.gamma,
-            "shm_alpha": model.shm_alpha, "shm_beta": model.shm_beta, **info, "measured": measured or {}}
+            "shm_alpha": model.shm_alpha, "shm_beta": model.shm_beta, "cache_bytes": model.cache_bytes,
+            "cache_beta": model.cache_beta, "cache_gamma": model.cache_gamma, **info, "measured": measured or {}}
     return write_atomically(path, lambda handle: json.dump(data, handle, indent=1))
 
 

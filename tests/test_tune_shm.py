@@ -68,6 +68,8 @@ def test_the_tuning_file_keeps_the_shm_costs_and_reads_files_written_before_them
     old.write_text(json.dumps({"version": 1, "alpha": 1e-5, "beta": 1e-9, "gamma": 2e-9}))
     model = tuning.load(str(old)).model
     assert (model.shm_alpha, model.shm_beta) == (tuning.DEFAULT.shm_alpha, tuning.DEFAULT.shm_beta)
+    assert (model.cache_bytes, model.cache_beta, model.cache_gamma) == (
+        tuning.DEFAULT.cache_bytes, tuning.DEFAULT.cache_beta, tuning.DEFAULT.cache_gamma)
 
 
 CANDIDATES = ["ring", "recursive_doubling", "rabenseifner", "oneshot", "twoshot"]
@@ -106,3 +108,55 @@ def test_untuned_auto_on_two_ranks_of_a_node_takes_one_shot_for_small_buffers():
         return [entry["algorithm"] for entry in comm.flight_record()[-2:]]
     assert cc.run_threads(2, body)[0] == ["oneshot", "oneshot"]
     assert tuning.DEFAULT.shm_alpha < tuning.DEFAULT.alpha
+
+
+def test_untuned_auto_keeps_one_shot_while_the_call_runs_from_the_caches():
+    # measured (bench.allreduce, 2026-11-26): one-shot 1.6-2.3x faster than two-shot at
+    # 32-64 KiB on 4 ranks, two-shot ahead from 128-256 KiB; at 2 ranks from 256-512 KiB
+    def pick(size, n):
+        return tuning.choose("allreduce", CANDIDATES + ["shm_ring"], size, n, tuning.DEFAULT)
+    assert [pick(size, 4) for size in (8, 32 << 10, 64 << 10, 128 << 10, 16 << 20)] == \
+        ["oneshot", "oneshot", "oneshot", "twoshot", "twoshot"]
+    assert [pick(size, 2) for size in (8, 256 << 10, 512 << 10)] == ["oneshot", "oneshot", "twoshot"]
+
+    def body(comm):
+        comm.allreduce(np.ones(16 << 10, np.float32))       # 64 KiB: two-shot before the cache prices
+        return comm.flight_record()[-1]["algorithm"]
+    assert cc.run_threads(4, body)[0] == "oneshot"
+
+
+def test_cache_prices_hold_while_every_ranks_copy_fits_in_cache_bytes():
+    model = tuning.CostModel(cache_bytes=1 << 20, cache_beta=1e-11, cache_gamma=2e-11)
+    row = tuning.coefficients("allreduce", "oneshot", 256 << 10, 4)
+    in_cache = model.shm_alpha * row[0] + row[1] * 1e-11 + row[2] * 2e-11
+    assert tuning.predict("allreduce", "oneshot", 256 << 10, 4, model) == pytest.approx(in_cache)
+    bigger = tuning.coefficients("allreduce", "oneshot", 512 << 10, 4)
+    assert tuning.predict("allreduce", "oneshot", 512 << 10, 4, model) == pytest.approx(model.shared.time(bigger))
+    gathered = tuning.coefficients("allgather", "shm", 1 << 20, 4)      # the gathered 1 MiB is all there is
+    assert tuning.predict("allgather", "shm", 1 << 20, 4, model) == pytest.approx(
+        model.shm_alpha * gathered[0] + gathered[1] * 1e-11)
+    no_cache = tuning.CostModel(cache_bytes=0)
+    assert tuning.predict("allreduce", "oneshot", 8, 4, no_cache) == pytest.approx(
+        no_cache.shared.time(tuning.coefficients("allreduce", "oneshot", 8, 4)))
+    ring = tuning.coefficients("allreduce", "ring", 8, 4)                  # messages: no cache prices
+    assert tuning.predict("allreduce", "ring", 8, 4, model) == model.time(ring)
+
+
+def test_the_simulated_memory_has_no_cache_so_schedules_land_on_the_memory_formula():
+    from collectives.simulation import Network
+    assert Network().model.cache_bytes == 0
+
+
+def test_a_fit_prices_the_cached_rows_at_the_fixed_cache_rates_and_keeps_them():
+    cache = tuning.CostModel(cache_bytes=1 << 20, cache_beta=1 / 40e9, cache_gamma=1 / 20e9)
+    truth = tuning.CostModel(TRUTH.alpha, TRUTH.beta, TRUTH.gamma, TRUTH.shm_alpha, TRUTH.shm_beta,
+                             cache.cache_bytes, cache.cache_beta, cache.cache_gamma)
+    rows = [tuning.coefficients("allreduce", a, size, 4) for a in ("ring", "rabenseifner") for size in SIZES]
+    shared = [(a, size) for a in ("oneshot", "twoshot") for size in SIZES]
+    fitted = tuning.fit(rows, [truth.time(row) for row in rows],
+                        shared_rows=[tuning.coefficients("allreduce", a, size, 4) for a, size in shared],
+                        shared_times=[tuning.predict("allreduce", a, size, 4, truth) for a, size in shared],
+                        shared_cached=[truth.in_cache(4 * size) for _, size in shared], cache=cache)
+    assert any(truth.in_cache(4 * size) for _, size in shared) and not all(truth.in_cache(4 * s) for _, s in shared)
+    for name in ("alpha", "beta", "gamma", "shm_alpha", "shm_beta", "cache_bytes", "cache_beta", "cache_gamma"):
+        assert getattr(fitted, name) == pytest.approx(getattr(truth, name), rel=1e-6), name

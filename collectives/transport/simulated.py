@@ -87,8 +87,9 @@ class Network:
 
     @property
     def model(self):
-        """The intra-node CostModel (what the algorithms plan with)."""
-        return tuning.CostModel(self.alpha, self.beta, self.gamma, self.shm_alpha, self.shm_beta)
+        """The intra-node CostModel (what the algorithms plan with). The simulated memory
+        has no caches: every pass through a segment costs shm_beta (cache_bytes 0)."""
+        return tuning.CostModel(self.alpha, self.beta, self.gamma, self.shm_alpha, self.shm_beta, cache_bytes=0)
 
     @property
     def inter(self):
