@@ -59,9 +59,11 @@ class CostModel:
     # core of the 2-core machine a copy in cache ran at 31 GB/s and np.add at 16-20 GB/s;
     # with these prices one-shot leaves at 96 KiB at 4 ranks (measured: 128-256 KiB with 2
     # ranks per core, 64-128 KiB with a core each) and at 330 KiB at 2 ranks (measured:
-    # 256-512 KiB). Not fitted by bench.tune (it fits the rest around them); 0 bytes: no
+    # 256-512 KiB). 1 MiB is this machine's L2 per core; one-shot at 4 x 512 KiB ran at
+    # memory speed (bench.tune fitted with 1 MiB: its pick within 10% at 10 of 11 sizes;
+    # with 2-4 MiB, 9). Not fitted by bench.tune (it fits the rest around them); 0 bytes: no
     # cache, as in the simulator.
-    cache_bytes: float = 4 << 20
+    cache_bytes: float = 1 << 20
     cache_beta: float = 1 / 30e9
     cache_gamma: float = 1 / 18e9
 
