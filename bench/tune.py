@@ -77,7 +77,9 @@ def measure(comm, names, sizes, args, progress=lambda text: None):
 def fit_tables(measured, n):
     """The CostModel fitted to every measured (collective, algorithm, size): alpha, beta
     and gamma to the message algorithms, then shm_alpha and shm_beta to the shared-memory
-    ones (tuning.SHARED_MEMORY; the defaults stay where none was measured)."""
+    ones (tuning.SHARED_MEMORY; the defaults stay where none was measured), around the cache
+    prices of the model in use (a tuning file's are kept, DEFAULT's otherwise)."""
+    cache = tuning.current().model
     plain, shared, cached = ([], []), ([], []), []
     for name, table in measured.items():
         for algorithm, column in table["times"].items():
@@ -87,8 +89,8 @@ def fit_tables(measured, n):
                 rows.append(tuning.coefficients(name, algorithm, size, n, chunks=k))
                 times.append(seconds)
                 if is_shared:
-                    cached.append(tuning.DEFAULT.in_cache(tuning.segment_bytes(name, size, n)))
-    return tuning.fit(*plain, shared_rows=shared[0], shared_times=shared[1], shared_cached=cached)
+                    cached.append(cache.in_cache(tuning.segment_bytes(name, size, n)))
+    return tuning.fit(*plain, shared_rows=shared[0], shared_times=shared[1], shared_cached=cached, cache=cache)
 
 
 def describe_shared(model, measured):

@@ -57,8 +57,8 @@ class CostModel:
     # two-shot saves a sync point, so memory prices made "auto" leave one-shot at 22 KiB
     # (4 ranks), where it measured 1.6-2.3 times faster than two-shot at 32-64 KiB. On one
     # core of the 2-core machine a copy in cache ran at 31 GB/s and np.add at 16-20 GB/s;
-    # with these prices one-shot leaves at 96 KiB at 4 ranks (measured: 128-256 KiB with 2
-    # ranks per core, 64-128 KiB with a core each) and at 330 KiB at 2 ranks (measured:
+    # with these prices one-shot leaves at 94 KiB at 4 ranks (measured: 128-256 KiB with 2
+    # ranks per core, 64-128 KiB with a core each) and at 320 KiB at 2 ranks (measured:
     # 256-512 KiB). 1 MiB is this machine's L2 per core; one-shot at 4 x 512 KiB ran at
     # memory speed (bench.tune fitted with 1 MiB: its pick within 10% at 10 of 11 sizes;
     # with 2-4 MiB, 9). Not fitted by bench.tune (it fits the rest around them); 0 bytes: no
@@ -278,8 +278,12 @@ def predict(collective, algorithm, nbytes, n, model=None, chunks=None, ranks_per
     if (collective, algorithm) == ("allreduce", "hierarchical") and (inter is not None or shared_memory):
         intra, across = hierarchical_parts(nbytes, n, ranks_per_node, shared_memory)
         slow = CostModel(inter.alpha, inter.beta, model.gamma) if inter is not None else model
-        node = model.shared_for((ranks_per_node or n) * nbytes) if shared_memory else model
-        return node.time(intra) + slow.time(across)
+        if shared_memory:                 # each node stage at its own segment bytes
+            g = ranks_per_node or n
+            node = sum(predict(stage, "shm", nbytes, g, model) for stage in ("reduce_scatter", "allgather"))
+        else:
+            node = model.time(intra)
+        return node + slow.time(across)
     if inter is not None and ranks_per_node and ranks_per_node < n:
         if algorithm == "ring":
             return CostModel(inter.alpha, inter.beta, model.gamma).time(coefficients(collective, algorithm, nbytes, n))
@@ -330,8 +334,10 @@ def fit(rows, times, relative=True, shared_rows=(), shared_times=(), shared_cach
     if A.shape[0] + S.shape[0] != t.size or A.shape[0] == 0:
         raise ValueError(f"fit needs one time per coefficient row and some message rows, got "
                          f"{A.shape[0]} + {S.shape[0]} rows and {t.size} times")
-    cached = np.zeros(S.shape[0], bool)
-    cached[:len(shared_cached)] = np.asarray(shared_cached, bool)
+    if len(shared_cached) not in (0, S.shape[0]):
+        raise ValueError(f"fit needs shared_cached for every shared row or none, got {len(shared_cached)} "
+                         f"for {S.shape[0]} rows")
+    cached = np.asarray(shared_cached, bool) if len(shared_cached) else np.zeros(S.shape[0], bool)
     # columns: alpha, beta, gamma, shm_alpha, shm_beta
     matrix = np.zeros((t.size, 5))
     matrix[:A.shape[0], :3] = A
@@ -343,7 +349,9 @@ def fit(rows, times, relative=True, shared_rows=(), shared_times=(), shared_cach
     weight = 1 / t if relative else np.ones_like(t)
     solution = _nonnegative_lstsq(matrix * weight[:, None], (t - known) * weight)
     if not S.shape[0]:
-        solution[3:] = DEFAULT.shm_alpha, DEFAULT.shm_beta
+        solution[3] = DEFAULT.shm_alpha
+    if cached.all():                      # no row passed a byte at memory speed
+        solution[4] = DEFAULT.shm_beta
     return CostModel(*map(float, solution), cache.cache_bytes, cache.cache_beta, cache.cache_gamma)
 
 

@@ -79,10 +79,19 @@ def test_rounds_change_the_order_so_no_contender_always_follows_the_same_one():
     keys = [(name, inplace) for name in "abcdefgh" for inplace in (False, True)]
     orders = [round_order(keys, index) for index in range(4)]
     assert orders[0] == keys and all(sorted(order) == sorted(keys) for order in orders)
-    assert orders == [round_order(list(keys), index) for index in range(4)]     # alike on every rank
+    assert orders == [round_order(list(keys), index) for index in range(4)]
     for key in keys:
         before = {order[order.index(key) - 1] if order.index(key) else None for order in orders}
         assert len(before) > 1, key
+
+
+def test_every_rank_takes_the_rounds_in_the_same_order_whatever_its_hash_seed():
+    import subprocess
+    import sys
+    script = "from bench.common import round_order; print(round_order([('ring', 0), ('mpi', 1), 'x', 'y'], 3))"
+    orders = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                             env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout for seed in "0123"}
+    assert len(orders) == 1
 
 
 def test_a_round_lasts_from_the_first_start_to_the_last_end_on_one_clock():

@@ -148,7 +148,7 @@ def test_the_simulated_memory_has_no_cache_so_schedules_land_on_the_memory_formu
 
 
 def test_a_fit_prices_the_cached_rows_at_the_fixed_cache_rates_and_keeps_them():
-    cache = tuning.CostModel(cache_bytes=1 << 20, cache_beta=1 / 40e9, cache_gamma=1 / 20e9)
+    cache = tuning.CostModel(cache_bytes=2 << 20, cache_beta=1 / 40e9, cache_gamma=1 / 20e9)    # not DEFAULT's
     truth = tuning.CostModel(TRUTH.alpha, TRUTH.beta, TRUTH.gamma, TRUTH.shm_alpha, TRUTH.shm_beta,
                              cache.cache_bytes, cache.cache_beta, cache.cache_gamma)
     rows = [tuning.coefficients("allreduce", a, size, 4) for a in ("ring", "rabenseifner") for size in SIZES]
@@ -160,3 +160,28 @@ def test_a_fit_prices_the_cached_rows_at_the_fixed_cache_rates_and_keeps_them():
     assert any(truth.in_cache(4 * size) for _, size in shared) and not all(truth.in_cache(4 * s) for _, s in shared)
     for name in ("alpha", "beta", "gamma", "shm_alpha", "shm_beta", "cache_bytes", "cache_beta", "cache_gamma"):
         assert getattr(fitted, name) == pytest.approx(getattr(truth, name), rel=1e-6), name
+
+
+def test_a_fit_whose_shared_rows_all_ran_from_the_caches_keeps_the_default_byte_cost():
+    rows = [tuning.coefficients("allreduce", a, size, 4) for a in ("ring", "rabenseifner") for size in SIZES]
+    small = [(a, size) for a in ("oneshot", "twoshot") for size in SIZES[:6]]     # 8 B .. 8 KiB
+    fitted = tuning.fit(rows, [TRUTH.time(row) for row in rows],
+                        shared_rows=[tuning.coefficients("allreduce", a, size, 4) for a, size in small],
+                        shared_times=[tuning.predict("allreduce", a, size, 4, TRUTH) for a, size in small],
+                        shared_cached=[True] * len(small))
+    assert fitted.shm_alpha == pytest.approx(TRUTH.shm_alpha, rel=1e-6)
+    assert fitted.shm_beta == tuning.DEFAULT.shm_beta
+    with pytest.raises(ValueError, match="shared_cached for every shared row"):
+        tuning.fit(rows, [TRUTH.time(row) for row in rows], shared_rows=[(1, 8, 8)] * 2,
+                   shared_times=[1e-5] * 2, shared_cached=[True])
+
+
+def test_hierarchical_prices_each_node_stage_at_its_own_segment_bytes():
+    model = tuning.CostModel(cache_bytes=1 << 20)
+    size, g = 512 << 10, 4            # reduce-scatter's 4 copies: 2 MiB, out of cache; all-gather's 512 KiB: in
+    stages = sum(tuning.predict(stage, "shm", size, g, model) for stage in ("reduce_scatter", "allgather"))
+    across = model.time(tuning.coefficients("allreduce", "ring", size / g, 2))
+    assert tuning.predict("allreduce", "hierarchical", size, 8, model, ranks_per_node=g, shared_memory=True) == \
+        pytest.approx(stages + across)
+    assert model.in_cache(tuning.segment_bytes("allgather", size, g))
+    assert not model.in_cache(tuning.segment_bytes("reduce_scatter", size, g))
