@@ -60,9 +60,9 @@ class CostModel:
     # with these prices one-shot leaves at 94 KiB at 4 ranks (measured: 128-256 KiB with 2
     # ranks per core, 64-128 KiB with a core each) and at 320 KiB at 2 ranks (measured:
     # 256-512 KiB). 1 MiB is this machine's L2 per core; one-shot at 4 x 512 KiB ran at
-    # memory speed (bench.tune fitted with 1 MiB: its pick within 10% at 10 of 11 sizes;
-    # with 2-4 MiB, 9). Not fitted by bench.tune (it fits the rest around them); 0 bytes: no
-    # cache, as in the simulator.
+    # memory speed (one bench.tune table refitted with 1 MiB: the pick within 10% at 10 of
+    # 11 sizes; with 2-4 MiB, 9). Not fitted by bench.tune (it fits the rest around them);
+    # 0 bytes: no cache, as in the simulator.
     cache_bytes: float = 1 << 20
     cache_beta: float = 1 / 30e9
     cache_gamma: float = 1 / 18e9
@@ -268,11 +268,12 @@ def predict(collective, algorithm, nbytes, n, model=None, chunks=None, ranks_per
     """Predicted seconds for `collective` by `algorithm` on n ranks (see `coefficients`).
 
     model: the CostModel (default: the tuning file's, else DEFAULT); the shared-memory
-    algorithms are priced by its `shared_for` part (in cache or not). inter: a CostModel for links between nodes
-    of `ranks_per_node` ranks (a two-level network; intra-node links follow `model`); given
-    only for the algorithms with a two-level formula: "hierarchical", and "ring", whose
-    every step waits for the one step that crosses nodes. shared_memory: the nodes have a
-    segment, so "hierarchical" runs its node stages through it.
+    algorithms are priced by its `shared_for` part (in cache or not). inter: a CostModel
+    for links between nodes of `ranks_per_node` ranks (a two-level network; intra-node
+    links follow `model`); given only for the algorithms with a two-level formula:
+    "hierarchical", and "ring", whose every step waits for the one step that crosses
+    nodes. shared_memory: the nodes have a segment, so "hierarchical" runs its node stages
+    through it.
     """
     model = model or current().model
     if (collective, algorithm) == ("allreduce", "hierarchical") and (inter is not None or shared_memory):
