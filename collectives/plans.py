@@ -24,13 +24,16 @@ LIMIT = 4096        # plans remembered per communicator before they are all forg
 class Plan:
     """One call signature's resolved call: `signature` (the flight record's and the call
     tags'), `run` (the algorithm's function), `op` (the checked op, None where there is
-    none), `device` (the buffer is a GPU array) and `extra` (what the collective needs
-    beside: block offsets, the result's shape, the root)."""
-    __slots__ = ("signature", "run", "op", "device", "extra", "tuning")
+    none), `device` (the buffer is a GPU array), `extra` (what the collective needs
+    beside: block offsets, the result's shape, the root) and `prepared` (None, or the
+    algorithm bound to this signature on the Communicator's transport:
+    collectives.algorithms.prepare)."""
+    __slots__ = ("signature", "run", "op", "device", "extra", "tuning", "prepared")
 
     def __init__(self, signature: tuple, run: Callable, op: Optional[str] = None, device: bool = False,
-                 extra: Any = None) -> None:
+                 extra: Any = None, prepared: Optional[Callable] = None) -> None:
         self.signature, self.run, self.op, self.device, self.extra = signature, run, op, device, extra
+        self.prepared = prepared
         self.tuning = None
 
 

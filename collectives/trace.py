@@ -160,6 +160,7 @@ class TracedSegment:
     taken when the algorithm asks for the view (the copy or reduction follows; a reduction
     is its own event), and each sync point from its post to the moment every peer's flag
     was seen. Everything else is the wrapped segment's."""
+    bindable = False          # every view is recorded when taken
 
     def __init__(self, inner, recorder):
         self.inner, self.recorder = inner, recorder

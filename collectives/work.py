@@ -122,6 +122,11 @@ class OrderedExecutor:
     def busy(self):
         return self._pending > 0
 
+    def runs_inline(self):
+        """True when run() would call a job straight away on the calling thread: nothing
+        queued, and CuPy never imported (no device order to keep)."""
+        return self._pending == 0 and "cupy" not in sys.modules
+
     def submit(self, job, description):
         """Queue `job` (a no-argument callable) to run under the caller's device context;
         returns its Work handle."""

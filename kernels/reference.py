@@ -84,6 +84,25 @@ def combine_into(out, a, b, op):
     return out
 
 
+
+def ufunc_chain(op):
+    """A function chain(out, operands) -> out = operands[0] <op> operands[1] <op> ..., for
+    NumPy arrays of out's shape and dtype, with the op's ufunc looked up once: the ufunc
+    calls of combine_into then reduce_into per operand, bit for bit, without their per-call
+    checks, for a caller that checked the operands when it bound them (the prepared
+    one-shot all-reduce, collectives/algorithms/shm.py). ValueError for an unknown op.
+    Cost per call: n-1 ufunc calls, no allocation."""
+    if op not in _UFUNCS:
+        check_reduce(None, None, op)
+    ufunc = _UFUNCS[op]
+
+    def chain(out, operands):
+        ufunc(operands[0], operands[1], out=out)
+        for operand in operands[2:]:
+            ufunc(out, operand, out=out)
+        return out
+    return chain
+
 def _bounds(arrays):
     """(start, end) of each array in the flat buffer."""
     offsets = np.zeros(len(arrays) + 1, np.int64)

@@ -119,6 +119,18 @@ ALGORITHMS = {
 }
 
 
+# Algorithms that can be bound to one call signature ahead of the call (see `prepare`).
+PREPARABLE = {("allreduce", "oneshot"): shm.prepare_oneshot}
+
+
+def prepare(collective, name, transport, x, op):
+    """`name` bound to x's signature (shape, dtype) and combine op on `transport`: a
+    function run(x, out) doing what ALGORITHMS[collective][name] does for such arrays, or
+    None where the algorithm offers no such form or it does not apply (see PREPARABLE)."""
+    make = PREPARABLE.get((collective, name))
+    return make(transport, x, op) if make is not None else None
+
+
 def names(collective, transport):
     """Algorithm names valid for `collective` over `transport` ("mpi" only where it is
     native, "hierarchical" only where the transport knows nodes that divide its ranks,

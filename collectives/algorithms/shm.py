@@ -12,6 +12,8 @@ already publishes chunk c+1.
 """
 import numpy as np
 
+from kernels.reference import ufunc_chain
+
 from ..partition import partition
 from .common import combine_into, reduce_ordered
 
@@ -114,6 +116,34 @@ def oneshot_allreduce(t, x, out, op, ws):
         heap_used = heap_used or any(offset >= segment.heap_offset for offset in offsets)
     if heap_used:
         _sync(t, segment)         # every peer has read every round's heap data
+
+
+def prepare_oneshot(t, x, op):
+    """oneshot_allreduce bound to one call signature (x's shape and dtype, combine op `op`)
+    on transport t: a function run(x, out) for arrays of that signature doing exactly what
+    its small path does (copy x in, one sync point, reduce all n copies in rank order into
+    out, with the same ufunc calls: the same bits), with the views, the op's ufunc and the
+    rank looked up once, so that a repeated small call touches as little as possible. None
+    where that path does not apply: one rank, no segment or one that must see every view
+    (simulated, traced: not `bindable`), an empty x or one larger than WAIT_ALL_BYTES or a
+    staging half. The caller runs it only when no observer needs to see the reduction (the
+    Communicator's plain synchronous calls)."""
+    segment = segment_of(t)
+    if t.size < 2 or segment is None or not segment.bindable or \
+            not 0 < x.nbytes <= min(WAIT_ALL_BYTES, segment.staging_bytes):
+        return None
+    r, chain = t.rank, ufunc_chain(op)
+    views = [[view.reshape(x.shape) for view in segment.staging_all(parity, x.dtype, x.size)] for parity in (0, 1)]
+    offsets = [segment.staging_offset(parity) for parity in (0, 1)]
+
+    def run(x, out):
+        parity = segment.begin_round()
+        mine = views[parity]
+        mine[r][...] = x
+        segment.post(offsets[parity])
+        segment.wait_all(t.timeout)
+        chain(out, mine)
+    return run
 
 
 def _unstaged_offset(segment, x, out):

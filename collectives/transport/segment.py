@@ -131,6 +131,10 @@ class Segment:
     returns why the world gave up (a rank failed) or None: waits stop early on it.
     """
 
+    # Views may be kept across calls (a prepared algorithm binds them once); a segment that
+    # accounts for every view it hands out (simulated, traced) says False.
+    bindable = True
+
     def __init__(self, regions, rank, aborted=None, members=None):
         self.regions, self.rank, self.size = regions, rank, len(regions)
         self.members = list(range(self.size)) if members is None else list(members)   # transport ranks

@@ -55,6 +55,7 @@ class NodeFlags:
 class SimulatedSegment(Segment):
     """One simulated rank's handle on its node's segment: the real Segment, whose views
     and sync points also advance `endpoint`'s virtual clock (see the module docstring)."""
+    bindable = False          # every view is charged when taken
 
     def __init__(self, regions, rank, members, flags, endpoint):
         super().__init__(regions, rank, members=members)

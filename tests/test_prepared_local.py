@@ -1,0 +1,80 @@
+"""The prepared one-shot all-reduce (collectives.algorithms.prepare): a plain synchronous
+small call runs the algorithm bound to its signature, with the same bits, checks, call
+tags, flight record and errors as the layered path, which every other call still takes."""
+import numpy as np
+import pytest
+
+import collectives as cc
+from collectives import algorithms
+from tests.reference import assert_matches
+
+
+def refusing(*args):
+    raise AssertionError("the layered one-shot ran")
+
+
+@pytest.fixture
+def layered_refuses(monkeypatch):
+    """The registry's one-shot function fails if called: only the prepared form may run."""
+    monkeypatch.setitem(algorithms.ALGORITHMS["allreduce"], "oneshot", refusing)
+
+
+def test_a_plain_small_call_takes_the_prepared_form_and_other_calls_the_layered_one(layered_refuses):
+    def body(comm):
+        x = np.arange(6, dtype=np.float32) + comm.rank
+        comm.allreduce(x, algorithm="oneshot")                        # synchronous: prepared
+        comm.allreduce(np.ones((2, 3)), algorithm="oneshot", out=np.empty((2, 3)))
+        with pytest.raises(AssertionError, match="layered"):
+            comm.allreduce(np.ones(6, np.float32), algorithm="oneshot", async_op=True).wait()
+        return x
+    results = cc.run_threads(3, body, timeout=30)
+    assert all(np.array_equal(x, np.arange(6) * 3 + 3) for x in results)
+
+
+def test_big_buffers_one_rank_and_observed_calls_stay_layered(layered_refuses):
+    def big(comm):
+        comm.allreduce(np.ones(128 << 10, np.float32), algorithm="oneshot")   # 512 KiB: over WAIT_ALL_BYTES
+    with pytest.raises(Exception, match="layered"):
+        cc.run_threads(2, big, timeout=30)
+
+    def debug(comm):
+        comm.allreduce(np.ones(4), algorithm="oneshot")
+    with pytest.raises(Exception, match="layered"):
+        cc.run_threads(2, debug, timeout=30, debug=True)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+@pytest.mark.parametrize("dtype, op", [("float32", "sum"), ("float64", "prod"), ("float16", "max"),
+                                       ("int32", "min"), ("int64", "sum"), ("bool", "max"), ("float64", "avg")])
+def test_the_prepared_form_gives_the_layered_bits_in_and_out_of_place(n, dtype, op):
+    def body(comm):
+        rng = np.random.default_rng(comm.rank)
+        x = (rng.standard_normal((3, 5)) * 4).astype(dtype)
+        prepared_out = comm.allreduce(x, op, algorithm="oneshot", out=np.empty_like(x))
+        layered_out = comm.allreduce(x, op, algorithm="oneshot", out=np.empty_like(x), async_op=True).wait()
+        prepared_in = comm.allreduce(x.copy(), op, algorithm="oneshot")
+        layered_in = comm.allreduce(x.copy(), op, algorithm="oneshot", async_op=True).wait()
+        return x, prepared_out, layered_out, prepared_in, layered_in
+    results = cc.run_threads(n, body, timeout=60)
+    inputs = [result[0] for result in results]
+    for _, *outputs in results:
+        for output in outputs:
+            assert output.tobytes() == results[0][1].tobytes()
+    assert_matches(results[0][1], inputs, op)
+
+
+def test_a_stalled_peer_is_named_and_a_mismatch_is_caught_on_the_prepared_form():
+    def stalled(comm):
+        x = np.ones(4)
+        comm.allreduce(x, algorithm="oneshot")                   # the signature's plan exists
+        if comm.rank == 1:
+            return None
+        with pytest.raises(cc.CollectiveTimeout, match="rank 1"):
+            comm.allreduce(x, algorithm="oneshot")
+        return comm.flight_record()[-1]["state"]
+    assert cc.run_threads(2, stalled, timeout=1)[0] == "timed out"
+
+    def mismatched(comm):
+        comm.allreduce(np.ones(4), "max" if comm.rank else "sum", algorithm="oneshot")
+    with pytest.raises(cc.CollectiveMismatch):
+        cc.run_threads(2, mismatched, timeout=10)
