@@ -84,7 +84,6 @@ def combine_into(out, a, b, op):
     return out
 
 
-
 def ufunc_chain(op):
     """A function chain(out, operands) -> out = operands[0] <op> operands[1] <op> ..., for
     NumPy arrays of out's shape and dtype, with the op's ufunc looked up once: the ufunc
@@ -102,6 +101,7 @@ def ufunc_chain(op):
             ufunc(out, operand, out=out)
         return out
     return chain
+
 
 def _bounds(arrays):
     """(start, end) of each array in the flat buffer."""

@@ -31,7 +31,22 @@ def test_a_plain_small_call_takes_the_prepared_form_and_other_calls_the_layered_
     assert all(np.array_equal(x, np.arange(6) * 3 + 3) for x in results)
 
 
-def test_big_buffers_one_rank_and_observed_calls_stay_layered(layered_refuses):
+def test_an_observed_communicator_takes_the_layered_form_until_the_observer_goes(layered_refuses):
+    from collectives.observe import Observer
+
+    def body(comm):
+        x = np.ones(4)
+        comm.allreduce(x, algorithm="oneshot")
+        watcher = Observer()
+        comm.add_observer(watcher)
+        with pytest.raises(AssertionError, match="layered"):
+            comm.allreduce(x, algorithm="oneshot")
+        comm.remove_observer(watcher)
+        return comm.allreduce(x, algorithm="oneshot")
+    assert all(np.array_equal(x, np.full(4, 4.0)) for x in cc.run_threads(2, body, timeout=30))   # 1, 2, 4
+
+
+def test_big_buffers_and_debug_mode_stay_layered(layered_refuses):
     def big(comm):
         comm.allreduce(np.ones(128 << 10, np.float32), algorithm="oneshot")   # 512 KiB: over WAIT_ALL_BYTES
     with pytest.raises(Exception, match="layered"):

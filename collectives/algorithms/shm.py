@@ -137,6 +137,8 @@ def prepare_oneshot(t, x, op):
     offsets = [segment.staging_offset(parity) for parity in (0, 1)]
 
     def run(x, out):
+        if segment.closed:                 # its views no longer map the segment
+            raise RuntimeError(f"rank {r}: the shared segment of this communicator is closed")
         parity = segment.begin_round()
         mine = views[parity]
         mine[r][...] = x
