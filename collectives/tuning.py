@@ -26,7 +26,7 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, astuple, dataclass, field, fields
 from itertools import combinations
 
 from .files import write_atomically
@@ -95,13 +95,13 @@ class CostModel:
             return self.shared
         return CostModel(self.shm_alpha, self.cache_beta, self.cache_gamma, self.shm_alpha, self.cache_beta, 0)
 
-    def for_algorithm(self, collective, algorithm, nbytes=None, n=None):
+    def for_algorithm(self, collective, algorithm, nbytes, n):
         """The model whose alpha, beta, gamma price `algorithm`'s coefficients on nbytes
         over n ranks: for the shared-memory algorithms (SHARED_MEMORY) `shared_for` their
-        segment bytes (`shared` without a size), this one for the others."""
+        segment bytes, this one for the others."""
         if (collective, algorithm) not in SHARED_MEMORY:
             return self
-        return self.shared if nbytes is None else self.shared_for(segment_bytes(collective, nbytes, n))
+        return self.shared_for(segment_bytes(collective, nbytes, n))
 
 
 def segment_bytes(collective, nbytes, n):
@@ -112,6 +112,10 @@ def segment_bytes(collective, nbytes, n):
 
 
 DEFAULT = CostModel()
+# The tuning file's parameters, in CostModel's order; a file without the later ones (written
+# before they existed) gets DEFAULT's.
+PARAMETERS = tuple(f.name for f in fields(CostModel))
+REQUIRED = ("alpha", "beta", "gamma")
 # The algorithms that run through the shared segment: their coefficients count sync
 # points, bytes passed through the segment and bytes reduced (priced by CostModel.shared).
 SHARED_MEMORY = frozenset({("allreduce", "oneshot"), ("allreduce", "twoshot"), ("allreduce", "shm_ring"),
@@ -175,18 +179,14 @@ def algorithm_chunks(collective, algorithm, nbytes, n, model=None):
     return pipeline_chunks(nbytes, tree_depth(n, arity), per_byte, model)
 
 
-def hierarchical_parts(nbytes, n, ranks_per_node, shared_memory=False):
+def hierarchical_parts(nbytes, n, ranks_per_node):
     """Coefficients of the hierarchical all-reduce, split into (intra-node, inter-node):
-    ring reduce-scatter and all-gather over the g ranks of a node (with shared_memory: the
-    segment's, priced by CostModel.shared), ring all-reduce of the node's 1/g share across
-    the N = n/g nodes."""
+    ring reduce-scatter and all-gather over the g ranks of a node, ring all-reduce of the
+    node's 1/g share across the N = n/g nodes. (Through a segment, the node stages are the
+    "shm" reduce-scatter and all-gather: `predict` prices them.)"""
     g = ranks_per_node or n
     nodes, m = n // g, float(nbytes)
-    if shared_memory:
-        intra = tuple(x + y for x, y in zip(coefficients("reduce_scatter", "shm", m, g),
-                                            coefficients("allgather", "shm", m, g)))
-    else:
-        intra = (2 * (g - 1), 2 * (g - 1) / g * m, (g - 1) / g * m)
+    intra = (2 * (g - 1), 2 * (g - 1) / g * m, (g - 1) / g * m)
     inter = coefficients("allreduce", "ring", m / g, nodes)
     return intra, inter
 
@@ -277,11 +277,11 @@ def predict(collective, algorithm, nbytes, n, model=None, chunks=None, ranks_per
     """
     model = model or current().model
     if (collective, algorithm) == ("allreduce", "hierarchical") and (inter is not None or shared_memory):
-        intra, across = hierarchical_parts(nbytes, n, ranks_per_node, shared_memory)
+        intra, across = hierarchical_parts(nbytes, n, ranks_per_node)
         slow = CostModel(inter.alpha, inter.beta, model.gamma) if inter is not None else model
-        if shared_memory:                 # each node stage at its own segment bytes
-            g = ranks_per_node or n
-            node = sum(predict(stage, "shm", nbytes, g, model) for stage in ("reduce_scatter", "allgather"))
+        if shared_memory:                 # each node stage through the segment, at its own segment bytes
+            node = sum(predict(stage, "shm", nbytes, ranks_per_node or n, model)
+                       for stage in ("reduce_scatter", "allgather"))
         else:
             node = model.time(intra)
         return node + slow.time(across)
@@ -415,12 +415,9 @@ def load(path):
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
-        model = CostModel(float(data["alpha"]), float(data["beta"]), float(data["gamma"]),
-                          *(float(data.get(name, getattr(DEFAULT, name)))     # files from before
-                            for name in ("shm_alpha", "shm_beta", "cache_bytes", "cache_beta", "cache_gamma")))
-        if data.get("version") != FILE_VERSION or min(model.alpha, model.beta, model.gamma, model.shm_alpha,
-                                                      model.shm_beta, model.cache_bytes, model.cache_beta,
-                                                      model.cache_gamma) < 0:
+        model = CostModel(*(float(data[name] if name in REQUIRED else data.get(name, getattr(DEFAULT, name)))
+                            for name in PARAMETERS))                      # files from before: defaults
+        if data.get("version") != FILE_VERSION or min(astuple(model)) < 0:
             raise ValueError(f"version {data.get('version')!r} or negative parameters")
         return Tuning(model, data.get("measured", {}), path)
     except FileNotFoundError:
@@ -433,9 +430,7 @@ def load(path):
 
 def save(path, model, measured=None, **info):
     """Write a tuning file (atomically) with `model`, the `measured` tables and `info`."""
-    data = {"version": FILE_VERSION, "alpha": model.alpha, "beta": model.beta, "gamma": model.gamma,
-            "shm_alpha": model.shm_alpha, "shm_beta": model.shm_beta, "cache_bytes": model.cache_bytes,
-            "cache_beta": model.cache_beta, "cache_gamma": model.cache_gamma, **info, "measured": measured or {}}
+    data = {"version": FILE_VERSION, **asdict(model), **info, "measured": measured or {}}
     return write_atomically(path, lambda handle: json.dump(data, handle, indent=1))
 
 
