@@ -37,7 +37,7 @@ def baseline(collective: str) -> Callable:
             say(f"# {ROW}: {reason}; no {ROW} rows")
             return {}
         call = calls(MPI)[collective]
-        op = _mpi_ops(MPI)[args.op] if reduces else None
+        op = _mpi_op(MPI, args.op) if reduces else None
 
         def run(comm, x, out, op_name, root, inplace):
             return call(world, x, out, op, root, inplace)
@@ -103,8 +103,11 @@ def calls(MPI) -> dict:
             "scatter": scatter}
 
 
-def _mpi_ops(MPI):
-    return {"sum": MPI.SUM, "prod": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
+OPS = ("sum", "prod", "max", "min")       # the ops MPI has, each its MPI.<NAME>
+
+
+def _mpi_op(MPI, op):
+    return getattr(MPI, op.upper())
 
 
 def _unavailable(comm, args, world, reduces):
@@ -113,7 +116,7 @@ def _unavailable(comm, args, world, reduces):
         return "GPU buffers (calling MPI on them needs a CUDA-aware MPI)"
     if comm.size != world.Get_size():
         return f"the communicator has {comm.size} of the {world.Get_size()} ranks of MPI_COMM_WORLD"
-    if reduces and args.op not in ("sum", "prod", "max", "min"):
+    if reduces and args.op not in OPS:
         return f"MPI has no op {args.op!r}"
     return None
 
@@ -126,7 +129,7 @@ def _probe(world, args, reduces):
     x = np.ones(1, args.datatype)
     try:
         if reduces:
-            world.Allreduce(MPI.IN_PLACE, x, _mpi_ops(MPI)[args.op])
+            world.Allreduce(MPI.IN_PLACE, x, _mpi_op(MPI, args.op))
         else:
             world.Bcast(x, 0)
     except Exception as error:                       # MPI or mpi4py refusing the type
