@@ -66,6 +66,17 @@ class Plans:
             self._plans[key] = plan
         return plan
 
+    def known(self, key: tuple) -> Optional[Plan]:
+        """The plan stored under the full `key` (x's type, dtype and shape, then get's key)
+        if there is one, made under the tuning in use; else None (an unhashable key too).
+        Builds nothing and checks nothing: for a caller's fast path that falls back on get.
+        Cost: one dict lookup and one identity test."""
+        try:
+            plan = self._plans.get(key)
+        except TypeError:
+            return None
+        return plan if plan is not None and plan.tuning is tuning.current() else None
+
     def clear(self) -> None:
         """Forget every plan (the transport they were made for changed)."""
         self._plans.clear()

@@ -237,3 +237,17 @@ def test_percall_prints_our_fixed_cost_beside_mpi():
                             ("reduce_scatter", "Reduce_scatter_block"), ("reduce", "Reduce")):
         assert re.search(rf"comm.{collective} 8 B, 1 rank, algorithm \w+: [\d.]+ us per call; "
                          rf"MPI_{mpi} \(mpi4py\): [\d.]+ us", out.getvalue())
+
+
+@pytest.mark.mpi
+def test_callpath_times_the_whole_call_the_oneshot_body_and_mpi_and_checks_them():
+    import re
+    result = mpirun(2, "-m", "bench.callpath", "-s", "8,64K,1M", "-n", "5", "-r", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "comm.allreduce  one-shot body   mpi4py  MPI/call  MPI/body #wrong" in result.stdout
+    for size in (8, 65536):
+        row = re.search(rf"^ +{size}( +[\d.]+){{5}} +(\d+)$", result.stdout, re.MULTILINE)
+        assert row is not None and row.group(2) == "0", result.stdout
+    assert re.search(r"# +1048576  the one-shot path does not apply here", result.stdout)
+    off = mpirun(2, "-m", "bench.callpath", "-s", "8", "-n", "2", "-r", "1", env={"COLLECTIVES_SHM_BYTES": "0"})
+    assert off.returncode == 0 and re.search(r"# +8  the one-shot path does not apply", off.stdout), off.stdout

@@ -93,3 +93,45 @@ def test_a_stalled_peer_is_named_and_a_mismatch_is_caught_on_the_prepared_form()
         comm.allreduce(np.ones(4), "max" if comm.rank else "sum", algorithm="oneshot")
     with pytest.raises(cc.CollectiveMismatch):
         cc.run_threads(2, mismatched, timeout=10)
+
+
+def test_a_repeated_signature_skips_the_plan_lookup_and_keeps_every_check(monkeypatch):
+    from collectives.plans import Plans
+    plan_lookup = Plans.get
+
+    def body(comm):
+        x, out = np.ones(6), np.empty(6)
+        comm.allreduce(x, algorithm="oneshot")                  # plans made: in place, out of place
+        comm.allreduce(x, algorithm="oneshot", out=out)
+        comm.barrier()
+        if comm.rank == 0:
+            monkeypatch.setattr(Plans, "get", refusing)
+        comm.barrier()
+        repeated = comm.allreduce(np.ones(6), algorithm="oneshot").copy(), \
+            comm.allreduce(np.ones(6), algorithm="oneshot", out=out).copy()
+        comm.barrier()
+        if comm.rank == 0:
+            monkeypatch.setattr(Plans, "get", plan_lookup)
+        comm.barrier()
+        with pytest.raises(ValueError, match="C-contiguous"):
+            comm.allreduce(np.ones(12)[::2], algorithm="oneshot")        # same type, dtype and shape
+        frozen = np.ones(6)
+        frozen.flags.writeable = False
+        with pytest.raises(ValueError, match="read-only"):
+            comm.allreduce(frozen, algorithm="oneshot")
+        with pytest.raises(TypeError, match="dtype"):
+            comm.allreduce(x, algorithm="oneshot", out=np.empty(6, np.float32))
+        with pytest.raises(ValueError, match="shape"):
+            comm.allreduce(x, algorithm="oneshot", out=np.empty((2, 3)))
+        with pytest.raises(ValueError, match="C-contiguous"):
+            comm.allreduce(x, algorithm="oneshot", out=np.empty(12)[::2])
+        with pytest.raises(ValueError, match="read-only"):
+            comm.allreduce(x, algorithm="oneshot", out=frozen)
+        from_frozen = comm.allreduce(frozen, algorithm="oneshot", out=np.empty(6)).copy()   # fine out of place
+        comm.free()
+        with pytest.raises(RuntimeError, match="freed"):
+            comm.allreduce(x, algorithm="oneshot", out=out)
+        return repeated, from_frozen
+    for (in_place, out_of_place), from_frozen in cc.run_threads(2, body, timeout=30):
+        assert np.array_equal(in_place, np.full(6, 2.0)) and np.array_equal(out_of_place, np.full(6, 2.0))
+        assert np.array_equal(from_frozen, np.full(6, 2.0))
