@@ -116,11 +116,27 @@ DEFAULT = CostModel()
 # before they existed) gets DEFAULT's.
 PARAMETERS = tuple(f.name for f in fields(CostModel))
 REQUIRED = ("alpha", "beta", "gamma")
-# The algorithms that run through the shared segment: their coefficients count sync
-# points, bytes passed through the segment and bytes reduced (priced by CostModel.shared).
-SHARED_MEMORY = frozenset({("allreduce", "oneshot"), ("allreduce", "twoshot"), ("allreduce", "shm_ring"),
-                           ("reduce_scatter", "shm"), ("allgather", "shm"), ("broadcast", "shm"),
-                           ("reduce", "shm")})
+# The algorithms that run through the shared segment, and their coefficients (priced by
+# CostModel.shared): (sync points, bytes a rank passes through the segment, bytes
+# reduced) for one round (a buffer that fits a staging half; each further round adds its
+# sync points), as functions of the size m and the rank count n.
+# oneshot: write m, read all n copies; twoshot: write all but its own block ((n-1)m/n; it
+# reads that one from its input), read the n-1 peers' blocks of m/n, write the reduced
+# block, read the n-1 other blocks back; shm_ring: write m/n, then per step read a peer's
+# partial sum and write its own (m/n each), read all n back (its edge, a pass over x fused
+# with the reduction, is outside this model); reduce-scatter: write m, read n blocks;
+# all-gather (m: the output): write m/n, read (n-1)m/n; broadcast: root writes m, then the
+# others read it; reduce: write m, root reads n.
+SHARED_MEMORY_COEFFICIENTS = {
+    ("allreduce", "oneshot"): lambda m, n: (1, (n + 1) * m, (n - 1) * m),
+    ("allreduce", "twoshot"): lambda m, n: (2, (3 * n - 2) / n * m, (n - 1) / n * m),
+    ("allreduce", "shm_ring"): lambda m, n: (n, (3 * n - 1) / n * m, (n - 1) / n * m),
+    ("reduce_scatter", "shm"): lambda m, n: (1, 2 * m, (n - 1) / n * m),
+    ("allgather", "shm"): lambda m, n: (1, m, 0.0),
+    ("broadcast", "shm"): lambda m, n: (1, 2 * m, 0.0),
+    ("reduce", "shm"): lambda m, n: (1, (n + 1) * m, (n - 1) * m),
+}
+SHARED_MEMORY = frozenset(SHARED_MEMORY_COEFFICIENTS)
 
 
 def _log2_fold(n):
@@ -191,6 +207,7 @@ def hierarchical_parts(nbytes, n, ranks_per_node):
     return intra, inter
 
 
+
 def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, ranks_per_node=None):
     """(a, b, c) such that the predicted time is a*alpha + b*beta + c*gamma.
 
@@ -226,24 +243,6 @@ def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, rank
         ("allgather", "recursive_doubling"): lambda: (lg + 2 * fold, pshare * m + fold * (m + m / n), 0.0),
         # reduce by ring: ring reduce-scatter, then one gather step into root
         ("reduce", "ring"): lambda: (n, 2 * share * m, share * m),
-        # Shared memory (SHARED_MEMORY; priced by CostModel.shared): (sync points, bytes a
-        # rank passes through the segment, bytes reduced), for one round (a buffer that
-        # fits a staging half; each further round adds its sync points).
-        # oneshot: write m, read all n copies; twoshot: write all but its own block
-        # ((n-1)m/n; it reads that one from its input), read the n-1 peers' blocks of m/n,
-        # write the reduced block, read the n-1 other blocks back; shm_ring: write m/n, then
-        # per step read a peer's partial sum and write its own (m/n each), read all n back
-        # (its edge, a pass over x fused with the reduction, is outside this model);
-        # reduce-scatter: write m, read n blocks; all-gather (m: the output): write m/n,
-        # read (n-1)m/n; broadcast: root writes m, then the others read it; reduce: write
-        # m, root reads n.
-        ("allreduce", "oneshot"): lambda: (1, (n + 1) * m, (n - 1) * m),
-        ("allreduce", "twoshot"): lambda: (2, (3 * n - 2) / n * m, share * m),
-        ("allreduce", "shm_ring"): lambda: (n, (3 * n - 1) / n * m, share * m),
-        ("reduce_scatter", "shm"): lambda: (1, 2 * m, share * m),
-        ("allgather", "shm"): lambda: (1, m, 0.0),
-        ("broadcast", "shm"): lambda: (1, 2 * m, 0.0),
-        ("reduce", "shm"): lambda: (1, (n + 1) * m, (n - 1) * m),
         # nbytes: one rank's send buffer (alltoall) / the gathered buffer (gather, scatter)
         ("alltoall", "pairwise"): lambda: (n - 1, share * m, 0.0),
         ("alltoall", "linear"): lambda: (n - 1, share * m, 0.0),
@@ -257,6 +256,9 @@ def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, rank
         ("scan", "recursive_doubling"): lambda: (clg, clg * m, clg * m),
         ("exscan", "recursive_doubling"): lambda: (clg, clg * m, 2 * clg * m),
     }
+    shared = SHARED_MEMORY_COEFFICIENTS.get((collective, algorithm))
+    if shared is not None:
+        return shared(m, n)
     formula = table.get((collective, algorithm))
     if formula is None:
         raise ValueError(f"no cost formula for {collective} algorithm {algorithm!r}")
