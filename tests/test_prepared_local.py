@@ -127,6 +127,10 @@ def test_a_repeated_signature_skips_the_plan_lookup_and_keeps_every_check(monkey
             comm.allreduce(x, algorithm="oneshot", out=np.empty(12)[::2])
         with pytest.raises(ValueError, match="read-only"):
             comm.allreduce(x, algorithm="oneshot", out=frozen)
+        with pytest.raises(TypeError, match="subclass"):
+            comm.allreduce(np.ones(6).view(np.ma.MaskedArray), algorithm="oneshot")
+        with pytest.raises(TypeError, match="subclass"):
+            comm.allreduce(x, algorithm="oneshot", out=np.empty(6).view(np.ma.MaskedArray))
         from_frozen = comm.allreduce(frozen, algorithm="oneshot", out=np.empty(6)).copy()   # fine out of place
         comm.free()
         with pytest.raises(RuntimeError, match="freed"):
