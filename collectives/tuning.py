@@ -207,7 +207,6 @@ def hierarchical_parts(nbytes, n, ranks_per_node):
     return intra, inter
 
 
-
 def coefficients(collective, algorithm, nbytes, n, chunks=None, model=None, ranks_per_node=None):
     """(a, b, c) such that the predicted time is a*alpha + b*beta + c*gamma.
 
