@@ -510,7 +510,8 @@ class Communicator(Collectives):
         handle whose wait() returns it). Cost depends on the algorithm: see
         `collectives.algorithms` (ring: 2(n-1) steps, 2(n-1)/n of the buffer each way).
         """
-        plan = None if async_op else self._repeated_prepared(x, op, algorithm, out)
+        plan = None if async_op else self._repeated_prepared(x, ("allreduce", op, algorithm, out is None),
+                                                             out is None, out)
         if plan is not None:
             return self._run_prepared(plan, x, x if out is None else out)
         x, out = buffers.as_array(x), buffers.as_array(out)
@@ -524,25 +525,26 @@ class Communicator(Collectives):
             return self._run_prepared(plan, x, target)
         return self._run(plan.signature, self._allreduce_job, async_op, (plan, x, target))
 
-    def _repeated_prepared(self, x, op, algorithm, out):
-        """The plan of a plain synchronous all-reduce of NumPy arrays whose signature has
-        been called before and has a prepared form, if x and `out` pass every check the
-        layered path makes of them (x C-contiguous, and writeable when written; `out` of
-        x's dtype and shape, C-contiguous, writeable) and `_plain()`; else None, and the
-        layered path runs, raising where something is wrong. One function instead of
-        as_array, Plans.get, check_instance and check_out: at 4 ranks on 2 cores each
-        costs microseconds in the code it touches after a switch of cores."""
+    def _repeated_prepared(self, x, key, writeable, out=None):
+        """The plan a plain synchronous call on NumPy arrays made before under `key` (as
+        given to Plans.get), if it has a prepared form and x and `out` pass every check
+        the layered path makes of them (x C-contiguous, and writeable if `writeable`; `out`
+        of x's dtype, of x's shape or the plan's `out_shape`, C-contiguous, writeable) and
+        `_plain()`; else None, and the layered path runs, raising where something is wrong.
+        One function instead of as_array, Plans.get, check_instance and check_out: at 4
+        ranks on 2 cores each costs microseconds in the code it touches after a switch of
+        cores."""
         if type(x) is not np.ndarray or (out is not None and type(out) is not np.ndarray):
             return None
-        plan = self._plans.known((np.ndarray, x.dtype, x.shape, "allreduce", op, algorithm, out is None))
+        plan = self._plans.known((np.ndarray, x.dtype, x.shape) + key)
         if plan is None or plan.prepared is None or not self._plain():
             return None
         flags = x.flags
-        if not flags.c_contiguous or (out is None and not flags.writeable):
+        if not flags.c_contiguous or (writeable and not flags.writeable):
             return None
         if out is not None:
-            flags = out.flags
-            if out.dtype != x.dtype or out.shape != x.shape or not flags.c_contiguous or not flags.writeable:
+            flags, shape = out.flags, x.shape if plan.out_shape is None else plan.out_shape
+            if out.dtype != x.dtype or out.shape != shape or not flags.c_contiguous or not flags.writeable:
                 return None
         return plan
 
@@ -577,16 +579,20 @@ class Communicator(Collectives):
         rank, adding up to x.size, the same on every rank). x is not modified. Cost
         (ring): n-1 steps, (n-1)/n of the buffer sent, received and reduced per rank.
         """
-        x, out = buffers.as_array(x), buffers.as_array(out)
         key = ("reduce_scatter", op, algorithm, out is None)
         if counts is not None:
             counts = tuple(counts)
             key += (counts, tuple(map(type, counts)))
-        plan = self._plans.get(x, key, self._plan_reduce_scatter, op, algorithm, out, counts)
-        buffers.check_instance(x, plan.device, reduces=True)
-        if out is not None:
-            buffers.check_out(out, x, plan.extra[1])
-        return self._run(plan.signature, self._reduce_scatter_job, async_op, (plan, x, out))
+        plan = None if async_op else self._repeated_prepared(x, key, False, out)
+        if plan is None:
+            x, out = buffers.as_array(x), buffers.as_array(out)
+            plan = self._plans.get(x, key, self._plan_reduce_scatter, op, algorithm, out, counts)
+            buffers.check_instance(x, plan.device, reduces=True)
+            if out is not None:
+                buffers.check_out(out, x, plan.out_shape)
+            if plan.prepared is None or async_op or not self._plain():
+                return self._run(plan.signature, self._reduce_scatter_job, async_op, (plan, x, out))
+        return self._run_prepared(plan, x, buffers.empty(plan.out_shape, x) if out is None else out)
 
     def _plan_reduce_scatter(self, x, op, algorithm, out, counts):
         buffers.check_array(x, reduces=True)
@@ -605,13 +611,16 @@ class Communicator(Collectives):
         name = self._resolve("reduce_scatter", algorithm, x.nbytes, device=device)
         self._check_native_reduction(name, x.dtype)
         count = x.size if counts is None else tuple(b - a for a, b in zip(offsets, offsets[1:]))
+        wide = wide_avg(op, x.dtype)
+        prepared = None if device or wide else \
+            registry.prepare("reduce_scatter", name, self._transport, x, combine_op(op), offsets)
         return Plan(("reduce_scatter", count, buffers.dtype_name(x.dtype), op, name),
                     registry.ALGORITHMS["reduce_scatter"][name], op, device,
-                    extra=(offsets, shape, wide_avg(op, x.dtype)))
+                    extra=(offsets, wide), prepared=prepared, out_shape=shape)
 
     def _reduce_scatter_job(self, plan, x, out):
-        offsets, shape, wide = plan.extra
-        result = buffers.empty(shape, x) if out is None else out
+        offsets, wide = plan.extra
+        result = buffers.empty(plan.out_shape, x) if out is None else out
         if wide:                          # 'avg' of 2-byte floats: summed in float32
             def reduce_wide(w):
                 block = self._workspace.get("avg-wide-block", result.size, w)
@@ -631,12 +640,17 @@ class Communicator(Collectives):
         All ranks must pass the same shape. Returns `out` or a new array. Cost (ring):
         n-1 steps, (n-1)/n of the output received per rank.
         """
-        x, out = buffers.as_array(x), buffers.as_array(out)
-        plan = self._plans.get(x, ("allgather", algorithm, out is None), self._plan_allgather, algorithm, out)
-        buffers.check_instance(x, plan.device)
-        if out is not None:
-            buffers.check_out(out, x, plan.extra[0])
-        return self._run(plan.signature, self._allgather_job, async_op, (plan, x, out))
+        key = ("allgather", algorithm, out is None)
+        plan = None if async_op else self._repeated_prepared(x, key, False, out)
+        if plan is None:
+            x, out = buffers.as_array(x), buffers.as_array(out)
+            plan = self._plans.get(x, key, self._plan_allgather, algorithm, out)
+            buffers.check_instance(x, plan.device)
+            if out is not None:
+                buffers.check_out(out, x, plan.out_shape)
+            if plan.prepared is None or async_op or not self._plain():
+                return self._run(plan.signature, self._allgather_job, async_op, (plan, x, out))
+        return self._run_prepared(plan, x, buffers.empty(plan.out_shape, x) if out is None else out)
 
     def _plan_allgather(self, x, algorithm, out):
         buffers.check_array(x)
@@ -646,12 +660,14 @@ class Communicator(Collectives):
         offsets = [i * x.size for i in range(self.size + 1)]
         device = buffers.is_device(x)
         name = self._resolve("allgather", algorithm, x.nbytes * self.size, device=device)
+        prepared = None if device else registry.prepare("allgather", name, self._transport, x)
         return Plan(("allgather", tuple(x.shape), buffers.dtype_name(x.dtype), name),
-                    registry.ALGORITHMS["allgather"][name], device=device, extra=(shape, offsets))
+                    registry.ALGORITHMS["allgather"][name], device=device, extra=offsets,
+                    prepared=prepared, out_shape=shape)
 
     def _allgather_job(self, plan, x, out):
-        shape, offsets = plan.extra
-        result = buffers.empty(shape, x) if out is None else out
+        offsets = plan.extra
+        result = buffers.empty(plan.out_shape, x) if out is None else out
         buf = buffers.flat(result)
         buf[offsets[self.rank]:offsets[self.rank + 1]] = buffers.flat(x)
         plan.run(self._transport_for(plan, x), buf, offsets, self._workspace)
@@ -661,18 +677,24 @@ class Communicator(Collectives):
                   async_op: bool = False) -> Union[Array, Work]:
         """Copy root's x into every rank's x, in place; returns x. Cost (tree): about
         log2(n) + chunks - 1 steps, each non-leaf sending the buffer to its children."""
-        x = buffers.as_array(x)
-        plan = self._plans.get(x, ("broadcast", root, type(root), algorithm), self._plan_broadcast, root, algorithm)
-        buffers.check_instance(x, plan.device, writeable=True)
-        return self._run(plan.signature, self._broadcast_job, async_op, (plan, x))
+        key = ("broadcast", root, type(root), algorithm)
+        plan = None if async_op else self._repeated_prepared(x, key, True)
+        if plan is None:
+            x = buffers.as_array(x)
+            plan = self._plans.get(x, key, self._plan_broadcast, root, algorithm)
+            buffers.check_instance(x, plan.device, writeable=True)
+            if plan.prepared is None or async_op or not self._plain():
+                return self._run(plan.signature, self._broadcast_job, async_op, (plan, x))
+        return self._run_prepared(plan, x, x)
 
     def _plan_broadcast(self, x, root, algorithm):
         buffers.check_array(x, writeable=True)
         root = self._check_root(root)
         device = buffers.is_device(x)
         name = self._resolve("broadcast", algorithm, x.nbytes, device=device)
+        prepared = None if device else registry.prepare("broadcast", name, self._transport, x, root)
         return Plan(("broadcast", x.size, buffers.dtype_name(x.dtype), root, name),
-                    registry.ALGORITHMS["broadcast"][name], device=device, extra=root)
+                    registry.ALGORITHMS["broadcast"][name], device=device, extra=root, prepared=prepared)
 
     def _broadcast_job(self, plan, x):
         plan.run(self._transport_for(plan, x), buffers.flat(x), plan.extra, self._workspace)

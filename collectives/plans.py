@@ -25,15 +25,15 @@ class Plan:
     """One call signature's resolved call: `signature` (the flight record's and the call
     tags'), `run` (the algorithm's function), `op` (the checked op, None where there is
     none), `device` (the buffer is a GPU array), `extra` (what the collective needs
-    beside: block offsets, the result's shape, the root) and `prepared` (None, or the
-    algorithm bound to this signature on the Communicator's transport:
-    collectives.algorithms.prepare)."""
-    __slots__ = ("signature", "run", "op", "device", "extra", "tuning", "prepared")
+    beside: block offsets, the root), `prepared` (None, or the algorithm bound to this
+    signature on the Communicator's transport: collectives.algorithms.prepare) and
+    `out_shape` (the shape an `out` array must have where it is not x's)."""
+    __slots__ = ("signature", "run", "op", "device", "extra", "tuning", "prepared", "out_shape")
 
     def __init__(self, signature: tuple, run: Callable, op: Optional[str] = None, device: bool = False,
-                 extra: Any = None, prepared: Optional[Callable] = None) -> None:
+                 extra: Any = None, prepared: Optional[Callable] = None, out_shape: Optional[tuple] = None) -> None:
         self.signature, self.run, self.op, self.device, self.extra = signature, run, op, device, extra
-        self.prepared = prepared
+        self.prepared, self.out_shape = prepared, out_shape
         self.tuning = None
 
 

@@ -1,6 +1,10 @@
-"""The prepared one-shot all-reduce (collectives.algorithms.prepare): a plain synchronous
-small call runs the algorithm bound to its signature, with the same bits, checks, call
-tags, flight record and errors as the layered path, which every other call still takes."""
+"""The prepared forms (collectives.algorithms.prepare: the one-shot all-reduce, the
+shared-memory reduce-scatter, all-gather and broadcast): a plain synchronous call runs the
+algorithm bound to its signature, with the same bits, checks, call tags, flight record and
+errors as the layered path, which every other call still takes; a repeated one skips the
+plan lookup and still refuses what the layered checks refuse."""
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 
@@ -17,6 +21,23 @@ def refusing(*args):
 def layered_refuses(monkeypatch):
     """The registry's one-shot function fails if called: only the prepared form may run."""
     monkeypatch.setitem(algorithms.ALGORITHMS["allreduce"], "oneshot", refusing)
+
+
+@contextmanager
+def plan_lookup_refused(comm, monkeypatch):
+    """Within the block every rank's Plans.get raises (rank 0 patches the class between
+    barriers): a call that still succeeds did not look its plan up."""
+    from collectives.plans import Plans
+    lookup = Plans.get
+    comm.barrier()
+    if comm.rank == 0:
+        monkeypatch.setattr(Plans, "get", refusing)
+    comm.barrier()
+    yield
+    comm.barrier()
+    if comm.rank == 0:
+        monkeypatch.setattr(Plans, "get", lookup)
+    comm.barrier()
 
 
 def test_a_plain_small_call_takes_the_prepared_form_and_other_calls_the_layered_one(layered_refuses):
@@ -96,23 +117,13 @@ def test_a_stalled_peer_is_named_and_a_mismatch_is_caught_on_the_prepared_form()
 
 
 def test_a_repeated_signature_skips_the_plan_lookup_and_keeps_every_check(monkeypatch):
-    from collectives.plans import Plans
-    plan_lookup = Plans.get
-
     def body(comm):
         x, out = np.ones(6), np.empty(6)
         comm.allreduce(x, algorithm="oneshot")                  # plans made: in place, out of place
         comm.allreduce(x, algorithm="oneshot", out=out)
-        comm.barrier()
-        if comm.rank == 0:
-            monkeypatch.setattr(Plans, "get", refusing)
-        comm.barrier()
-        repeated = comm.allreduce(np.ones(6), algorithm="oneshot").copy(), \
-            comm.allreduce(np.ones(6), algorithm="oneshot", out=out).copy()
-        comm.barrier()
-        if comm.rank == 0:
-            monkeypatch.setattr(Plans, "get", plan_lookup)
-        comm.barrier()
+        with plan_lookup_refused(comm, monkeypatch):
+            repeated = comm.allreduce(np.ones(6), algorithm="oneshot").copy(), \
+                comm.allreduce(np.ones(6), algorithm="oneshot", out=out).copy()
         with pytest.raises(ValueError, match="C-contiguous"):
             comm.allreduce(np.ones(12)[::2], algorithm="oneshot")        # same type, dtype and shape
         frozen = np.ones(6)
@@ -139,3 +150,178 @@ def test_a_repeated_signature_skips_the_plan_lookup_and_keeps_every_check(monkey
     for (in_place, out_of_place), from_frozen in cc.run_threads(2, body, timeout=30):
         assert np.array_equal(in_place, np.full(6, 2.0)) and np.array_equal(out_of_place, np.full(6, 2.0))
         assert np.array_equal(from_frozen, np.full(6, 2.0))
+
+
+@pytest.fixture
+def shm_layered_refuses(monkeypatch):
+    """The registry's shared-memory broadcast, all-gather and reduce-scatter fail if called."""
+    for collective in ("broadcast", "allgather", "reduce_scatter"):
+        monkeypatch.setitem(algorithms.ALGORITHMS[collective], "shm", refusing)
+
+
+def test_plain_broadcasts_and_allgathers_take_the_prepared_form(shm_layered_refuses):
+    def body(comm):
+        x = np.arange(6.0).reshape(2, 3) * (comm.rank == 1)
+        comm.broadcast(x, root=1, algorithm="shm")                     # new signature: prepared
+        comm.broadcast(x, root=1, algorithm="shm")                     # repeated: prepared
+        gathered = comm.allgather(np.full((1, 2), comm.rank), algorithm="shm")
+        into = np.empty((comm.size, 2), np.int64)
+        comm.allgather(np.full((1, 2), comm.rank), algorithm="shm", out=into)
+        scalars = comm.allgather(np.float32(comm.rank + 0.5) * np.ones(()), algorithm="shm")   # 0-d
+        with pytest.raises(AssertionError, match="layered"):
+            comm.broadcast(x, root=1, algorithm="shm", async_op=True).wait()
+        with pytest.raises(AssertionError, match="layered"):
+            comm.allgather(np.ones(2), algorithm="shm", async_op=True).wait()
+        return x, gathered, into, scalars
+    for x, gathered, into, scalars in cc.run_threads(3, body, timeout=30):
+        assert np.array_equal(x, np.arange(6.0).reshape(2, 3))
+        assert np.array_equal(gathered, np.repeat(np.arange(3), 2).reshape(3, 2)) and np.array_equal(into, gathered)
+        assert np.array_equal(scalars, np.arange(3) + 0.5)
+
+
+def test_broadcasts_and_allgathers_too_big_for_one_round_stay_layered(shm_layered_refuses):
+    def body(comm):
+        comm.broadcast(np.ones(8 << 10), algorithm="shm")              # 64 KiB > a staging half
+    with pytest.raises(Exception, match="layered"):
+        cc.run_threads(2, body, timeout=30, shm_bytes=256 << 10)
+
+    def gather(comm):
+        comm.allgather(np.ones(6 << 10), algorithm="shm")              # 48 KiB, gathered 96 KiB
+    with pytest.raises(Exception, match="layered"):
+        cc.run_threads(2, gather, timeout=30, shm_bytes=256 << 10)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+@pytest.mark.parametrize("shape, dtype", [((7,), "float32"), ((2, 3), "int16"), ((), "float64"), ((4,), "bool")])
+def test_the_prepared_broadcast_and_allgather_match_the_layered_ones(n, shape, dtype):
+    def body(comm):
+        rng = np.random.default_rng(comm.rank)
+        x = np.asarray(rng.standard_normal(shape) * 9).astype(dtype)     # shape (): a 0-d array
+        root = comm.size - 1
+        prepared_b, layered_b = x.copy(), x.copy()
+        comm.broadcast(prepared_b, root=root, algorithm="shm")
+        comm.broadcast(layered_b, root=root, algorithm="shm", async_op=True).wait()
+        prepared_g = comm.allgather(x, algorithm="shm")
+        layered_g = comm.allgather(x, algorithm="shm", async_op=True).wait()
+        return x, prepared_b, layered_b, prepared_g, layered_g
+    results = cc.run_threads(n, body, timeout=60)
+    inputs = [result[0] for result in results]
+    expected_g = np.concatenate([np.atleast_1d(x) for x in inputs])
+    for _, prepared_b, layered_b, prepared_g, layered_g in results:
+        assert prepared_b.tobytes() == layered_b.tobytes() == inputs[-1].tobytes()
+        assert prepared_g.tobytes() == layered_g.tobytes() == expected_g.tobytes()
+
+
+def test_repeated_broadcasts_and_allgathers_skip_the_plan_lookup_and_keep_every_check(monkeypatch):
+    def body(comm):
+        x, out = np.ones(4), np.empty(8)
+        comm.broadcast(x, algorithm="shm")
+        comm.allgather(x, algorithm="shm", out=out)
+        with plan_lookup_refused(comm, monkeypatch):
+            comm.broadcast(x, algorithm="shm")
+            comm.allgather(x, algorithm="shm", out=out)
+        frozen = np.ones(4)
+        frozen.flags.writeable = False
+        with pytest.raises(ValueError, match="read-only"):
+            comm.broadcast(frozen, algorithm="shm")
+        with pytest.raises(ValueError, match="C-contiguous"):
+            comm.broadcast(np.ones(8)[::2], algorithm="shm")
+        refuses_what_the_layered_checks_refuse(lambda x, out: comm.allgather(x, algorithm="shm", out=out), 4, 8)
+        comm.allgather(frozen, algorithm="shm", out=out)                 # read-only x is fine here
+        return out
+    assert all(np.array_equal(out, np.ones(8)) for out in cc.run_threads(2, body, timeout=30))
+
+
+def refuses_what_the_layered_checks_refuse(call, size, out_size):
+    """call(x, out) on float64 buffers of a known signature (x of `size`, out of
+    `out_size` elements) still refuses a strided x and an out of another shape, of another
+    dtype, or read-only."""
+    with pytest.raises(ValueError, match="C-contiguous"):
+        call(np.ones(2 * size)[::2], np.empty(out_size))
+    with pytest.raises(ValueError, match="shape"):
+        call(np.ones(size), np.empty(2 * out_size))
+    with pytest.raises(TypeError, match="dtype"):
+        call(np.ones(size), np.empty(out_size, np.float32))
+    with pytest.raises(ValueError, match="read-only"):
+        call(np.ones(size), _frozen(out_size))
+
+
+def _frozen(count):
+    array = np.ones(count)
+    array.flags.writeable = False
+    return array
+
+
+def test_a_stalled_peer_is_named_and_a_mismatch_is_caught_on_the_prepared_broadcast():
+    def stalled(comm):
+        x = np.ones(4)
+        comm.broadcast(x, algorithm="shm")
+        if comm.rank == 1:
+            return None
+        with pytest.raises(cc.CollectiveTimeout, match="rank 1"):
+            comm.broadcast(x, algorithm="shm")
+        return comm.flight_record()[-1]["state"]
+    assert cc.run_threads(2, stalled, timeout=1)[0] == "timed out"
+
+    def mismatched(comm):
+        comm.broadcast(np.ones(4), root=0, algorithm="shm")
+        if comm.rank == 0:
+            comm.broadcast(np.ones(4), root=0, algorithm="shm")
+        else:
+            comm.allgather(np.ones(2), algorithm="shm")
+    with pytest.raises(cc.CollectiveMismatch):
+        cc.run_threads(2, mismatched, timeout=10)
+
+
+def test_plain_reduce_scatters_take_the_prepared_form_and_wide_averages_do_not(shm_layered_refuses):
+    def body(comm):
+        x = np.arange(10.0).reshape(2, 5) + comm.rank
+        block = comm.reduce_scatter(x, algorithm="shm")
+        again = comm.reduce_scatter(x, algorithm="shm", out=np.empty_like(block))
+        uneven = comm.reduce_scatter(x, "max", algorithm="shm", counts=[7, 0, 3])
+        mean = comm.reduce_scatter(x.astype(np.float32), "avg", algorithm="shm")
+        with pytest.raises(AssertionError, match="layered"):
+            comm.reduce_scatter(x, algorithm="shm", async_op=True).wait()
+        with pytest.raises(AssertionError, match="layered"):          # float16 'avg' sums in float32
+            comm.reduce_scatter(x.astype(np.float16), "avg", algorithm="shm")
+        return block, again, uneven, mean
+    results = cc.run_threads(3, body, timeout=30)
+    total = sum(np.arange(10.0) + r for r in range(3))
+    for r, (block, again, uneven, mean) in enumerate(results):
+        lo, hi = cc.partition(10, 3)[r:r + 2]
+        assert np.array_equal(block, total[lo:hi]) and np.array_equal(again, block)
+        assert np.array_equal(uneven, (np.arange(10.0) + 2)[[0, 7, 7, 10][r]:[0, 7, 7, 10][r + 1]])
+        assert np.allclose(mean, total[lo:hi] / 3)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+@pytest.mark.parametrize("dtype, op", [("float32", "sum"), ("float64", "prod"), ("float16", "max"),
+                                       ("int32", "min"), ("bool", "max"), ("float64", "avg")])
+def test_the_prepared_reduce_scatter_gives_the_layered_bits(n, dtype, op):
+    def body(comm):
+        rng = np.random.default_rng(comm.rank)
+        x = (rng.standard_normal((3, 7)) * 4).astype(dtype)
+        prepared = comm.reduce_scatter(x, op, algorithm="shm")
+        layered = comm.reduce_scatter(x, op, algorithm="shm", async_op=True).wait()
+        counts = [(i % 3) * 4 for i in range(comm.size)]
+        counts[-1] += 21 - sum(counts)
+        prepared_v = comm.reduce_scatter(x, op, algorithm="shm", counts=counts)
+        layered_v = comm.reduce_scatter(x, op, algorithm="shm", counts=counts, async_op=True).wait()
+        return x, prepared, layered, prepared_v, layered_v
+    results = cc.run_threads(n, body, timeout=60)
+    offsets = cc.partition(21, n)
+    for r, (_, prepared, layered, prepared_v, layered_v) in enumerate(results):
+        assert prepared.tobytes() == layered.tobytes() and prepared_v.tobytes() == layered_v.tobytes()
+        assert_matches(prepared, [x.reshape(-1)[offsets[r]:offsets[r + 1]] for x, *_ in results], op)
+
+
+def test_repeated_reduce_scatters_skip_the_plan_lookup_and_keep_every_check(monkeypatch):
+    def body(comm):
+        x, out = np.ones(4), np.empty(2)
+        comm.reduce_scatter(x, algorithm="shm", out=out)
+        with plan_lookup_refused(comm, monkeypatch):
+            comm.reduce_scatter(x, algorithm="shm", out=out)
+        refuses_what_the_layered_checks_refuse(
+            lambda x, out: comm.reduce_scatter(x, algorithm="shm", out=out), 4, 2)
+        return comm.reduce_scatter(_frozen(4), algorithm="shm", out=out)     # read-only x is fine
+    assert all(np.array_equal(out, np.full(2, 2.0)) for out in cc.run_threads(2, body, timeout=30))

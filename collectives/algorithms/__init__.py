@@ -119,16 +119,23 @@ ALGORITHMS = {
 }
 
 
-# Algorithms that can be bound to one call signature ahead of the call (see `prepare`).
-PREPARABLE = {("allreduce", "oneshot"): shm.prepare_oneshot}
+# Algorithms that can be bound to one call signature ahead of the call (see `prepare`),
+# each with the arguments of the signature it binds beside the transport and x.
+PREPARABLE = {("allreduce", "oneshot"): shm.prepare_oneshot,                  # (t, x, combine op)
+              ("reduce_scatter", "shm"): shm.prepare_reduce_scatter,          # (t, x, combine op, offsets)
+              ("broadcast", "shm"): shm.prepare_broadcast,                    # (t, x, root)
+              ("allgather", "shm"): shm.prepare_allgather}                    # (t, x)
 
 
-def prepare(collective, name, transport, x, op):
-    """`name` bound to x's signature (shape, dtype) and combine op on `transport`: a
-    function run(x, out) doing what ALGORITHMS[collective][name] does for such arrays, or
-    None where the algorithm offers no such form or it does not apply (see PREPARABLE)."""
+def prepare(collective, name, transport, x, *args):
+    """`name` bound to x's signature (shape, dtype) and the collective's other arguments
+    `args` (all-reduce: the combine op; reduce-scatter: the combine op and the block
+    offsets; broadcast: root; all-gather: none) on `transport`:
+    a function run(x, out) doing what ALGORITHMS[collective][name] does for such arrays
+    (out: the result array; for broadcast x itself), or None where the algorithm offers
+    no such form or it does not apply (see PREPARABLE)."""
     make = PREPARABLE.get((collective, name))
-    return make(transport, x, op) if make is not None else None
+    return make(transport, x, *args) if make is not None else None
 
 
 def names(collective, transport):

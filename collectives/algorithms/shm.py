@@ -9,6 +9,12 @@ docstring says why a staging area is never overwritten while a peer still reads 
 Buffers larger than a staging half go in rounds; two-shot also cuts them into
 8 MiB chunks, one round each, so that while one rank still copies chunk c out a peer
 already publishes chunk c+1.
+
+The `prepare_*` functions bind one algorithm to one call signature (shape, dtype, op,
+root, block offsets): the views of both staging halves and the op's ufunc are looked up
+once, and run(x, out) does what the layered function does for that signature in one
+round, with the same sync points and the same ufunc calls (so the same bits), touching as
+little as possible per call. The Communicator runs them for its plain synchronous calls.
 """
 import numpy as np
 
@@ -128,23 +134,115 @@ def prepare_oneshot(t, x, op):
     (simulated, traced: not `bindable`), an empty x or one larger than WAIT_ALL_BYTES or a
     staging half. The caller runs it only when no observer needs to see the reduction (the
     Communicator's plain synchronous calls)."""
-    segment = segment_of(t)
-    if t.size < 2 or segment is None or not segment.bindable or \
-            not 0 < x.nbytes <= min(WAIT_ALL_BYTES, segment.staging_bytes):
+    segment = _bindable_one_round(t, x.nbytes)
+    if segment is None or x.nbytes > WAIT_ALL_BYTES:
         return None
     r, chain = t.rank, ufunc_chain(op)
     views = [[view.reshape(x.shape) for view in segment.staging_all(parity, x.dtype, x.size)] for parity in (0, 1)]
     offsets = [segment.staging_offset(parity) for parity in (0, 1)]
 
     def run(x, out):
-        if segment.closed:                 # its views no longer map the segment
-            raise RuntimeError(f"rank {r}: the shared segment of this communicator is closed")
-        parity = segment.begin_round()
+        parity = _bound_round(t, segment)
         mine = views[parity]
         mine[r][...] = x
         segment.post(offsets[parity])
         segment.wait_all(t.timeout)
         chain(out, mine)
+    return run
+
+
+def _bindable_one_round(t, nbytes):
+    """The segment t's shared-memory algorithms use, if a call passing `nbytes` through
+    each staging half may be bound ahead (see prepare_oneshot): more than one rank, a
+    segment that lets views be kept (`bindable`), and 0 < nbytes <= a staging half (one
+    round). Else None."""
+    segment = segment_of(t)
+    if t.size < 2 or segment is None or not segment.bindable or not 0 < nbytes <= segment.staging_bytes:
+        return None
+    return segment
+
+
+def _bound_round(t, segment):
+    """Begin a round for a prepared call (see prepare_oneshot); returns its parity. Raises
+    once the segment is closed: the bound views no longer map it."""
+    if segment.closed:
+        raise RuntimeError(f"rank {t.rank}: the shared segment of this communicator is closed")
+    return segment.begin_round()
+
+
+def prepare_broadcast(t, x, root):
+    """broadcast bound to x's shape and dtype and `root` on transport t: run(x, out), out
+    being x, doing what broadcast does in one round (root copies x into its staging half,
+    one sync point, every other rank copies it out) with root's views looked up once.
+    None where that does not apply: one rank, no bindable segment, an empty x or one
+    larger than a staging half."""
+    segment = _bindable_one_round(t, x.nbytes)
+    if segment is None:
+        return None
+    is_root = t.rank == root
+    views = [segment.staging(root, parity, x.dtype, x.size).reshape(x.shape) for parity in (0, 1)]
+
+    def run(x, out):
+        parity = _bound_round(t, segment)
+        if is_root:
+            views[parity][...] = x
+        segment.post()
+        segment.wait_all(t.timeout)
+        if not is_root:
+            x[...] = views[parity]
+    return run
+
+
+def prepare_allgather(t, x):
+    """allgather bound to x's shape and dtype on transport t: run(x, out) filling out
+    (shape (n * x.shape[0],) + x.shape[1:]) as allgather does in one round (each rank
+    copies x into its block of its staging half, one sync point, every rank copies the
+    other blocks out), with every block's view looked up once. None where that does not
+    apply: one rank, no bindable segment, an empty x or a gathered buffer larger than a
+    staging half."""
+    n, r = t.size, t.rank
+    segment = _bindable_one_round(t, n * x.nbytes)
+    if segment is None:
+        return None
+    rows = (n,) + x.shape
+    blocks = [[segment.staging(j, parity, x.dtype, x.size, start=j * x.size).reshape(x.shape)
+               for j in range(n)] for parity in (0, 1)]
+    others = [j for j in range(n) if j != r]
+
+    def run(x, out):
+        parity = _bound_round(t, segment)
+        published = blocks[parity]
+        published[r][...] = x
+        segment.post()
+        segment.wait_all(t.timeout)
+        gathered = out.reshape(rows)
+        gathered[r] = x
+        for j in others:
+            gathered[j] = published[j]
+    return run
+
+
+def prepare_reduce_scatter(t, x, op, offsets):
+    """reduce_scatter bound to x's shape and dtype, combine op `op` and the block
+    `offsets` on transport t: run(x, out) doing what reduce_scatter does in one round
+    (copy x into the staging half, one sync point, reduce this rank's block from all n
+    halves in rank order into out, with the same ufunc calls: the same bits), with every
+    view and the op's ufunc looked up once. None where that does not apply: one rank, no
+    bindable segment, an empty x or one larger than a staging half."""
+    segment = _bindable_one_round(t, x.nbytes)
+    if segment is None:
+        return None
+    n, r, chain = t.size, t.rank, ufunc_chain(op)
+    lo, hi = offsets[r], offsets[r + 1]
+    staged = [segment.staging(r, parity, x.dtype, x.size).reshape(x.shape) for parity in (0, 1)]
+    blocks = [[segment.staging(j, parity, x.dtype, hi - lo, start=lo) for j in range(n)] for parity in (0, 1)]
+
+    def run(x, out):
+        parity = _bound_round(t, segment)
+        staged[parity][...] = x
+        segment.post()
+        segment.wait_all(t.timeout)
+        chain(out, blocks[parity])
     return run
 
 
