@@ -25,9 +25,10 @@ class Plan:
     """One call signature's resolved call: `signature` (the flight record's and the call
     tags'), `run` (the algorithm's function), `op` (the checked op, None where there is
     none), `device` (the buffer is a GPU array), `extra` (what the collective needs
-    beside: block offsets, the root), `prepared` (None, or the algorithm bound to this
-    signature on the Communicator's transport: collectives.algorithms.prepare) and
-    `out_shape` (the shape an `out` array must have where it is not x's)."""
+    beside: block offsets, the root, whether 'avg' sums in float32), `prepared` (None, or
+    the algorithm bound to this signature on the Communicator's transport:
+    collectives.algorithms.prepare) and `out_shape` (the shape an `out` array must have
+    where it is not x's)."""
     __slots__ = ("signature", "run", "op", "device", "extra", "tuning", "prepared", "out_shape")
 
     def __init__(self, signature: tuple, run: Callable, op: Optional[str] = None, device: bool = False,

@@ -325,3 +325,52 @@ def test_repeated_reduce_scatters_skip_the_plan_lookup_and_keep_every_check(monk
             lambda x, out: comm.reduce_scatter(x, algorithm="shm", out=out), 4, 2)
         return comm.reduce_scatter(_frozen(4), algorithm="shm", out=out)     # read-only x is fine
     assert all(np.array_equal(out, np.full(2, 2.0)) for out in cc.run_threads(2, body, timeout=30))
+
+
+def test_ranks_taking_the_prepared_and_the_layered_form_meet_in_one_call():
+    """The prepared forms post the layered functions' sync points, so a call in which
+    some ranks run one and the others the other (async_op picks the layered one) agrees,
+    and the flag counters stay aligned for what follows."""
+    def body(comm):
+        layered = comm.rank % 2 == 1
+        results = []
+        for step in range(6):
+            x = np.arange(12.0) * (step + 1) + comm.rank
+
+            def call(method, *args, **kwargs):
+                result = method(*args, **kwargs, async_op=layered)
+                return result.wait() if layered else result
+            results.append(call(comm.allreduce, x.copy(), algorithm="oneshot").copy())
+            results.append(call(comm.reduce_scatter, x, algorithm="shm").copy())
+            results.append(call(comm.allgather, x[:2], algorithm="shm").copy())
+            results.append(call(comm.broadcast, x.copy(), root=step % comm.size, algorithm="shm").copy())
+            results.append(call(comm.allreduce, x.copy(), algorithm="twoshot").copy())
+        return results
+    results = cc.run_threads(3, body, timeout=30)
+    for step in range(6):
+        xs = [np.arange(12.0) * (step + 1) + r for r in range(3)]
+        for r, mine in enumerate(results):
+            total = xs[0] + xs[1] + xs[2]
+            lo, hi = cc.partition(12, 3)[r:r + 2]
+            got = mine[5 * step:5 * step + 5]
+            assert np.array_equal(got[0], total) and np.array_equal(got[4], total)
+            assert np.array_equal(got[1], total[lo:hi])
+            assert np.array_equal(got[2], np.concatenate([x[:2] for x in xs]))
+            assert np.array_equal(got[3], xs[step % 3])
+
+
+def test_an_allgather_into_an_out_that_holds_x_gives_the_layered_result():
+    def body(comm):
+        prepared, layered = np.zeros(2 * comm.size), np.zeros(2 * comm.size)
+        prepared[2 * comm.rank:2 * comm.rank + 2] = layered[2 * comm.rank:2 * comm.rank + 2] = comm.rank + 1
+        mine = slice(2 * comm.rank, 2 * comm.rank + 2)
+        comm.allgather(prepared[mine], algorithm="shm", out=prepared)          # x: this rank's block of out
+        comm.allgather(layered[mine], algorithm="shm", out=layered, async_op=True).wait()
+        other = np.arange(2 * comm.size, dtype=float) + 10 * comm.rank
+        other_layered = other.copy()
+        comm.allgather(other[:2], algorithm="shm", out=other)                  # x: rank 0's block of out
+        comm.allgather(other_layered[:2], algorithm="shm", out=other_layered, async_op=True).wait()
+        return prepared, layered, other, other_layered
+    for prepared, layered, other, other_layered in cc.run_threads(3, body, timeout=30):
+        assert np.array_equal(prepared, np.repeat([1.0, 2.0, 3.0], 2)) and np.array_equal(prepared, layered)
+        assert np.array_equal(other, other_layered) and np.array_equal(other, [0, 1, 10, 11, 20, 21])

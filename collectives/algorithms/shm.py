@@ -195,11 +195,11 @@ def prepare_broadcast(t, x, root):
 
 def prepare_allgather(t, x):
     """allgather bound to x's shape and dtype on transport t: run(x, out) filling out
-    (shape (n * x.shape[0],) + x.shape[1:]) as allgather does in one round (each rank
-    copies x into its block of its staging half, one sync point, every rank copies the
-    other blocks out), with every block's view looked up once. None where that does not
-    apply: one rank, no bindable segment, an empty x or a gathered buffer larger than a
-    staging half."""
+    (shape (n * x.shape[0],) + x.shape[1:], or (n,) for a 0-d x) as allgather does in one
+    round (each rank copies x into its block of its staging half, one sync point, every
+    rank copies the other blocks out), with every block's view looked up once. None where
+    that does not apply: one rank, no bindable segment, an empty x or a gathered buffer
+    larger than a staging half."""
     n, r = t.size, t.rank
     segment = _bindable_one_round(t, n * x.nbytes)
     if segment is None:
