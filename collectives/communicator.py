@@ -404,7 +404,8 @@ class Communicator(Collectives):
                 raise
             raise engine_error from exc
         self._flight.end()
-        finish_avg(target, plan.op, self.size)
+        if target is not None:               # None: a rank that gets no result (reduce's non-roots)
+            finish_avg(target, plan.op, self.size)
         return target
 
     def _observed(self, sequence, signature, job, args):
@@ -510,8 +511,7 @@ class Communicator(Collectives):
         handle whose wait() returns it). Cost depends on the algorithm: see
         `collectives.algorithms` (ring: 2(n-1) steps, 2(n-1)/n of the buffer each way).
         """
-        plan = None if async_op else self._repeated_prepared(x, ("allreduce", op, algorithm, out is None),
-                                                             out is None, out)
+        plan = None if async_op else self._repeated_prepared(x, ("allreduce", op, algorithm, out is None), out)
         if plan is not None:
             return self._run_prepared(plan, x, x if out is None else out)
         x, out = buffers.as_array(x), buffers.as_array(out)
@@ -525,22 +525,22 @@ class Communicator(Collectives):
             return self._run_prepared(plan, x, target)
         return self._run(plan.signature, self._allreduce_job, async_op, (plan, x, target))
 
-    def _repeated_prepared(self, x, key, writeable, out=None):
+    def _repeated_prepared(self, x, key, out=None):
         """The plan a plain synchronous call on NumPy arrays made before under `key` (as
         given to Plans.get), if it has a prepared form and x and `out` pass every check
-        the layered path makes of them (x C-contiguous, and writeable if `writeable`; `out`
-        of x's dtype, of x's shape or the plan's `out_shape`, C-contiguous, writeable) and
-        `_plain()`; else None, and the layered path runs, raising where something is wrong.
-        One function instead of as_array, Plans.get, check_instance and check_out: at 4
-        ranks on 2 cores each costs microseconds in the code it touches after a switch of
-        cores."""
+        the layered path makes of them (x C-contiguous, and writeable where the plan
+        `writes_x`; `out` of x's dtype, of x's shape or the plan's `out_shape`,
+        C-contiguous, writeable) and `_plain()`; else None, and the layered path runs,
+        raising where something is wrong. One function instead of as_array, Plans.get,
+        check_instance and check_out: at 4 ranks on 2 cores each costs microseconds in the
+        code it touches after a switch of cores."""
         if type(x) is not np.ndarray or (out is not None and type(out) is not np.ndarray):
             return None
         plan = self._plans.known((np.ndarray, x.dtype, x.shape) + key)
         if plan is None or plan.prepared is None or not self._plain():
             return None
         flags = x.flags
-        if not flags.c_contiguous or (writeable and not flags.writeable):
+        if not flags.c_contiguous or (plan.writes_x and not flags.writeable):
             return None
         if out is not None:
             flags, shape = out.flags, x.shape if plan.out_shape is None else plan.out_shape
@@ -559,7 +559,8 @@ class Communicator(Collectives):
         extra = wide_avg(op, x.dtype)
         prepared = None if device or extra else registry.prepare("allreduce", name, self._transport, x, combine_op(op))
         return Plan(("allreduce", x.size, buffers.dtype_name(x.dtype), op, name),
-                    registry.ALGORITHMS["allreduce"][name], op, device, extra=extra, prepared=prepared)
+                    registry.ALGORITHMS["allreduce"][name], op, device, extra=extra, prepared=prepared,
+                    writes_x=out is None)
 
     def _allreduce_job(self, plan, x, target):
         buf = buffers.flat(target)
@@ -583,7 +584,7 @@ class Communicator(Collectives):
         if counts is not None:
             counts = tuple(counts)
             key += (counts, tuple(map(type, counts)))
-        plan = None if async_op else self._repeated_prepared(x, key, False, out)
+        plan = None if async_op else self._repeated_prepared(x, key, out)
         if plan is None:
             x, out = buffers.as_array(x), buffers.as_array(out)
             plan = self._plans.get(x, key, self._plan_reduce_scatter, op, algorithm, out, counts)
@@ -641,7 +642,7 @@ class Communicator(Collectives):
         n-1 steps, (n-1)/n of the output received per rank.
         """
         key = ("allgather", algorithm, out is None)
-        plan = None if async_op else self._repeated_prepared(x, key, False, out)
+        plan = None if async_op else self._repeated_prepared(x, key, out)
         if plan is None:
             x, out = buffers.as_array(x), buffers.as_array(out)
             plan = self._plans.get(x, key, self._plan_allgather, algorithm, out)
@@ -678,7 +679,7 @@ class Communicator(Collectives):
         """Copy root's x into every rank's x, in place; returns x. Cost (tree): about
         log2(n) + chunks - 1 steps, each non-leaf sending the buffer to its children."""
         key = ("broadcast", root, type(root), algorithm)
-        plan = None if async_op else self._repeated_prepared(x, key, True)
+        plan = None if async_op else self._repeated_prepared(x, key)
         if plan is None:
             x = buffers.as_array(x)
             plan = self._plans.get(x, key, self._plan_broadcast, root, algorithm)
@@ -694,7 +695,8 @@ class Communicator(Collectives):
         name = self._resolve("broadcast", algorithm, x.nbytes, device=device)
         prepared = None if device else registry.prepare("broadcast", name, self._transport, x, root)
         return Plan(("broadcast", x.size, buffers.dtype_name(x.dtype), root, name),
-                    registry.ALGORITHMS["broadcast"][name], device=device, extra=root, prepared=prepared)
+                    registry.ALGORITHMS["broadcast"][name], device=device, extra=root, prepared=prepared,
+                    writes_x=True)
 
     def _broadcast_job(self, plan, x):
         plan.run(self._transport_for(plan, x), buffers.flat(x), plan.extra, self._workspace)
@@ -705,14 +707,19 @@ class Communicator(Collectives):
         """Reduce x over all ranks into root only: into `out` there if given, else into
         root's x in place. Returns the result on root and None elsewhere; other ranks' x
         is not modified. Cost (tree): about log2(n) + chunks - 1 steps."""
-        x, out = buffers.as_array(x), buffers.as_array(out)
         key = ("reduce", op, root, type(root), algorithm, out is None)
-        plan = self._plans.get(x, key, self._plan_reduce, op, root, algorithm, out)
-        root, is_root, _ = plan.extra
-        buffers.check_instance(x, plan.device, writeable=is_root and out is None, reduces=True)
-        if out is not None and is_root:
-            buffers.check_out(out, x, x.shape)
-        return self._run(plan.signature, self._reduce_job, async_op, (plan, x, out))
+        plan = None if async_op else self._repeated_prepared(x, key, out)
+        if plan is None:
+            x, out = buffers.as_array(x), buffers.as_array(out)
+            plan = self._plans.get(x, key, self._plan_reduce, op, root, algorithm, out)
+            root, is_root, _ = plan.extra
+            buffers.check_instance(x, plan.device, writeable=is_root and out is None, reduces=True)
+            if out is not None and is_root:
+                buffers.check_out(out, x, x.shape)
+            if plan.prepared is None or async_op or not self._plain():
+                return self._run(plan.signature, self._reduce_job, async_op, (plan, x, out))
+        is_root = plan.extra[1]
+        return self._run_prepared(plan, x, (x if out is None else out) if is_root else None)
 
     def _plan_reduce(self, x, op, root, algorithm, out):
         root = self._check_root(root)
@@ -724,8 +731,12 @@ class Communicator(Collectives):
         device = buffers.is_device(x)
         name = self._resolve("reduce", algorithm, x.nbytes, device=device)
         self._check_native_reduction(name, x.dtype)
+        wide = wide_avg(op, x.dtype)
+        prepared = None if device or wide else \
+            registry.prepare("reduce", name, self._transport, x, combine_op(op), root)
         return Plan(("reduce", x.size, buffers.dtype_name(x.dtype), op, root, name),
-                    registry.ALGORITHMS["reduce"][name], op, device, extra=(root, is_root, wide_avg(op, x.dtype)))
+                    registry.ALGORITHMS["reduce"][name], op, device, extra=(root, is_root, wide),
+                    prepared=prepared, writes_x=is_root and out is None)
 
     def _reduce_job(self, plan, x, out):
         root, is_root, wide = plan.extra

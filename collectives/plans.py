@@ -27,14 +27,16 @@ class Plan:
     none), `device` (the buffer is a GPU array), `extra` (what the collective needs
     beside: block offsets, the root, whether 'avg' sums in float32), `prepared` (None, or
     the algorithm bound to this signature on the Communicator's transport:
-    collectives.algorithms.prepare) and `out_shape` (the shape an `out` array must have
-    where it is not x's)."""
-    __slots__ = ("signature", "run", "op", "device", "extra", "tuning", "prepared", "out_shape")
+    collectives.algorithms.prepare), `out_shape` (the shape an `out` array must have
+    where it is not x's) and `writes_x` (the call writes into x on this rank: x must be
+    writeable)."""
+    __slots__ = ("signature", "run", "op", "device", "extra", "tuning", "prepared", "out_shape", "writes_x")
 
     def __init__(self, signature: tuple, run: Callable, op: Optional[str] = None, device: bool = False,
-                 extra: Any = None, prepared: Optional[Callable] = None, out_shape: Optional[tuple] = None) -> None:
+                 extra: Any = None, prepared: Optional[Callable] = None, out_shape: Optional[tuple] = None,
+                 writes_x: bool = False) -> None:
         self.signature, self.run, self.op, self.device, self.extra = signature, run, op, device, extra
-        self.prepared, self.out_shape = prepared, out_shape
+        self.prepared, self.out_shape, self.writes_x = prepared, out_shape, writes_x
         self.tuning = None
 
 

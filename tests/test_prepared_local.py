@@ -1,8 +1,8 @@
 """The prepared forms (collectives.algorithms.prepare: the one-shot all-reduce, the
-shared-memory reduce-scatter, all-gather and broadcast): a plain synchronous call runs the
-algorithm bound to its signature, with the same bits, checks, call tags, flight record and
-errors as the layered path, which every other call still takes; a repeated one skips the
-plan lookup and still refuses what the layered checks refuse."""
+shared-memory reduce-scatter, all-gather, broadcast and reduce): a plain synchronous call
+runs the algorithm bound to its signature, with the same bits, checks, call tags, flight
+record and errors as the layered path, which every other call still takes; a repeated one
+skips the plan lookup and still refuses what the layered checks refuse."""
 from contextlib import contextmanager
 
 import numpy as np
@@ -154,8 +154,9 @@ def test_a_repeated_signature_skips_the_plan_lookup_and_keeps_every_check(monkey
 
 @pytest.fixture
 def shm_layered_refuses(monkeypatch):
-    """The registry's shared-memory broadcast, all-gather and reduce-scatter fail if called."""
-    for collective in ("broadcast", "allgather", "reduce_scatter"):
+    """The registry's shared-memory broadcast, all-gather, reduce-scatter and reduce fail
+    if called."""
+    for collective in ("broadcast", "allgather", "reduce_scatter", "reduce"):
         monkeypatch.setitem(algorithms.ALGORITHMS[collective], "shm", refusing)
 
 
@@ -374,3 +375,66 @@ def test_an_allgather_into_an_out_that_holds_x_gives_the_layered_result():
     for prepared, layered, other, other_layered in cc.run_threads(3, body, timeout=30):
         assert np.array_equal(prepared, np.repeat([1.0, 2.0, 3.0], 2)) and np.array_equal(prepared, layered)
         assert np.array_equal(other, other_layered) and np.array_equal(other, [0, 1, 10, 11, 20, 21])
+
+
+def test_plain_reduces_take_the_prepared_form_on_every_rank(shm_layered_refuses):
+    def body(comm):
+        x = np.arange(6.0).reshape(2, 3) + comm.rank
+        in_place = comm.reduce(x.copy(), root=2, algorithm="shm")
+        into = np.empty((2, 3))
+        out_of_place = comm.reduce(x, "max", root=1, algorithm="shm", out=into)
+        again = comm.reduce(x.copy(), root=2, algorithm="shm")          # repeated: the one-function check
+        mean = comm.reduce(x.astype(np.float32), "avg", root=0, algorithm="shm")
+        with pytest.raises(AssertionError, match="layered"):
+            comm.reduce(x.copy(), root=2, algorithm="shm", async_op=True).wait()
+        with pytest.raises(AssertionError, match="layered"):          # float16 'avg' sums in float32
+            comm.reduce(x.astype(np.float16), "avg", algorithm="shm")
+        return in_place, out_of_place, again, mean, into, x
+    results = cc.run_threads(3, body, timeout=30)
+    total = sum(np.arange(6.0).reshape(2, 3) + r for r in range(3))
+    for rank, (in_place, out_of_place, again, mean, _into, x) in enumerate(results):
+        assert (in_place is None) == (again is None) == (rank != 2)
+        assert (out_of_place is None) == (rank != 1) and (mean is None) == (rank != 0)
+        assert np.array_equal(x, np.arange(6.0).reshape(2, 3) + rank)            # x is read, not written
+    assert np.array_equal(results[2][0], total) and np.array_equal(results[2][2], total)
+    assert results[1][1] is results[1][4] and np.array_equal(results[1][1], np.arange(6.0).reshape(2, 3) + 2)
+    assert np.allclose(results[0][3], total / 3)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+@pytest.mark.parametrize("dtype, op", [("float32", "sum"), ("float64", "prod"), ("float16", "max"),
+                                       ("int32", "min"), ("bool", "max"), ("float64", "avg")])
+def test_the_prepared_reduce_gives_the_layered_bits(n, dtype, op):
+    def body(comm):
+        rng = np.random.default_rng(comm.rank)
+        x = (rng.standard_normal((3, 7)) * 4).astype(dtype)
+        prepared = comm.reduce(x.copy(), op, root=n - 1, algorithm="shm")
+        layered = comm.reduce(x.copy(), op, root=n - 1, algorithm="shm", async_op=True).wait()
+        return x, prepared, layered
+    results = cc.run_threads(n, body, timeout=60)
+    _, prepared, layered = results[-1]
+    assert prepared.tobytes() == layered.tobytes()
+    assert_matches(prepared, [x for x, *_ in results], op)
+    assert all(mine is None and theirs is None for _, mine, theirs in results[:-1])
+
+
+def test_repeated_reduces_skip_the_plan_lookup_and_keep_every_check(monkeypatch):
+    def body(comm):
+        x, out = np.ones(4), np.empty(4)
+        comm.reduce(x.copy(), algorithm="shm")
+        comm.reduce(x, algorithm="shm", out=out)
+        with plan_lookup_refused(comm, monkeypatch):
+            in_place = comm.reduce(x.copy(), algorithm="shm")
+            out_of_place = comm.reduce(x, algorithm="shm", out=out)
+        if comm.rank == 0:                                               # root writes x in place, or out
+            with pytest.raises(ValueError, match="read-only"):
+                comm.reduce(_frozen(4), algorithm="shm")
+            refuses_what_the_layered_checks_refuse(lambda x, out: comm.reduce(x, algorithm="shm", out=out), 4, 4)
+        else:                                                            # the others only read x
+            with pytest.raises(ValueError, match="C-contiguous"):
+                comm.reduce(np.ones(8)[::2], algorithm="shm")
+        # a read-only x is fine where nothing writes it: on root with out, anywhere else in place
+        return in_place, out_of_place, comm.reduce(_frozen(4), algorithm="shm", out=out if comm.rank == 0 else None)
+    (root_in, root_out, root_frozen), (other_in, other_out, other_frozen) = cc.run_threads(2, body, timeout=30)
+    assert all(np.array_equal(result, np.full(4, 2.0)) for result in (root_in, root_out, root_frozen))
+    assert other_in is other_out is other_frozen is None

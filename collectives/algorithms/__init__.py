@@ -124,13 +124,15 @@ ALGORITHMS = {
 PREPARABLE = {("allreduce", "oneshot"): shm.prepare_oneshot,                  # (t, x, combine op)
               ("reduce_scatter", "shm"): shm.prepare_reduce_scatter,          # (t, x, combine op, offsets)
               ("broadcast", "shm"): shm.prepare_broadcast,                    # (t, x, root)
+              ("reduce", "shm"): shm.prepare_reduce,                          # (t, x, combine op, root)
               ("allgather", "shm"): shm.prepare_allgather}                    # (t, x)
 
 
 def prepare(collective, name, transport, x, *args):
     """`name` bound to x's signature (shape, dtype) and the collective's other arguments
     `args` (all-reduce: the combine op; reduce-scatter: the combine op and the block
-    offsets; broadcast: root; all-gather: none) on `transport`:
+    offsets; broadcast: root; reduce: the combine op and root; all-gather: none) on
+    `transport`:
     a function run(x, out) doing what ALGORITHMS[collective][name] does for such arrays
     (out: the result array; for broadcast x itself), or None where the algorithm offers
     no such form or it does not apply (see PREPARABLE)."""

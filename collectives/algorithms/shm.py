@@ -139,15 +139,11 @@ def prepare_oneshot(t, x, op):
         return None
     r, chain = t.rank, ufunc_chain(op)
     views = [[view.reshape(x.shape) for view in segment.staging_all(parity, x.dtype, x.size)] for parity in (0, 1)]
+    mine = [views[parity][r] for parity in (0, 1)]
     offsets = [segment.staging_offset(parity) for parity in (0, 1)]
 
     def run(x, out):
-        parity = _bound_round(t, segment)
-        mine = views[parity]
-        mine[r][...] = x
-        segment.post(offsets[parity])
-        segment.wait_all(t.timeout)
-        chain(out, mine)
+        chain(out, views[_exchange(t, segment, mine, x, offsets)])
     return run
 
 
@@ -162,12 +158,20 @@ def _bindable_one_round(t, nbytes):
     return segment
 
 
-def _bound_round(t, segment):
-    """Begin a round for a prepared call (see prepare_oneshot); returns its parity. Raises
-    once the segment is closed: the bound views no longer map it."""
+def _exchange(t, segment, mine, x, offsets=None):
+    """A prepared call's sync point (see prepare_oneshot): begin a round, copy x into this
+    rank's bound slot of its parity (mine[parity]; mine None: this rank publishes nothing),
+    post (publishing offsets[parity], default 0, as the layered function does), wait for
+    every peer. Returns the round's parity. Raises once the segment is closed: the bound
+    views no longer map it."""
     if segment.closed:
         raise RuntimeError(f"rank {t.rank}: the shared segment of this communicator is closed")
-    return segment.begin_round()
+    parity = segment.begin_round()
+    if mine is not None:
+        mine[parity][...] = x
+    segment.post(0 if offsets is None else offsets[parity])
+    segment.wait_all(t.timeout)
+    return parity
 
 
 def prepare_broadcast(t, x, root):
@@ -183,11 +187,7 @@ def prepare_broadcast(t, x, root):
     views = [segment.staging(root, parity, x.dtype, x.size).reshape(x.shape) for parity in (0, 1)]
 
     def run(x, out):
-        parity = _bound_round(t, segment)
-        if is_root:
-            views[parity][...] = x
-        segment.post()
-        segment.wait_all(t.timeout)
+        parity = _exchange(t, segment, views if is_root else None, x)
         if not is_root:
             x[...] = views[parity]
     return run
@@ -207,14 +207,11 @@ def prepare_allgather(t, x):
     rows = (n,) + x.shape
     blocks = [[segment.staging(j, parity, x.dtype, x.size, start=j * x.size).reshape(x.shape)
                for j in range(n)] for parity in (0, 1)]
+    mine = [blocks[parity][r] for parity in (0, 1)]
     others = [j for j in range(n) if j != r]
 
     def run(x, out):
-        parity = _bound_round(t, segment)
-        published = blocks[parity]
-        published[r][...] = x
-        segment.post()
-        segment.wait_all(t.timeout)
+        published = blocks[_exchange(t, segment, mine, x)]
         gathered = out.reshape(rows)
         gathered[r] = x
         for j in others:
@@ -238,11 +235,28 @@ def prepare_reduce_scatter(t, x, op, offsets):
     blocks = [[segment.staging(j, parity, x.dtype, hi - lo, start=lo) for j in range(n)] for parity in (0, 1)]
 
     def run(x, out):
-        parity = _bound_round(t, segment)
-        staged[parity][...] = x
-        segment.post()
-        segment.wait_all(t.timeout)
-        chain(out, blocks[parity])
+        chain(out, blocks[_exchange(t, segment, staged, x)])
+    return run
+
+
+def prepare_reduce(t, x, op, root):
+    """reduce bound to x's shape and dtype, combine op `op` and `root` on transport t:
+    run(x, out) doing what reduce does in one round (every rank copies x into its staging
+    half, one sync point, root reduces all n halves in rank order into out, with the same
+    ufunc calls: the same bits; out is None on the other ranks), with every view and the
+    op's ufunc looked up once. None where that does not apply: one rank, no bindable
+    segment, an empty x or one larger than a staging half."""
+    segment = _bindable_one_round(t, x.nbytes)
+    if segment is None:
+        return None
+    r, chain = t.rank, ufunc_chain(op)
+    views = [[view.reshape(x.shape) for view in segment.staging_all(parity, x.dtype, x.size)] for parity in (0, 1)]
+    mine = [views[parity][r] for parity in (0, 1)]
+
+    def run(x, out):
+        parity = _exchange(t, segment, mine, x)
+        if r == root:
+            chain(out, views[parity])
     return run
 
 
