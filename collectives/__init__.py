@@ -40,7 +40,7 @@ def init(comm: Any = None, *, debug: Optional[bool] = None, timeout: Any = _UNSE
     every rank still alive (default COLLECTIVES_TIMEOUT, else 300; 0 or None: forever).
     flight_dir: where flight records go on a timeout (default: a per-job temp folder).
     shm_bytes: bytes per rank of the node's shared segment, through which the shared-memory
-    algorithms (oneshot, twoshot) run (default COLLECTIVES_SHM_BYTES, else 64 MiB; 0: none).
+    algorithms (oneshot, twoshot) run (default COLLECTIVES_SHM_BYTES, else 64 MiB + 16 KiB; 0: none).
     nodes: emulate that many nodes of consecutive ranks on this machine (default
     COLLECTIVES_NODES, else the real nodes), each with its own segment: the hierarchical
     algorithm then runs shared memory inside them and MPI between them.
@@ -94,7 +94,7 @@ def run_threads(size: int, fn: Callable[..., Any], *args: Any, debug: bool = Fal
     """Run fn(comm, *args, **kwargs) on `size` ranks in this process, one thread each.
 
     The ranks share a segment of `shm_bytes` per rank (default COLLECTIVES_SHM_BYTES, else
-    64 MiB; 0: none) for the shared-memory algorithms.
+    64 MiB + 16 KiB; 0: none) for the shared-memory algorithms.
 
     Returns the results in rank order and re-raises the first rank's exception (a rank's
     own error rather than the errors it caused on others). A collective stuck longer

@@ -62,7 +62,12 @@ ALIGN = 64
 # one interleaved run). Half a page in is as far as staging can be from the offsets
 # arrays usually have.
 STAGING_SHIFT = 2048
-DEFAULT_BYTES = 64 << 20       # per rank: staging 2 x (16 MiB - 4 KiB), heap 32 MiB
+# Per rank by default: the flag page, two staging halves of 16 MiB and a heap of a little
+# over 32 MiB. With exactly 64 MiB the halves came to 16 MiB - 4 KiB, so a 16 MiB buffer
+# took a second round of 4 KiB with all its sync points: 4 ranks on 2 cores, 16 MiB,
+# alternating (three runs), shm_ring 0.87-0.92 and oneshot 0.91-0.95 of the time with the
+# halves at 16 MiB, twoshot (8 MiB rounds either way) 0.97-1.04.
+DEFAULT_BYTES = (64 << 20) + (16 << 10)
 VIEWS_KEPT = 256               # cached staging views (rank, parity, dtype, count, start) before starting over
 # int64 fields of a flag line: counter, then (seq, hash, offset) for parity 0 and 1
 COUNTER, SLOT0, SLOT_FIELDS = 0, 1, 3
