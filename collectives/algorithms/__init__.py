@@ -132,10 +132,10 @@ def prepare(collective, name, transport, x, *args):
     """`name` bound to x's signature (shape, dtype) and the collective's other arguments
     `args` (all-reduce: the combine op; reduce-scatter: the combine op and the block
     offsets; broadcast: root; reduce: the combine op and root; all-gather: none) on
-    `transport`:
-    a function run(x, out) doing what ALGORITHMS[collective][name] does for such arrays
-    (out: the result array; for broadcast x itself), or None where the algorithm offers
-    no such form or it does not apply (see PREPARABLE)."""
+    `transport`: a function run(x, out) doing what ALGORITHMS[collective][name] does for
+    such arrays (out: the result array; for broadcast x itself; None on reduce's
+    non-roots), or None where the algorithm offers no such form or it does not apply
+    (see PREPARABLE)."""
     make = PREPARABLE.get((collective, name))
     return make(transport, x, *args) if make is not None else None
 
