@@ -89,7 +89,8 @@ def ufunc_chain(op):
     NumPy arrays of out's shape and dtype, with the op's ufunc looked up once: the ufunc
     calls of combine_into then reduce_into per operand, bit for bit, without their per-call
     checks, for a caller that checked the operands when it bound them (the prepared
-    one-shot all-reduce, collectives/algorithms/shm.py). ValueError for an unknown op.
+    shared-memory all-reduce, reduce-scatter and reduce, collectives/algorithms/shm.py).
+    ValueError for an unknown op.
     Cost per call: n-1 ufunc calls, no allocation."""
     if op not in _UFUNCS:
         check_reduce(None, None, op)
